@@ -1,0 +1,57 @@
+# dagster-platform: thin targets over uv and the `dagster-platform` CLI (src/dagster_platform/cli.py).
+# The two contract commands are `make dev` and `make test`; both install what they need.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+# uv: the one on PATH, else a pinned copy bootstrapped with pip into .tools/.
+UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+VENV := .venv
+RUN := $(UV) run --frozen --no-sync
+CLI := $(RUN) dagster-platform
+git_files = git ls-files -z --cached --others --exclude-standard -- $(1)
+
+.PHONY: help install dev test lint fmt new-usercode clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]*):.*## /  \1\t/' | sort
+
+$(CURDIR)/.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv==$(UV_VERSION)
+
+# The venv is rebuilt only when the lock or the project metadata change.
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+install: $(VENV)/.synced ## install the locked platform environment (.venv)
+
+dev: install ## serve the Dagster UI on http://127.0.0.1:3000 with the example code location (SQLite)
+	$(CLI) dev
+
+test: install ## everything CI checks: lint, then the whole test suite
+	$(MAKE) --no-print-directory lint
+	$(RUN) pytest
+
+lint: install ## ruff, sqlfluff, yamllint, hadolint, shellcheck over the repo
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) sqlfluff lint platform
+	$(RUN) yamllint --strict .
+	@# Template files hold Jinja; they are linted after rendering by the rendered repo's own `make lint`
+	@# (tests/template). Here: every other Dockerfile and shell script in the repo.
+	$(call git_files,'Dockerfile' '*/Dockerfile' ':!usercode-template') | xargs -0 -r $(RUN) hadolint
+	$(call git_files,'*.sh' '.ci/*' ':!usercode-template') | xargs -0 -r $(RUN) shellcheck
+
+fmt: install ## apply ruff fixes and formatting
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+new-usercode: install ## create a user-code repo from the template (interactive; NO_INPUT=1 for defaults)
+	$(RUN) cookiecutter usercode-template $(if $(NO_INPUT),--no-input) $(ARGS)
+
+clean: ## remove local environments and runtime state
+	rm -rf $(VENV) .tools .dev .dagster_home .pytest_cache .ruff_cache

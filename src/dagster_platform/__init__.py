@@ -1,0 +1,1 @@
+"""dagster-platform: the platform team's own Python (Helm engine, policies, stack, template helpers)."""
