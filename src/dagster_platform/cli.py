@@ -10,6 +10,7 @@ import sys
 # `func(args) -> int` does the work. Keep this list the only place that knows them all.
 COMMAND_MODULES = [
     "dagster_platform.devserver",
+    "dagster_platform.template",
 ]
 
 

@@ -29,3 +29,37 @@ def render(output_dir: Path, answers: dict[str, str] | None = None, overwrite: b
             overwrite_if_exists=overwrite,
         )
     )
+
+
+# The template's uv.lock is generated, not hand-written: render with a sentinel location name, lock,
+# and put the Jinja variable back where the sentinel stands (the project's own entry in the lock).
+LOCK_SENTINEL = "zz-lock-sentinel"
+TEMPLATE_LOCK = TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "uv.lock"
+
+
+def relock(work_dir: Path) -> Path:
+    """Regenerate usercode-template/{{cookiecutter.project_slug}}/uv.lock from the template's pyproject."""
+    import subprocess
+
+    repo = render(work_dir, {"project_name": LOCK_SENTINEL, "package_name": "lock_sentinel"})
+    subprocess.run(["uv", "lock"], cwd=repo, check=True)
+    text = (repo / "uv.lock").read_text()
+    if "{{" in text or "{%" in text:
+        raise RuntimeError("the generated lock contains Jinja syntax; it cannot be templated safely")
+    TEMPLATE_LOCK.write_text(text.replace(LOCK_SENTINEL, "{{ cookiecutter.location_name }}"))
+    return TEMPLATE_LOCK
+
+
+def _relock_command(args) -> int:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        print(f"wrote {relock(Path(tmp))}")
+    return 0
+
+
+def register(subparsers) -> None:
+    template = subparsers.add_parser("template", help="user-code template helpers")
+    actions = template.add_subparsers(dest="action", required=True)
+    lock = actions.add_parser("lock", help="regenerate the template's uv.lock from its pyproject.toml")
+    lock.set_defaults(func=_relock_command)

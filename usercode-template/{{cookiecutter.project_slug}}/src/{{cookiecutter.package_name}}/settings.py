@@ -1,0 +1,97 @@
+"""Which environment this code location runs in, and where its warehouse is.
+
+DAGSTER_ENV selects the environment: `local` (the default) keeps everything in files on disk; `acceptance`
+and `production` read connection settings only from environment variables (Kubernetes secrets) and refuse
+to start when one is missing or when the host belongs to another environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ENVIRONMENTS = ("local", "acceptance", "production")
+
+# A database host is accepted only inside its environment's domain, so an acceptance deployment can never
+# be pointed at the production warehouse (or the other way round) by a copy-pasted secret.
+DATABASE_DOMAINS = {
+    "acceptance": "{{ cookiecutter.acceptance_db_domain }}",
+    "production": "{{ cookiecutter.production_db_domain }}",
+}
+
+# Connection settings for acceptance/production; all come from the environment (a Kubernetes secret).
+REQUIRED_VARS = ("WAREHOUSE_HOST", "WAREHOUSE_DB", "WAREHOUSE_USER", "WAREHOUSE_PASSWORD")
+NETWORK_VARS = (*REQUIRED_VARS, "WAREHOUSE_PORT")
+
+
+class EnvironmentConfigError(RuntimeError):
+    """The environment's settings are missing or point somewhere they must not."""
+
+
+@dataclass(frozen=True)
+class WarehouseSettings:
+    env: str
+    sqlite_path: str = ""
+    host: str = ""
+    port: int = 5432
+    dbname: str = ""
+    user: str = ""
+
+
+def current_env(environ: Mapping[str, str] = os.environ) -> str:
+    env = environ.get("DAGSTER_ENV", "")
+    if not env:
+        if "KUBERNETES_SERVICE_HOST" in environ:
+            raise EnvironmentConfigError(
+                "DAGSTER_ENV is not set but this process runs on Kubernetes; set DAGSTER_ENV to "
+                "'acceptance' or 'production' in deploy/values-<env>.yaml"
+            )
+        return "local"
+    if env not in ENVIRONMENTS:
+        raise EnvironmentConfigError(
+            f"DAGSTER_ENV={env!r} is not one of {', '.join(ENVIRONMENTS)} (example: DAGSTER_ENV=local)"
+        )
+    return env
+
+
+def host_belongs_to(host: str, env: str) -> bool:
+    domain = DATABASE_DOMAINS[env]
+    return host == domain or host.endswith("." + domain)
+
+
+def warehouse_settings(environ: Mapping[str, str] = os.environ) -> WarehouseSettings:
+    """Resolve the warehouse for the current environment, or raise naming exactly what is wrong."""
+    env = current_env(environ)
+    if env == "local":
+        stray = [name for name in NETWORK_VARS if environ.get(name)]
+        if stray:
+            raise EnvironmentConfigError(
+                f"DAGSTER_ENV=local never uses a network database, but {', '.join(stray)} is set; "
+                "unset it, or set DAGSTER_ENV=acceptance|production inside that environment"
+            )
+        home = environ.get("DAGSTER_HOME") or str(Path.cwd() / ".dagster_home")
+        return WarehouseSettings(
+            env=env, sqlite_path=environ.get("WAREHOUSE_SQLITE_PATH") or str(Path(home) / "warehouse.sqlite")
+        )
+
+    missing = [name for name in REQUIRED_VARS if not environ.get(name)]
+    if missing:
+        raise EnvironmentConfigError(
+            f"DAGSTER_ENV={env} needs {', '.join(missing)} from the Kubernetes secret "
+            f"(see deploy/values-{env}.yaml, envSecrets); refusing to start without them"
+        )
+    host = environ["WAREHOUSE_HOST"]
+    if not host_belongs_to(host, env):
+        raise EnvironmentConfigError(
+            f"WAREHOUSE_HOST={host!r} is not in the {env} domain {DATABASE_DOMAINS[env]!r}; "
+            f"DAGSTER_ENV={env} may only reach hosts like warehouse.{DATABASE_DOMAINS[env]}"
+        )
+    return WarehouseSettings(
+        env=env,
+        host=host,
+        port=int(environ.get("WAREHOUSE_PORT") or 5432),
+        dbname=environ["WAREHOUSE_DB"],
+        user=environ["WAREHOUSE_USER"],
+    )

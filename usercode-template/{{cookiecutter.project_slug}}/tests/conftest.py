@@ -1,0 +1,23 @@
+import pytest
+
+from {{ cookiecutter.package_name }}.settings import NETWORK_VARS
+
+
+@pytest.fixture(autouse=True)
+def local_env(tmp_path, monkeypatch):
+    """Every test runs as DAGSTER_ENV=local with its own warehouse file and no network settings."""
+    monkeypatch.setenv("DAGSTER_ENV", "local")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("WAREHOUSE_SQLITE_PATH", str(tmp_path / "warehouse.sqlite"))
+    monkeypatch.delenv("ORDERS_LANDING_DIR", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    for name in NETWORK_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def defs():
+    from {{ cookiecutter.package_name }}.definitions import defs as load_defs
+
+    return load_defs()
