@@ -1,0 +1,201 @@
+"""`make dev`: the Dagster UI on loopback with the template's example location, on a local SQLite instance.
+
+Three processes, started in the order that is both fast and safe:
+  1. the code server (`dagster code-server start`) in the example's own virtualenv, so the location runs
+     with its own locked dependencies exactly as in its image; it supports "Reload" from the UI;
+  2. the webserver (platform venv), started at the same time, with a workspace pointing at that server;
+  3. the daemon (schedules, sensors, run queue), once the webserver has created the instance's schema —
+     starting both on a fresh SQLite instance at the same instant races on schema creation.
+The instance lives in .dev/dagster_home and persists across restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from dagster_platform import template
+from dagster_platform.paths import DEV_DIR, INSTANCE_YAML
+from dagster_platform.smoke import location_state
+
+EXAMPLE_LOCATION = "example-pipelines"
+EXAMPLE_MODULE = "example_pipelines.definitions"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def ensure_example(dev_dir: Path = DEV_DIR) -> Path:
+    """Render the example location from the template once, and install its locked environment."""
+    repo = dev_dir / EXAMPLE_LOCATION
+    if not (repo / "pyproject.toml").exists():
+        print(f"dev: rendering the example code location into {repo}", flush=True)
+        template.render(dev_dir)
+    subprocess.run(["make", "--no-print-directory", "install"], cwd=repo, check=True)
+    return repo
+
+
+def write_instance(home: Path) -> None:
+    """dagster.yaml: the platform's instance settings; storage left to the embedded SQLite default."""
+    home.mkdir(parents=True, exist_ok=True)
+    settings = yaml.safe_load(INSTANCE_YAML.read_text())
+    # Retention purges ticks on a schedule the local loop does not need; everything else is the platform's.
+    settings.pop("retention", None)
+    (home / "dagster.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+
+
+def write_workspace(path: Path, code_port: int) -> None:
+    workspace = {
+        "load_from": [
+            {"grpc_server": {"host": "127.0.0.1", "port": code_port, "location_name": EXAMPLE_LOCATION}}
+        ]
+    }
+    path.write_text(yaml.safe_dump(workspace, sort_keys=False))
+
+
+@dataclass
+class Process:
+    name: str
+    argv: list[str]
+    cwd: Path
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    popen: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        out = self.log.open("wb")
+        self.popen = subprocess.Popen(
+            self.argv, cwd=self.cwd, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT
+        )
+
+    def exited(self) -> int | None:
+        return self.popen.poll() if self.popen else None
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if not self.popen or self.popen.poll() is not None:
+            return
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+
+class ComponentFailed(RuntimeError):
+    pass
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def wait_until(condition, processes: list[Process], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for process in processes:
+            if process.exited() is not None:
+                raise ComponentFailed(f"{process.name} exited ({process.exited()}) while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise ComponentFailed(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def serve(host: str, port: int, dev_dir: Path = DEV_DIR, until_ready: bool = False) -> int:
+    started = time.monotonic()
+    repo = ensure_example(dev_dir)
+    home = (dev_dir / "dagster_home").resolve()
+    logs = dev_dir / "logs"
+    write_instance(home)
+    code_port = free_port()
+    workspace = dev_dir / "workspace.yaml"
+    write_workspace(workspace, code_port)
+
+    env = {"DAGSTER_HOME": str(home)}
+    bin_dir = Path(sys.executable).parent
+    code_server = Process(
+        "code server",
+        [str(repo / ".venv/bin/dagster"), "code-server", "start", "-h", "127.0.0.1", "-p", str(code_port),
+         "-m", EXAMPLE_MODULE, "--location-name", EXAMPLE_LOCATION],
+        cwd=repo, log=logs / "code-server.log", env={**env, "DAGSTER_ENV": "local"},
+    )  # fmt: skip
+    webserver = Process(
+        "webserver",
+        [str(bin_dir / "dagster-webserver"), "-h", host, "-p", str(port), "-w", str(workspace)],
+        cwd=dev_dir, log=logs / "webserver.log", env=env,
+    )  # fmt: skip
+    daemon = Process(
+        "daemon",
+        [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)],
+        cwd=dev_dir, log=logs / "daemon.log", env=env,
+    )  # fmt: skip
+    processes = [code_server, webserver, daemon]
+    url = f"http://{host}:{port}"
+
+    def stop_all(*_args) -> None:
+        for process in reversed(processes):
+            process.stop()
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        code_server.start()
+        webserver.start()
+        wait_until(lambda: http_ok(f"{url}/server_info"), [code_server, webserver], 120, "the webserver")
+        daemon.start()
+        print(f"dev: webserver up at {url} ({time.monotonic() - started:.1f}s)", flush=True)
+        wait_until(
+            lambda: location_state(url, EXAMPLE_LOCATION, {})[0] == "LOADED",
+            [code_server, webserver, daemon], 120, f"location {EXAMPLE_LOCATION} to load",
+        )  # fmt: skip
+        print(f"dev: location {EXAMPLE_LOCATION} LOADED ({time.monotonic() - started:.1f}s)", flush=True)
+        print(f"dev: Dagster UI on {url} — Ctrl-C stops everything; logs in {logs}", flush=True)
+        if until_ready:
+            return 0
+        while True:
+            for process in processes:
+                if process.exited() is not None:
+                    raise ComponentFailed(f"{process.name} exited ({process.exited()})")
+            time.sleep(1)
+    except ComponentFailed as exc:
+        print(f"dev: FAILED: {exc}", file=sys.stderr)
+        for process in processes:
+            if process.popen is not None:
+                print(f"--- {process.name} log tail ({process.log}) ---\n{process.tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_all()
+
+
+def _dev_command(args) -> int:
+    return serve(args.host, args.port, Path(args.dev_dir), until_ready=args.until_ready)
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("dev", help="serve the Dagster UI locally with the example code location")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--dev-dir", default=str(DEV_DIR), help="where the example and the instance live")
+    parser.add_argument("--until-ready", action="store_true", help="exit once everything is LOADED (for tests)")
+    parser.set_defaults(func=_dev_command)
