@@ -1,0 +1,171 @@
+"""The Helm engine: the `helm` binary when it is on PATH, else Helm's Go SDK through `helm_python`.
+
+Both are the real Helm: same template engine, same values.schema.json enforcement, same lint. The
+binary is what CI and the upgrade use (it can reach chart repositories and clusters); the SDK lets
+the checks run on machines without it. `DAGSTER_PLATFORM_HELM=sdk|binary` forces one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class HelmEngineError(Exception):
+    """Helm refused the chart or the values (schema, template `fail`, missing chart, ...)."""
+
+
+@dataclass
+class LintReport:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    infos: list[str] = field(default_factory=list)
+
+
+_SOURCE = re.compile(r"^# Source: (?P<path>\S+)\s*$", re.MULTILINE)
+
+
+def split_manifests(rendered: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Kubernetes objects of a render, in template order; empty documents are dropped."""
+    objects: list[dict[str, Any]] = []
+    for path in sorted(rendered):
+        if not path.endswith((".yaml", ".yml", ".json")):
+            continue  # NOTES.txt and the like
+        for doc in yaml.safe_load_all(rendered[path]):
+            if doc:
+                doc.setdefault("metadata", {})
+                objects.append({"__source__": path, **doc})
+    return objects
+
+
+def strip_source(obj: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k != "__source__"}
+
+
+class HelmEngine:
+    """Render, lint and build dependencies of a local chart."""
+
+    def __init__(self, prefer: str | None = None) -> None:
+        prefer = prefer or os.environ.get("DAGSTER_PLATFORM_HELM") or "auto"
+        if prefer not in ("auto", "sdk", "binary"):
+            raise ValueError(f"DAGSTER_PLATFORM_HELM must be sdk or binary, not {prefer!r}")
+        self.binary = shutil.which("helm") if prefer in ("auto", "binary") else None
+        if prefer == "binary" and not self.binary:
+            raise HelmEngineError("DAGSTER_PLATFORM_HELM=binary but no `helm` on PATH")
+
+    @property
+    def name(self) -> str:
+        return f"helm binary ({self.binary})" if self.binary else "helm-python-sdk (Helm Go SDK)"
+
+    # -- rendering -------------------------------------------------------------------------------
+
+    def render(self, chart_dir: Path, values: Mapping[str, Any], *, release: str, namespace: str) -> dict[str, str]:
+        """Template path -> rendered text (like `helm template`); raises HelmEngineError."""
+        if self.binary:
+            return self._render_binary(chart_dir, values, release=release, namespace=namespace)
+        import helm_python
+
+        try:
+            with helm_python.Chart.load(chart_dir) as chart:
+                rendered = chart.render(
+                    dict(values), name=release, namespace=namespace, is_install=False, is_upgrade=True
+                )
+        except helm_python.HelmError as exc:
+            raise HelmEngineError(str(exc)) from exc
+        return rendered
+
+    def _render_binary(
+        self, chart_dir: Path, values: Mapping[str, Any], *, release: str, namespace: str
+    ) -> dict[str, str]:
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+            json.dump(values, handle)
+        try:
+            proc = subprocess.run(
+                [self.binary, "template", release, str(chart_dir), "--namespace", namespace]
+                + ["--values", handle.name],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        finally:
+            os.unlink(handle.name)
+        if proc.returncode != 0:
+            raise HelmEngineError(proc.stderr.strip() or proc.stdout.strip())
+        rendered: dict[str, str] = {}
+        for chunk in re.split(r"^---\s*$", proc.stdout, flags=re.MULTILINE):
+            match = _SOURCE.search(chunk)
+            if match:
+                key = match["path"]
+                rendered[key] = rendered.get(key, "") + "\n---\n" + chunk
+        return rendered
+
+    # -- lint ------------------------------------------------------------------------------------
+
+    def lint(self, chart_dir: Path, values: Mapping[str, Any], *, namespace: str) -> LintReport:
+        report = LintReport()
+        if self.binary:
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+                json.dump(values, handle)
+            try:
+                proc = subprocess.run(
+                    [self.binary, "lint", str(chart_dir), "--namespace", namespace, "--values", handle.name],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+            finally:
+                os.unlink(handle.name)
+            for line in (proc.stdout + proc.stderr).splitlines():
+                if line.startswith("[ERROR]"):
+                    report.errors.append(line)
+                elif line.startswith("[WARNING]"):
+                    report.warnings.append(line)
+                elif line.startswith("[INFO]"):
+                    report.infos.append(line)
+            if proc.returncode != 0 and not report.errors:
+                report.errors.append(proc.stdout + proc.stderr)
+            return report
+        import helm_python
+
+        result = helm_python.lint(chart_dir, dict(values), namespace=namespace)
+        for message in result["messages"]:
+            text = f"{message['path']}: {message['error']}"
+            {3: report.errors, 2: report.warnings}.get(message["severity"], report.infos).append(text)
+        for error in result.get("errors", []):
+            if not any(error in e for e in report.errors):
+                report.errors.append(error)
+        return report
+
+    # -- dependencies ----------------------------------------------------------------------------
+
+    def dependency_status(self, chart_dir: Path) -> list[dict[str, Any]]:
+        """Declared dependencies with Helm's status: ok, missing, wrong version, ..."""
+        import helm_python
+
+        return helm_python.dependency_list(chart_dir)
+
+    def dependency_build(self, chart_dir: Path) -> None:
+        """`helm dependency build`: fetch charts/ exactly as Chart.lock pins them."""
+        if self.binary:
+            for dep in yaml.safe_load((chart_dir / "Chart.yaml").read_text()).get("dependencies", []):
+                repo = dep["repository"]
+                if repo.startswith(("http://", "https://")):
+                    subprocess.run([self.binary, "repo", "add", "--force-update", dep["name"], repo], check=True)
+            subprocess.run([self.binary, "dependency", "build", str(chart_dir)], check=True)
+            return
+        import helm_python
+
+        try:
+            helm_python.dependency_build(chart_dir)
+        except helm_python.HelmError as exc:
+            raise HelmEngineError(str(exc)) from exc

@@ -1,0 +1,266 @@
+"""platform/instance/instance.yaml <-> the official chart's values, and Dagster's own config checks.
+
+instance.yaml (dagster.yaml format, also used verbatim by the local stack) is the one place for the
+run queue, run monitoring, run retries, tick retention and telemetry. `instance_to_values` turns
+it into the official chart's values (an overlay generated at render time, never committed);
+`values_to_instance` turns chart values back into the dagster.yaml sections the chart's
+configmap-instance.yaml template writes, so both directions can be checked against Dagster's
+config schemas and against each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from dagster_platform import paths
+
+# instance.yaml sections this module translates; any other section makes the translation fail
+# (so a setting added to instance.yaml cannot silently miss the cluster).
+TRANSLATED_SECTIONS = ("run_coordinator", "run_monitoring", "run_retries", "retention", "telemetry")
+# dagster.yaml sections that legitimately differ between the cluster and the local stack.
+PLACE_SPECIFIC_SECTIONS = (
+    "run_launcher",
+    "storage",
+    "run_storage",
+    "event_log_storage",
+    "schedule_storage",
+    "compute_logs",
+    "local_artifact_storage",
+    "scheduler",
+)
+
+_QUEUED_KEYS = {
+    "max_concurrent_runs": "maxConcurrentRuns",
+    "tag_concurrency_limits": "tagConcurrencyLimits",
+    "dequeue_interval_seconds": "dequeueIntervalSeconds",
+    "dequeue_use_threads": "dequeueUseThreads",
+    "dequeue_num_workers": "dequeueNumWorkers",
+}
+_MONITORING_KEYS = {
+    "enabled": "enabled",
+    "start_timeout_seconds": "startTimeoutSeconds",
+    "cancel_timeout_seconds": "cancelTimeoutSeconds",
+    "max_resume_run_attempts": "maxResumeRunAttempts",
+    "poll_interval_seconds": "pollIntervalSeconds",
+}
+_RETRIES_KEYS = {"enabled": "enabled", "max_retries": "maxRetries"}
+_RETENTION_KEYS = {"schedule": "schedule", "sensor": "sensor", "auto_materialize": "autoMaterialize"}
+_QUEUED_CLASSES = {
+    ("dagster.core.run_coordinator", "QueuedRunCoordinator"),
+    ("dagster._core.run_coordinator", "QueuedRunCoordinator"),
+    ("dagster._core.run_coordinator.queued_run_coordinator", "QueuedRunCoordinator"),
+}
+
+
+class InstanceTranslationError(Exception):
+    """instance.yaml holds something the chart values cannot express."""
+
+
+def load_instance(path=None) -> dict[str, Any]:
+    return yaml.safe_load((path or paths.INSTANCE_YAML).read_text()) or {}
+
+
+def _map_keys(section: str, data: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
+    unknown = sorted(set(data) - set(mapping))
+    if unknown:
+        raise InstanceTranslationError(
+            f"instance.yaml {section}: {unknown} have no mapping to the dagster chart's values "
+            f"(known: {sorted(mapping)}); extend dagster_platform.helm_instance"
+        )
+    return {mapping[key]: value for key, value in data.items()}
+
+
+def _default_tick_retention(kind: str) -> dict[str, int]:
+    """Dagster's own defaults per tick status (the chart wants all four when given a mapping)."""
+    from dagster._core.definitions.run_request import InstigatorType
+    from dagster._core.instance.config import get_default_tick_retention_settings
+
+    instigator = InstigatorType.SCHEDULE if kind == "schedule" else InstigatorType.SENSOR
+    return {status.value.lower(): days for status, days in get_default_tick_retention_settings(instigator).items()}
+
+
+def instance_to_values(instance: Mapping[str, Any]) -> dict[str, Any]:
+    """The `dagster:` values overlay that makes the chart write instance.yaml's sections."""
+    extra = sorted(set(instance) - set(TRANSLATED_SECTIONS) - set(PLACE_SPECIFIC_SECTIONS))
+    if extra:
+        raise InstanceTranslationError(
+            f"instance.yaml sections {extra} are neither translated to Helm values nor place-specific"
+        )
+    place_specific = sorted(set(instance) & set(PLACE_SPECIFIC_SECTIONS))
+    if place_specific:
+        raise InstanceTranslationError(
+            f"instance.yaml must not hold place-specific sections {place_specific}: "
+            "storage and the run launcher come from the Helm values on the cluster"
+        )
+    daemon: dict[str, Any] = {}
+    dagster: dict[str, Any] = {"dagsterDaemon": daemon}
+
+    coordinator = instance.get("run_coordinator")
+    if coordinator:
+        if (coordinator.get("module"), coordinator.get("class")) not in _QUEUED_CLASSES:
+            raise InstanceTranslationError(
+                f"instance.yaml run_coordinator {coordinator.get('module')}.{coordinator.get('class')}: "
+                "the platform runs the QueuedRunCoordinator"
+            )
+        config = _map_keys("run_coordinator.config", coordinator.get("config") or {}, _QUEUED_KEYS)
+        daemon["runCoordinator"] = {
+            "enabled": True,
+            "type": "QueuedRunCoordinator",
+            "config": {"queuedRunCoordinator": config},
+        }
+    else:
+        daemon["runCoordinator"] = {"enabled": False}
+
+    if "run_monitoring" in instance:
+        daemon["runMonitoring"] = _map_keys("run_monitoring", instance["run_monitoring"], _MONITORING_KEYS)
+    if "run_retries" in instance:
+        daemon["runRetries"] = _map_keys("run_retries", instance["run_retries"], _RETRIES_KEYS)
+
+    if "retention" in instance:
+        retention: dict[str, Any] = {"enabled": True}
+        _map_keys("retention", instance["retention"], _RETENTION_KEYS)  # rejects unknown sections
+        for section, data in instance["retention"].items():
+            key = _RETENTION_KEYS[section]
+            purge = (data or {}).get("purge_after_days")
+            if isinstance(purge, Mapping):
+                # The chart's schema requires every tick status; unstated ones keep Dagster's default.
+                purge = {**_default_tick_retention(section), **purge}
+            retention[key] = {"purgeAfterDays": purge}
+        dagster["retention"] = retention
+
+    if "telemetry" in instance:
+        dagster["telemetry"] = {"enabled": bool(instance["telemetry"].get("enabled"))}
+    return {"dagster": dagster}
+
+
+def _inverse(mapping: Mapping[str, str]) -> dict[str, str]:
+    return {v: k for k, v in mapping.items()}
+
+
+def values_to_instance(dagster_values: Mapping[str, Any], *, namespace: str, release: str) -> dict[str, Any]:
+    """The dagster.yaml sections the official chart writes for these values.
+
+    Mirrors helm/dagster/templates/configmap-instance.yaml and helpers/instance/_run-*.tpl of the
+    official chart for the keys the platform sets. In CI, where the official chart is present, the
+    rendered ConfigMap itself is checked too (`instance_from_manifests`).
+    """
+    daemon = dagster_values.get("dagsterDaemon", {})
+    out: dict[str, Any] = {}
+    coordinator = daemon.get("runCoordinator", {})
+    if daemon.get("enabled", True) and coordinator.get("enabled"):
+        config = (coordinator.get("config") or {}).get("queuedRunCoordinator") or {}
+        out["run_coordinator"] = {
+            "module": "dagster.core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+            "config": {_inverse(_QUEUED_KEYS)[k]: v for k, v in config.items()},
+        }
+    monitoring = daemon.get("runMonitoring", {})
+    if daemon.get("enabled", True) and monitoring.get("enabled"):
+        out["run_monitoring"] = {_inverse(_MONITORING_KEYS)[k]: v for k, v in monitoring.items()}
+    retries = daemon.get("runRetries", {})
+    if daemon.get("enabled", True) and retries.get("enabled"):
+        out["run_retries"] = {_inverse(_RETRIES_KEYS)[k]: v for k, v in retries.items()}
+    retention = dagster_values.get("retention", {})
+    if retention.get("enabled"):
+        out["retention"] = {
+            _inverse(_RETENTION_KEYS)[key]: {"purge_after_days": retention[key]["purgeAfterDays"]}
+            for key in _RETENTION_KEYS.values()
+            if retention.get(key)
+        }
+    if "telemetry" in dagster_values:
+        out["telemetry"] = {"enabled": dagster_values["telemetry"].get("enabled")}
+
+    launcher = dagster_values.get("runLauncher", {})
+    if launcher.get("type") == "K8sRunLauncher":
+        out["run_launcher"] = _k8s_run_launcher(launcher.get("config", {}).get("k8sRunLauncher", {}), namespace)
+    return out
+
+
+def _k8s_run_launcher(cfg: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "load_incluster_config": cfg.get("loadInclusterConfig"),
+        "job_namespace": cfg.get("jobNamespace") or namespace,
+        "image_pull_policy": cfg.get("imagePullPolicy"),
+        "service_account_name": "dagster",
+        "dagster_home": "/opt/dagster/dagster_home",
+        "instance_config_map": "dagster-instance",
+        "postgres_password_secret": "dagster-postgresql-secret",
+    }
+    simple = {
+        "kubeconfigFile": "kubeconfig_file",
+        "envVars": "env_vars",
+        "volumeMounts": "volume_mounts",
+        "volumes": "volumes",
+        "labels": "labels",
+        "resources": "resources",
+        "schedulerName": "scheduler_name",
+        "securityContext": "security_context",
+    }
+    for key, target in simple.items():
+        if cfg.get(key):
+            config[target] = cfg[key]
+    for key, target in (("envConfigMaps", "env_config_maps"), ("envSecrets", "env_secrets")):
+        names = [item["name"] for item in cfg.get(key) or [] if "name" in item]
+        if names:
+            config[target] = names
+    if cfg.get("failPodOnRunFailure"):
+        config["fail_pod_on_run_failure"] = True
+    run_k8s = cfg.get("runK8sConfig") or {}
+    run_k8s_keys = {
+        "containerConfig": "container_config",
+        "podSpecConfig": "pod_spec_config",
+        "podTemplateSpecMetadata": "pod_template_spec_metadata",
+        "jobSpecConfig": "job_spec_config",
+        "jobMetadata": "job_metadata",
+    }
+    unknown = sorted(set(run_k8s) - set(run_k8s_keys))
+    if unknown:
+        raise InstanceTranslationError(f"runK8sConfig keys {unknown} are not keys of the dagster chart")
+    if run_k8s:
+        config["run_k8s_config"] = {run_k8s_keys[k]: v for k, v in run_k8s.items() if v}
+    return {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": config}
+
+
+def instance_from_manifests(objects: list[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """dagster.yaml of the rendered official chart (the `*-instance` ConfigMap), if rendered."""
+    for obj in objects:
+        if obj.get("kind") == "ConfigMap" and obj["metadata"].get("name", "").endswith("-instance"):
+            text = (obj.get("data") or {}).get("dagster.yaml")
+            if text:
+                return yaml.safe_load(text)
+    return None
+
+
+def dagster_config_errors(instance: Mapping[str, Any]) -> list[str]:
+    """Errors Dagster itself reports for these dagster.yaml sections (empty list = valid).
+
+    Checks the whole document against Dagster's instance schema, then the run coordinator and
+    run launcher `config:` against their classes' own config schemas, as the instance does when it
+    loads them.
+    """
+    from dagster._config import process_config
+    from dagster._core.instance.config import dagster_instance_config_schema
+
+    errors: list[str] = []
+    result = process_config(dagster_instance_config_schema(), dict(instance))
+    if not result.success:
+        errors.extend(f"dagster.yaml: {err.message}" for err in result.errors)
+    for section in ("run_coordinator", "run_launcher"):
+        data = instance.get(section)
+        if not data:
+            continue
+        klass = _load_class(data["module"], data["class"])
+        result = process_config(klass.config_type(), data.get("config") or {})
+        if not result.success:
+            errors.extend(f"dagster.yaml {section} ({data['class']}): {err.message}" for err in result.errors)
+    return errors
+
+
+def _load_class(module: str, name: str):
+    import importlib
+
+    module = module.replace("dagster.core.", "dagster._core.")
+    return getattr(importlib.import_module(module), name)
