@@ -1,0 +1,301 @@
+"""Structure rules for our GitLab pipelines: what review would otherwise have to catch by eye.
+
+`check(pipeline, kind)` returns a list of violations (empty = fine) for kind "platform" (this repo's
+.gitlab-ci.yml) or "usercode" (a user-code repo's .gitlab-ci.yml with the platform's template included).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from dagster_platform.ci_config import Pipeline, expand_vars, flatten, job_commands, referenced_variables
+from dagster_platform.paths import dagster_version
+
+STAGES = {
+    "platform": ["lint", "test", "render", "diff", "acceptance", "production"],
+    "usercode": ["lint", "test", "build", "scan", "acceptance", "production"],
+}
+# The commands a developer runs locally, exactly.
+DEVELOPER_JOBS = {
+    "platform": {"lint": ["make lint"], "test": ["make test"]},
+    "usercode": {"lint": ["make lint"], "test": ["make test", "make check"]},
+}
+MR_RULE = '$CI_PIPELINE_SOURCE == "merge_request_event"'
+DEFAULT_BRANCH_RULE = "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"
+ENVIRONMENTS = ("acceptance", "production")
+
+SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|PRIVATE|CREDENTIAL|API_KEY|AUTH|KUBECONFIG|_KEY$)", re.I)
+PRINTERS = re.compile(r"(^|[;&|(`]\s*|\$\(\s*)(echo|printf|cat\s*<<|tee)\b")
+DUMPERS = re.compile(r"(^|[;&|]\s*)(env|printenv|export\s+-p|set\s+-x|set\s+-o\s+xtrace)\s*($|[;&|])")
+
+
+def _norm(condition: str) -> str:
+    return " ".join(str(condition).replace("'", '"').split())
+
+
+def _rules(job: dict) -> list[dict]:
+    return [r for r in job.get("rules", []) if isinstance(r, dict)]
+
+
+def _env_name(job: dict) -> str | None:
+    env = job.get("environment")
+    name = env.get("name") if isinstance(env, dict) else env
+    if not name:
+        return None
+    for candidate in ENVIRONMENTS:
+        if candidate in str(name):
+            return candidate
+    return str(name)
+
+
+def _resolve_image(image, variables: dict[str, str]) -> str:
+    name = image.get("name") if isinstance(image, dict) else image
+    return expand_vars(str(name or ""), variables)
+
+
+def image_pinned(image: str) -> bool:
+    if "@sha256:" in image:
+        return True
+    if "$" in image:
+        return False
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return False
+    tag = last.rsplit(":", 1)[1]
+    return bool(tag) and tag != "latest" and any(ch.isdigit() for ch in tag)
+
+
+def check(pipeline: Pipeline, kind: str) -> list[str]:
+    if kind not in STAGES:
+        raise ValueError(f"kind must be one of {sorted(STAGES)}")
+    problems = list(pipeline.problems)
+    config = pipeline.config
+    variables = pipeline.variables
+    jobs = pipeline.jobs()
+
+    # Pipelines: merge requests and the default branch only.
+    rules = (config.get("workflow") or {}).get("rules") or []
+    conditions = {_norm(r.get("if", "")) for r in rules if isinstance(r, dict) and r.get("when") != "never"}
+    if conditions != {_norm(MR_RULE), _norm(DEFAULT_BRANCH_RULE)}:
+        problems.append(
+            f"workflow:rules must allow exactly merge-request and default-branch pipelines, found {sorted(conditions)}"
+        )
+
+    # Stage order.
+    if pipeline.stages != STAGES[kind]:
+        problems.append(f"stages must be {STAGES[kind]} in this order, found {pipeline.stages}")
+    order = {stage: i for i, stage in enumerate(pipeline.stages)}
+    for name, job in jobs.items():
+        stage = job.get("stage", "test")
+        if stage not in order:
+            problems.append(f"{name}: stage {stage!r} is not in stages")
+        for need in job.get("needs", []) or []:
+            needed = need.get("job") if isinstance(need, dict) else need
+            if needed not in jobs:
+                problems.append(f"{name}: needs unknown job {needed!r}")
+            elif order.get(jobs[needed].get("stage", "test"), 0) > order.get(stage, 0):
+                problems.append(f"{name}: needs {needed!r} of a later stage")
+
+    # lint/test run exactly what a developer runs, and can be cancelled by a newer pipeline.
+    for name, expected in DEVELOPER_JOBS[kind].items():
+        job = jobs.get(name)
+        if job is None:
+            problems.append(f"job {name!r} is missing")
+            continue
+        script = flatten(job.get("script"))
+        if script != expected:
+            problems.append(f"{name}: script must be exactly {expected} (what a developer runs), found {script}")
+        if job.get("interruptible") is not True:
+            problems.append(f"{name}: must be interruptible")
+        if name == "test" and not ((job.get("artifacts") or {}).get("reports") or {}).get("junit"):
+            problems.append("test: must publish a JUnit report (artifacts:reports:junit)")
+
+    # Images pinned to a version (or digest), never latest.
+    for name, job in jobs.items():
+        if "image" not in job:
+            if name in _template_jobs(pipeline):
+                continue  # image set by GitLab's own template
+            problems.append(f"{name}: no image (set one, pinned)")
+            continue
+        image = _resolve_image(job["image"], {**variables, **_job_vars(job)})
+        if not image_pinned(image):
+            problems.append(f"{name}: image {image!r} is not pinned to a version tag or digest")
+
+    # No job prints or dumps secrets.
+    for name, job in jobs.items():
+        lines = job_commands(job) + flatten(job.get("after_script"))
+        for line in lines:
+            for statement in re.split(r"\n", line):
+                secrets = {v for v in referenced_variables(statement) if SECRET_NAME.search(v)}
+                if secrets and PRINTERS.search(statement):
+                    problems.append(f"{name}: prints secret variable(s) {sorted(secrets)}: {statement.strip()!r}")
+                if DUMPERS.search(statement.strip()):
+                    problems.append(f"{name}: dumps the environment or traces commands: {statement.strip()!r}")
+        merged_vars = {**variables, **_job_vars(job)}
+        if str(merged_vars.get("CI_DEBUG_TRACE", "")).lower() == "true":
+            problems.append(f"{name}: CI_DEBUG_TRACE prints every variable, secrets included")
+
+    problems += _check_deploys(jobs, variables, kind)
+    if kind == "usercode":
+        problems += _check_usercode(pipeline, jobs, variables)
+    return problems
+
+
+def _template_jobs(pipeline: Pipeline) -> set[str]:
+    return {"container_scanning"} if "Jobs/Container-Scanning.gitlab-ci.yml" in pipeline.templates else set()
+
+
+def _job_vars(job: dict) -> dict[str, str]:
+    out = {}
+    for key, value in (job.get("variables") or {}).items():
+        out[key] = str(value.get("value", "")) if isinstance(value, dict) else str(value)
+    return out
+
+
+def _deploy_jobs(jobs: dict[str, dict]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {env: [] for env in ENVIRONMENTS}
+    for name, job in jobs.items():
+        env = _env_name(job)
+        environment = job.get("environment")
+        action = environment.get("action", "start") if isinstance(environment, dict) else "start"
+        if env in found and action == "start":
+            found[env].append(name)
+    return found
+
+
+def _check_deploys(jobs: dict[str, dict], variables: dict[str, str], kind: str) -> list[str]:
+    problems = []
+    deploys = _deploy_jobs(jobs)
+    groups: dict[str, str] = {}
+    for env in ENVIRONMENTS:
+        if len(deploys[env]) != 1:
+            problems.append(f"exactly one job must deploy to {env}, found {deploys[env]}")
+            continue
+        name = deploys[env][0]
+        job = jobs[name]
+        other = "production" if env == "acceptance" else "acceptance"
+        if job.get("stage") != env:
+            problems.append(f"{name}: must run in stage {env!r}")
+        environment = job.get("environment") or {}
+        tier = environment.get("deployment_tier") if isinstance(environment, dict) else None
+        if tier != ("production" if env == "production" else "staging"):
+            problems.append(
+                f"{name}: environment deployment_tier must be {'production' if env == 'production' else 'staging'}"
+            )
+        group = job.get("resource_group")
+        if not group:
+            problems.append(f"{name}: must be serialized by a resource_group")
+        elif group in groups.values():
+            problems.append(f"{name}: resource_group {group!r} is shared with another environment")
+        else:
+            groups[env] = group
+        if job.get("interruptible") is not False:
+            problems.append(f"{name}: a deploy must not be interruptible")
+        if "when" in job or "only" in job or "except" in job:
+            problems.append(f"{name}: use rules only (no job-level when/only/except)")
+        active = [r for r in _rules(job) if r.get("when") != "never"]
+        if not active or any(_norm(r.get("if", "")) != _norm(DEFAULT_BRANCH_RULE) for r in active):
+            problems.append(f"{name}: must run only on the default branch (rules: if {DEFAULT_BRANCH_RULE})")
+        whens = {r.get("when", "on_success") for r in active}
+        if env == "production":
+            if whens != {"manual"}:
+                problems.append(f"{name}: production must be when: manual, found {sorted(whens)}")
+            if job.get("allow_failure") is not False:
+                problems.append(f"{name}: production must set allow_failure: false (blocks the pipeline until run)")
+        elif "manual" in whens:
+            problems.append(f"{name}: acceptance deploys automatically on the default branch")
+        # The kube context and URLs of this environment only.
+        text = " ".join(job_commands(job)) + " " + " ".join(_job_vars(job).values())
+        foreign = sorted(v for v in referenced_variables(text) if v.endswith(f"_{other.upper()}"))
+        if foreign:
+            problems.append(f"{name}: references {other} variables {foreign}")
+        job_vars = _job_vars(job)
+        if job_vars.get("KUBE_CONTEXT") != f"$KUBE_CONTEXT_{env.upper()}":
+            problems.append(f"{name}: KUBE_CONTEXT must be $KUBE_CONTEXT_{env.upper()}")
+        commands = job_commands(job)
+        if kind == "platform":
+            if 'make platform-upgrade ENV="$ENV"' not in commands or job_vars.get("ENV") != env:
+                problems.append(f"{name}: must run make platform-upgrade ENV={env}")
+        else:
+            problems += _check_helm_deploy(name, env, commands, job_vars)
+    return problems
+
+
+def _check_helm_deploy(name: str, env: str, commands: list[str], job_vars: dict[str, str]) -> list[str]:
+    problems = []
+    helm_index = next((i for i, c in enumerate(commands) if "helm upgrade" in c), None)
+    if helm_index is None:
+        return [f"{name}: no helm upgrade"]
+    words = shlex.split(commands[helm_index])
+    required = {
+        "--install": None,
+        "--atomic": None,
+        "--wait": None,
+        "--version": "$DAGSTER_PLATFORM_VERSION",
+        "--kube-context": "$KUBE_CONTEXT",
+        "-f": "deploy/values-$DEPLOY_ENV.yaml",
+    }
+    for flag, value in required.items():
+        if flag not in words:
+            problems.append(f"{name}: helm upgrade lacks {flag}")
+        elif value is not None and words[words.index(flag) + 1] != value:
+            problems.append(f"{name}: helm upgrade {flag} must be {value}, found {words[words.index(flag) + 1]}")
+    if "dagster/dagster-user-deployments" not in words:
+        problems.append(f"{name}: must deploy the official dagster/dagster-user-deployments chart")
+    if "deployments[0].image.tag=$CI_COMMIT_SHA" not in words:
+        problems.append(f"{name}: must --set deployments[0].image.tag=$CI_COMMIT_SHA")
+    if job_vars.get("DEPLOY_ENV") != env:
+        problems.append(f"{name}: DEPLOY_ENV must be {env} (selects deploy/values-{env}.yaml)")
+    smoke = [i for i, c in enumerate(commands) if "dagster_platform.smoke" in c]
+    if not smoke or smoke[-1] < helm_index:
+        problems.append(f"{name}: the smoke check (dagster_platform.smoke) must run after helm upgrade")
+    return problems
+
+
+def _check_usercode(pipeline: Pipeline, jobs: dict[str, dict], variables: dict[str, str]) -> list[str]:
+    problems = []
+    if variables.get("DAGSTER_PLATFORM_VERSION") != dagster_version():
+        problems.append(
+            f"DAGSTER_PLATFORM_VERSION must be the platform's pin {dagster_version()} (pyproject.toml),"
+            f" found {variables.get('DAGSTER_PLATFORM_VERSION')!r}"
+        )
+    # build: image from the Dockerfile, tagged with the commit SHA, pushed to the project's registry.
+    build = jobs.get("build")
+    if build is None:
+        problems.append("job 'build' is missing")
+    else:
+        script = " ".join(job_commands(build))
+        if "kaniko" in script or "kaniko" in str(build.get("image")):
+            problems.append("build: kaniko is unmaintained; use buildah or docker-in-docker")
+        if not re.search(r"\b(buildah|docker)\b", script):
+            problems.append("build: must build with buildah or docker")
+        if variables.get("IMAGE") != "$CI_REGISTRY_IMAGE:$CI_COMMIT_SHA":
+            problems.append(f"IMAGE must be $CI_REGISTRY_IMAGE:$CI_COMMIT_SHA, found {variables.get('IMAGE')!r}")
+        if "latest" in script:
+            problems.append("build: never tag or push latest")
+        if '--tag "$IMAGE"' not in script and '-t "$IMAGE"' not in script:
+            problems.append('build: must tag "$IMAGE"')
+        if not re.search(r'push\b.*"\$IMAGE"', script):
+            problems.append('build: must push "$IMAGE"')
+    # scan: GitLab's Container-Scanning on that image; findings judged by the gate.
+    if "Jobs/Container-Scanning.gitlab-ci.yml" not in pipeline.templates:
+        problems.append("must include GitLab's Jobs/Container-Scanning.gitlab-ci.yml template")
+    scan = jobs.get("container_scanning", {})
+    if _job_vars(scan).get("CS_IMAGE") != "$IMAGE":
+        problems.append("container_scanning: CS_IMAGE must be $IMAGE (the image just built)")
+    if scan.get("allow_failure") is not False:
+        problems.append("container_scanning: allow_failure must be false")
+    if scan.get("stage") != "scan":
+        problems.append("container_scanning: must run in stage scan")
+    gate = jobs.get("scan-gate")
+    if gate is None or "dagster_platform.ci_scan_gate" not in " ".join(job_commands(gate)):
+        problems.append("job 'scan-gate' must run dagster_platform.ci_scan_gate")
+    elif gate.get("allow_failure"):
+        problems.append("scan-gate: must not allow failure")
+    guard = jobs.get("version-guard")
+    if guard is None or "dagster_platform.version_guard" not in " ".join(job_commands(guard)):
+        problems.append("job 'version-guard' must run dagster_platform.version_guard")
+    elif guard.get("allow_failure"):
+        problems.append("version-guard: must not allow failure")
+    return problems

@@ -1,0 +1,83 @@
+"""Every CI file validates against GitLab's CI schema (offline) and its includes resolve to files that exist."""
+
+import pytest
+import yaml
+
+from dagster_platform.ci_config import load_pipeline, platform_projects, schema_check
+
+from .conftest import OTHER_ANSWERS, PLATFORM_CI, USERCODE_CI, as_checkout, load_usercode, render
+
+
+@pytest.mark.parametrize("path", [PLATFORM_CI, USERCODE_CI], ids=["platform", "usercode-template"])
+def test_ci_file_matches_gitlab_schema(path):
+    ok, output = schema_check([path])
+    assert ok, output
+
+
+def test_rendered_repo_ci_matches_gitlab_schema(rendered_repo):
+    ok, output = schema_check([rendered_repo / ".gitlab-ci.yml"])
+    assert ok, output
+
+
+def test_schema_rejects_an_invalid_file(tmp_path):
+    bad = tmp_path / ".gitlab-ci.yml"
+    bad.write_text(
+        "deploy-production:\n  stage: production\n  script: [make deploy]\n  when: sometimes\n  resource_group: 3\n"
+    )
+    ok, output = schema_check([bad])
+    assert not ok
+    assert "sometimes" in output or "when" in output
+
+
+def test_platform_ci_has_no_unresolved_includes(platform_pipeline):
+    assert platform_pipeline.problems == []
+
+
+def test_rendered_repo_includes_the_platform_template(usercode_pipeline):
+    assert usercode_pipeline.problems == []
+    assert USERCODE_CI in usercode_pipeline.files
+    assert usercode_pipeline.templates == ["Jobs/Container-Scanning.gitlab-ci.yml"]
+    assert "deploy-production" in usercode_pipeline.jobs()
+
+
+def test_include_ref_and_tools_ref_agree(usercode_pipeline):
+    """The jobs fetch the platform's tools at PLATFORM_CI_REF: it must be the ref the pipeline was included at."""
+    (include,) = yaml.safe_load(usercode_pipeline.path.read_text())["include"]
+    variables = usercode_pipeline.variables
+    assert include["project"] == variables["PLATFORM_CI_PROJECT"]
+    assert include["ref"] == variables["PLATFORM_CI_REF"]
+    assert include["file"] == "ci/usercode.gitlab-ci.yml"
+
+
+def test_other_answers_render_a_valid_pipeline(tmp_path):
+    repo = as_checkout(render(tmp_path, OTHER_ANSWERS))
+    pipeline = load_pipeline(
+        repo / ".gitlab-ci.yml", projects=platform_projects(OTHER_ANSWERS["platform_ci_project"]), repo_root=repo
+    )
+    assert pipeline.problems == []
+    assert pipeline.variables["DAGSTER_LOCATION"] == "sales-forecasts"
+    assert pipeline.variables["PACKAGE_NAME"] == "sales_forecasting"
+    assert pipeline.variables["PLATFORM_CI_REF"] == "v2.3.0"
+    ok, output = schema_check([repo / ".gitlab-ci.yml"])
+    assert ok, output
+
+
+def test_missing_include_is_reported(tmp_path, rendered_repo):
+    ci = tmp_path / ".gitlab-ci.yml"
+    ci.write_text(
+        (rendered_repo / ".gitlab-ci.yml").read_text().replace("ci/usercode.gitlab-ci.yml", "ci/nope.gitlab-ci.yml")
+    )
+    problems = load_usercode(tmp_path).problems
+    assert any("ci/nope.gitlab-ci.yml does not exist" in p for p in problems), problems
+
+
+def test_unknown_project_and_local_includes_are_reported(tmp_path):
+    ci = tmp_path / ".gitlab-ci.yml"
+    ci.write_text(
+        "include:\n"
+        "  - project: someone/else\n    ref: main\n    file: x.yml\n"
+        "  - local: ci/missing.yml\n"
+        "  - template: Made-Up.gitlab-ci.yml\n"
+    )
+    problems = load_pipeline(ci).problems
+    assert len(problems) == 3, problems

@@ -1,0 +1,284 @@
+"""Structure of the pipelines: stage order, developer commands, guarded production, no printed secrets, pinned
+images. Each rule is shown to pass on the real files and to reject a file that breaks it."""
+
+import copy
+
+import pytest
+
+from dagster_platform.ci_config import Pipeline
+from dagster_platform.ci_policy import STAGES, check, image_pinned
+from dagster_platform.ci_runner import job_when, predefined_variables
+from dagster_platform.paths import dagster_version
+
+
+def mutated(pipeline: Pipeline, change) -> Pipeline:
+    config = copy.deepcopy(pipeline.config)
+    change(config)
+    return Pipeline(path=pipeline.path, config=config, files=pipeline.files, templates=list(pipeline.templates))
+
+
+def test_platform_pipeline_passes(platform_pipeline):
+    assert check(platform_pipeline, "platform") == []
+
+
+def test_usercode_pipeline_passes(usercode_pipeline):
+    assert check(usercode_pipeline, "usercode") == []
+
+
+def test_stage_order(platform_pipeline, usercode_pipeline):
+    assert platform_pipeline.stages == ["lint", "test", "render", "diff", "acceptance", "production"]
+    assert usercode_pipeline.stages == ["lint", "test", "build", "scan", "acceptance", "production"]
+
+
+def test_developer_commands_exactly(platform_pipeline, usercode_pipeline):
+    platform, usercode = platform_pipeline.jobs(), usercode_pipeline.jobs()
+    assert platform["lint"]["script"] == ["make lint"]
+    assert platform["test"]["script"] == ["make test"]
+    assert usercode["lint"]["script"] == ["make lint"]
+    assert usercode["test"]["script"] == ["make test", "make check"]
+    assert usercode["test"]["artifacts"]["reports"]["junit"] == "reports/junit.xml"
+
+
+def test_template_states_the_platform_dagster_version(usercode_pipeline):
+    assert usercode_pipeline.variables["DAGSTER_PLATFORM_VERSION"] == dagster_version()
+
+
+# --- rules as GitLab evaluates them -------------------------------------------------------------------------
+
+MR = {"pipeline_source": "merge_request_event", "branch": "feature"}
+MAIN = {"pipeline_source": "push", "branch": "main"}
+FEATURE_PUSH = {"pipeline_source": "push", "branch": "feature"}
+
+
+def when(pipeline, job, context, tmp_path):
+    return job_when(pipeline, job, predefined_variables(tmp_path, **context))
+
+
+@pytest.mark.parametrize(
+    ("kind", "job", "mr", "main", "feature_push"),
+    [
+        ("usercode", "lint", "on_success", "on_success", "never"),
+        ("usercode", "test", "on_success", "on_success", "never"),
+        ("usercode", "build", "on_success", "on_success", "never"),
+        ("usercode", "container_scanning", "on_success", "on_success", "never"),
+        ("usercode", "deploy-acceptance", "never", "on_success", "never"),
+        ("usercode", "deploy-production", "never", "manual", "never"),
+        ("platform", "lint", "on_success", "on_success", "never"),
+        ("platform", "test", "on_success", "on_success", "never"),
+        ("platform", "diff", "on_success", "never", "never"),
+        ("platform", "upgrade-acceptance", "never", "on_success", "never"),
+        ("platform", "upgrade-production", "never", "manual", "never"),
+    ],
+)
+def test_jobs_appear_in_the_right_pipelines(
+    kind, job, mr, main, feature_push, platform_pipeline, usercode_pipeline, tmp_path
+):
+    pipeline = platform_pipeline if kind == "platform" else usercode_pipeline
+    assert when(pipeline, job, MR, tmp_path) == mr
+    assert when(pipeline, job, MAIN, tmp_path) == main
+    assert when(pipeline, job, FEATURE_PUSH, tmp_path) == feature_push
+
+
+# --- each rule rejects a pipeline that breaks it --------------------------------------------------------------
+
+
+def _set(path: list, value):
+    def change(config):
+        target = config
+        for key in path[:-1]:
+            target = target.setdefault(key, {})
+        if value is _DELETE:
+            target.pop(path[-1], None)
+        else:
+            target[path[-1]] = value
+
+    return change
+
+
+_DELETE = object()
+
+USERCODE_BREAKAGES = {
+    "production not manual": (
+        _set(["deploy-production", "rules"], [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"}]),
+        "deploy-production: production must be when: manual",
+    ),
+    "production may fail": (
+        _set(["deploy-production", "allow_failure"], True),
+        "deploy-production: production must set allow_failure: false",
+    ),
+    "production on merge requests": (
+        _set(
+            ["deploy-production", "rules"], [{"if": '$CI_PIPELINE_SOURCE == "merge_request_event"', "when": "manual"}]
+        ),
+        "deploy-production: must run only on the default branch",
+    ),
+    "production not serialized": (
+        _set(["deploy-production", "resource_group"], _DELETE),
+        "deploy-production: must be serialized by a resource_group",
+    ),
+    "one resource group for both": (
+        _set(["deploy-production", "resource_group"], "acceptance"),
+        "is shared with another environment",
+    ),
+    "production not protected tier": (
+        _set(["deploy-production", "environment", "deployment_tier"], "staging"),
+        "deploy-production: environment deployment_tier must be production",
+    ),
+    "acceptance uses the production context": (
+        _set(["deploy-acceptance", "variables", "KUBE_CONTEXT"], "$KUBE_CONTEXT_PRODUCTION"),
+        "deploy-acceptance: references production variables ['KUBE_CONTEXT_PRODUCTION']",
+    ),
+    "acceptance manual": (
+        _set(["deploy-acceptance", "rules"], [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH", "when": "manual"}]),
+        "deploy-acceptance: acceptance deploys automatically",
+    ),
+    "lint runs something else": (
+        _set(["lint", "script"], ["uv run ruff check ."]),
+        "lint: script must be exactly ['make lint']",
+    ),
+    "test skips dg check": (
+        _set(["test", "script"], ["make test"]),
+        "test: script must be exactly ['make test', 'make check']",
+    ),
+    "test without junit": (
+        _set(["test", "artifacts"], {"paths": ["reports/"]}),
+        "test: must publish a JUnit report",
+    ),
+    "lint not interruptible": (_set(["lint", "interruptible"], False), "lint: must be interruptible"),
+    "stages reordered": (
+        _set(["stages"], ["lint", "build", "test", "scan", "acceptance", "production"]),
+        "stages must be",
+    ),
+    "image latest": (_set(["variables", "PYTHON_IMAGE"], "python:latest"), "is not pinned"),
+    "image untagged": (_set(["variables", "HELM_IMAGE"], "alpine/helm"), "is not pinned"),
+    "echo a secret": (
+        _set(["build", "script"], ['echo "$CI_REGISTRY_PASSWORD" > /tmp/p', 'buildah push "$IMAGE"']),
+        "build: prints secret variable(s) ['CI_REGISTRY_PASSWORD']",
+    ),
+    "trace commands": (_set(["lint", "before_script"], ["set -x"]), "lint: dumps the environment"),
+    "dump env": (_set(["lint", "before_script"], ["env | sort"]), "lint: dumps the environment"),
+    "debug trace": (
+        _set(["test", "variables"], {"CI_DEBUG_TRACE": "true"}),
+        "test: CI_DEBUG_TRACE prints every variable",
+    ),
+    "kaniko": (
+        _set(["build", "image"], "gcr.io/kaniko-project/executor:v1.23.2-debug"),
+        "build: kaniko is unmaintained",
+    ),
+    "latest tag pushed": (
+        _set(["variables", "IMAGE"], "$CI_REGISTRY_IMAGE:latest"),
+        "IMAGE must be $CI_REGISTRY_IMAGE:$CI_COMMIT_SHA",
+    ),
+    "scan of another image": (
+        _set(["container_scanning", "variables", "CS_IMAGE"], "$CI_REGISTRY_IMAGE:main"),
+        "container_scanning: CS_IMAGE must be $IMAGE",
+    ),
+    "scan may fail": (_set(["container_scanning", "allow_failure"], True), "container_scanning: allow_failure"),
+    "no scan gate": (_set(["scan-gate"], _DELETE), "job 'scan-gate' must run dagster_platform.ci_scan_gate"),
+    "no version guard": (_set(["version-guard"], _DELETE), "job 'version-guard' must run"),
+    "template version drifted from the platform pin": (
+        _set(["variables", "DAGSTER_PLATFORM_VERSION"], "1.0.0"),
+        "DAGSTER_PLATFORM_VERSION must be the platform's pin",
+    ),
+    "workflow runs every branch": (
+        _set(["workflow", "rules"], [{"if": "$CI_COMMIT_BRANCH"}]),
+        "workflow:rules must allow exactly",
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(USERCODE_BREAKAGES))
+def test_usercode_rule_rejects(breakage, usercode_pipeline):
+    change, expected = USERCODE_BREAKAGES[breakage]
+    problems = check(mutated(usercode_pipeline, change), "usercode")
+    assert any(expected in p for p in problems), problems
+
+
+def _helm_line(transform):
+    def change(config):
+        script = copy.deepcopy(config[".deploy"]["script"])
+        config[".deploy"]["script"] = [transform(line) if "helm upgrade" in line else line for line in script]
+
+    return change
+
+
+def _smoke_first(config):
+    script = config[".deploy"]["script"]
+    smoke = [line for line in script if "dagster_platform.smoke" in line]
+    config[".deploy"]["script"] = smoke + [line for line in script if line not in smoke]
+
+
+HELM_BREAKAGES = {
+    "no --atomic": (_helm_line(lambda s: s.replace("--atomic ", "")), "helm upgrade lacks --atomic"),
+    "no --wait": (_helm_line(lambda s: s.replace("--wait ", "")), "helm upgrade lacks --wait"),
+    "unpinned chart": (
+        _helm_line(lambda s: s.replace('--version "$DAGSTER_PLATFORM_VERSION"', "")),
+        "helm upgrade lacks --version",
+    ),
+    "wrong values file": (
+        _helm_line(lambda s: s.replace("values-$DEPLOY_ENV", "values-production")),
+        "-f must be deploy/values-$DEPLOY_ENV.yaml",
+    ),
+    "no image tag": (
+        _helm_line(lambda s: s.replace('--set "deployments[0].image.tag=$CI_COMMIT_SHA"', "")),
+        "must --set deployments[0].image.tag=$CI_COMMIT_SHA",
+    ),
+    "smoke before deploy": (_smoke_first, "the smoke check (dagster_platform.smoke) must run after helm upgrade"),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(HELM_BREAKAGES))
+def test_deploy_rule_rejects(breakage, usercode_pipeline):
+    change, expected = HELM_BREAKAGES[breakage]
+    problems = check(mutated(usercode_pipeline, change), "usercode")
+    assert any(expected in p for p in problems), problems
+
+
+PLATFORM_BREAKAGES = {
+    "test job with extras": (
+        _set(["test", "script"], ["make test PYTEST_ARGS=-x"]),
+        "test: script must be exactly ['make test']",
+    ),
+    "production upgrade automatic": (
+        _set(["upgrade-production", "rules"], [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"}]),
+        "upgrade-production: production must be when: manual",
+    ),
+    "production upgrade not serialized": (
+        _set(["upgrade-production", "resource_group"], _DELETE),
+        "upgrade-production: must be serialized",
+    ),
+    "production upgrade on acceptance": (
+        _set(["upgrade-production", "variables", "ENV"], "acceptance"),
+        "upgrade-production: must run make platform-upgrade ENV=production",
+    ),
+    "two production deploys": (
+        _set(["hotfix"], {"stage": "production", "script": ["make platform-upgrade"], "environment": "production"}),
+        "exactly one job must deploy to production",
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(PLATFORM_BREAKAGES))
+def test_platform_rule_rejects(breakage, platform_pipeline):
+    change, expected = PLATFORM_BREAKAGES[breakage]
+    problems = check(mutated(platform_pipeline, change), "platform")
+    assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("image", "pinned"),
+    [
+        ("python:3.11.11-bookworm", True),
+        ("registry.example:5000/tools/helm@sha256:" + "a" * 64, True),
+        ("python:latest", False),
+        ("python", False),
+        ("registry.example:5000/python", False),
+        ("python:bookworm", False),
+    ],
+)
+def test_image_pinning(image, pinned):
+    assert image_pinned(image) is pinned
+
+
+def test_stage_lists_are_the_documented_ones():
+    assert set(STAGES) == {"platform", "usercode"}
