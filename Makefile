@@ -55,3 +55,26 @@ new-usercode: install ## create a user-code repo from the template (interactive;
 
 clean: ## remove local environments and runtime state
 	rm -rf $(VENV) .tools .dev .dagster_home .pytest_cache .ruff_cache
+
+# --- Platform on Kubernetes: helm/dagster-platform + platform/values (what runs where: helm/README.md) ---
+.PHONY: platform-env platform-deps platform-render platform-check platform-verify platform-diff platform-upgrade
+platform-env:
+	@$(if $(filter acceptance production,$(ENV)),true,echo 'set ENV=acceptance or ENV=production' >&2; exit 2)
+
+platform-deps: install ## fetch the official dagster chart pinned in helm/dagster-platform/Chart.lock (network)
+	$(CLI) platform deps
+
+platform-render: platform-env platform-deps ## full manifests of ENV=acceptance|production -> .dev/helm/ENV/manifests.yaml
+	$(CLI) platform render --env $(ENV) --full --out .dev/helm/$(ENV)/manifests.yaml
+
+platform-check: install ## guardrails for ENV (default: all) on the platform's own templates; offline
+	$(CLI) platform check --env $(or $(ENV),all)
+
+platform-verify: platform-deps ## CI: full render with the official chart, every guardrail, Kubernetes schemas
+	$(CLI) platform check --env $(or $(ENV),all) --full
+
+platform-diff: platform-env platform-deps ## what platform-upgrade would change in ENV (helm-diff, else manifest diff)
+	$(CLI) platform diff --env $(ENV)
+
+platform-upgrade: platform-env platform-deps ## guarded helm upgrade --install --atomic --wait of ENV, with instance migration
+	$(CLI) platform upgrade --env $(ENV) $(UPGRADE_FLAGS)

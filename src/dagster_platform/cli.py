@@ -11,6 +11,7 @@ import sys
 COMMAND_MODULES = [
     "dagster_platform.devserver",
     "dagster_platform.template",
+    "dagster_platform.helm_cli",
 ]
 
 
