@@ -1,0 +1,148 @@
+"""The deploy jobs' smoke check against a real webserver on loopback: one gRPC code server that loads (`good`)
+and one workspace entry whose server is not there (`broken`)."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dagster_platform.paths import ROOT
+from dagster_platform.smoke import SmokeError, check_location, location_state
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.prefix) / "bin"
+DEFS = """
+import dagster as dg
+
+
+@dg.asset
+def smoke_asset() -> int:
+    return 1
+
+
+defs = dg.Definitions(assets=[smoke_asset])
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} did not come up in {timeout}s")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def webserver(tmp_path_factory):
+    home = tmp_path_factory.mktemp("smoke")
+    (home / "defs.py").write_text(DEFS)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    grpc_port, dead_port, web_port = free_port(), free_port(), free_port()
+    (home / "workspace.yaml").write_text(
+        "load_from:\n"
+        f"  - grpc_server: {{host: 127.0.0.1, port: {grpc_port}, location_name: good}}\n"
+        f"  - grpc_server: {{host: 127.0.0.1, port: {dead_port}, location_name: broken}}\n"
+    )
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    logs = [open(home / name, "w") for name in ("grpc.log", "web.log")]  # noqa: SIM115 - closed below
+    grpc = subprocess.Popen(
+        [BIN / "dagster", "api", "grpc", "--python-file", "defs.py", "--host", "127.0.0.1", "--port", str(grpc_port)],
+        cwd=home,
+        env=env,
+        stdout=logs[0],
+        stderr=subprocess.STDOUT,
+    )
+    web = subprocess.Popen(
+        [BIN / "dagster-webserver", "-h", "127.0.0.1", "-p", str(web_port), "-w", "workspace.yaml"],
+        cwd=home,
+        env=env,
+        stdout=logs[1],
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{web_port}"
+    try:
+        wait_for(lambda: http_ok(url + "/server_info"), 120, "dagster-webserver")
+        yield url
+    finally:
+        for process in (web, grpc):
+            process.terminate()
+        for process in (web, grpc):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for log in logs:
+            log.close()
+
+
+def test_loaded_location_passes(webserver):
+    detail = check_location(webserver, "good", timeout=60, interval=1)
+    assert "'good' is LOADED" in detail
+    assert "__repository__" in detail
+
+
+def test_reload_then_loaded_passes(webserver):
+    assert "LOADED" in check_location(webserver, "good", timeout=60, interval=1, reload=True)
+
+
+def test_location_that_failed_to_load_fails(webserver):
+    state, detail = location_state(webserver, "broken", {})
+    assert state == "ERROR", detail
+    with pytest.raises(SmokeError, match="ERROR: location 'broken' failed to load"):
+        check_location(webserver, "broken", timeout=2, interval=1)
+
+
+def test_missing_location_fails(webserver):
+    with pytest.raises(SmokeError, match="MISSING: location 'nope' is not in the webserver's workspace"):
+        check_location(webserver, "nope", timeout=1, interval=1)
+    with pytest.raises(SmokeError, match="reload of 'nope' refused: RepositoryLocationNotFound"):
+        check_location(webserver, "nope", timeout=1, interval=1, reload=True)
+
+
+def test_unreachable_webserver_fails():
+    with pytest.raises(SmokeError, match="UNREACHABLE"):
+        check_location(f"http://127.0.0.1:{free_port()}", "good", timeout=1, interval=0.5)
+
+
+def test_cli_as_the_deploy_job_runs_it(webserver):
+    """As in the deploy job: plain python3 -m, PYTHONPATH at the platform's src, standard library only."""
+    command = [sys.executable, "-I", "-S", "-c"]
+    code = (
+        "import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); "
+        "runpy.run_module('dagster_platform.smoke', run_name='__main__')"
+    )
+    ok = subprocess.run(
+        [*command, code, str(ROOT / "src"), "--url", webserver, "--location", "good", "--reload", "--timeout", "60"],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "smoke: OK: location 'good' is LOADED" in ok.stdout
+    bad = subprocess.run(
+        [*command, code, str(ROOT / "src"), "--url", webserver, "--location", "broken", "--timeout", "2"],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 1
+    assert "smoke: FAILED: ERROR: location 'broken' failed to load" in bad.stderr
