@@ -252,6 +252,9 @@ def _k8s_subtree_errors(value: Any, definition: str) -> list[str]:
     ]
 
 
+_RESOURCE_NAME = re.compile(r"^(cpu|memory|ephemeral-storage|hugepages-[0-9]+[KMG]i?|[a-z0-9.-]+/[a-z0-9._-]+)$")
+
+
 def check_embedded_k8s_objects(values: Mapping[str, Any], where: str) -> list[Violation]:
     out = []
     for dotted, definition in K8S_SUBTREES.items():
@@ -260,6 +263,16 @@ def check_embedded_k8s_objects(values: Mapping[str, Any], where: str) -> list[Vi
             continue
         for err in _k8s_subtree_errors(value, definition):
             out.append(Violation("kubernetes-schema", where, f"{dotted}: {err}"))
+        if definition.endswith("ResourceRequirements") and isinstance(value, Mapping):
+            # The API server accepts only standard or domain-qualified resource names.
+            for kind in ("requests", "limits"):
+                for name in (value.get(kind) or {}) if isinstance(value.get(kind), Mapping) else ():
+                    if not _RESOURCE_NAME.match(str(name)):
+                        out.append(
+                            Violation(
+                                "kubernetes-schema", where, f"{dotted}.{kind}.{name}: not a Kubernetes resource name"
+                            )
+                        )
     return out
 
 
@@ -290,7 +303,25 @@ def check_no_plaintext_secrets(values: Mapping[str, Any], where: str) -> list[Vi
             out.append(Violation("plaintext-secret", where, f"{path} holds a literal secret value"))
         elif isinstance(value, str) and _URL_WITH_PASSWORD.search(value):
             out.append(Violation("plaintext-secret", where, f"{path} is a URL with an embedded password"))
+    for path, mapping in _mappings(values):
+        # Environment variables: {name: DB_PASSWORD, value: "..."} (valueFrom a Secret is the way).
+        name, value = mapping.get("name"), mapping.get("value")
+        if isinstance(name, str) and isinstance(value, str) and value and _SECRET_ENV.search(name):
+            out.append(Violation("plaintext-secret", where, f"{path} sets {name} to a literal value"))
     return out
+
+
+_SECRET_ENV = re.compile(r"PASS|SECRET|TOKEN|API_?KEY|CREDENTIAL|PRIVATE_KEY", re.IGNORECASE)
+
+
+def _mappings(node: Any, path: str = "") -> Iterable[tuple[str, Mapping[str, Any]]]:
+    if isinstance(node, Mapping):
+        yield path, node
+        for key, child in node.items():
+            yield from _mappings(child, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            yield from _mappings(child, f"{path}[{index}]")
 
 
 def _image_problem(tag: Any) -> str | None:
@@ -458,8 +489,8 @@ def check_kubernetes_schemas(objects: list[Mapping[str, Any]], kube_version: str
         except kubernetes_validate.SchemaNotFoundError as exc:
             out.append(Violation("kubernetes-schema", _obj_name(obj), f"no schema: {exc}"))
         except kubernetes_validate.ValidationError as exc:
-            location = ".".join(str(p) for p in exc.caused_by.absolute_path)
-            out.append(Violation("kubernetes-schema", _obj_name(obj), f"{location}: {exc.caused_by.message}"))
+            location = ".".join(str(p) for p in exc.absolute_path)
+            out.append(Violation("kubernetes-schema", _obj_name(obj), f"{location}: {exc.message}"))
     return out
 
 

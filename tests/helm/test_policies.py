@@ -1,0 +1,285 @@
+"""Guardrail policies: the committed values pass, and each kind of mistake fails with a clear message."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from dagster_platform import helm_policies as hp
+from dagster_platform import helm_values
+
+from .conftest import ENVS, edit_yaml, objects_of
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_committed_values_pass_every_value_policy(env):
+    assert [str(v) for v in hp.check_values(env)] == []
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_rendered_objects_pass_every_manifest_policy(rendered, env_values, env):
+    assert [str(v) for v in hp.check_manifests(env, rendered[env], env_values[env])] == []
+
+
+def rules(violations):
+    return {v.rule for v in violations}
+
+
+def messages(violations):
+    return "\n".join(map(str, violations))
+
+
+# -- misspelled keys in any values file -----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("file", "path", "key"),
+    [
+        ("base.yaml", ("dagster", "dagsterDaemon"), "resource"),
+        ("base.yaml", ("dagster", "runLauncher", "config", "k8sRunLauncher"), "imagePullPolcy"),
+        ("base.yaml", ("dagster", "runLauncher", "config", "k8sRunLauncher", "runK8sConfig"), "podSpecConfg"),
+        ("acceptance.yaml", ("dagster", "dagsterWebserver"), "replicaCont"),
+        ("production.yaml", ("dagster", "postgresql"), "postgresqlHostname"),
+        ("production.yaml", ("dagster",), "dagsterWebServer"),
+    ],
+)
+def test_misspelled_dagster_key_fails(values_dir, file, path, key):
+    def edit(data):
+        node = data
+        for part in path:
+            node = node.setdefault(part, {})
+        node[key] = "x"
+
+    edit_yaml(values_dir / file, edit)
+    env = "acceptance" if file != "production.yaml" else "production"
+    found = hp.check_values(env, layers=helm_values.values_layers(env, values_dir=values_dir))
+    unknown = [v for v in found if v.rule == "unknown-key"]
+    assert unknown, messages(found)
+    assert f"{'.'.join(path)}.{key} is not a value of the official dagster chart" in messages(unknown)
+    assert file in messages(unknown)
+
+
+def test_misspelled_key_names_the_close_match():
+    found = hp.check_dagster_keys({"dagster": {"dagsterDaemon": {"runMonitorng": {}}}}, "x.yaml")
+    assert "did you mean runMonitoring?" in messages(found)
+
+
+def test_misspelled_kubernetes_field_inside_values_fails(values_of):
+    values = values_of("acceptance")
+    values["dagster"]["dagsterWebserver"]["securityContext"]["runAsNonRot"] = True
+    values["dagster"]["runLauncher"]["config"]["k8sRunLauncher"]["resources"]["limits"]["memroy"] = "1Gi"
+    found = hp.check_embedded_k8s_objects(values, "acceptance values")
+    text = messages(found)
+    assert "dagster.dagsterWebserver.securityContext" in text and "runAsNonRot" in text
+    assert "k8sRunLauncher.resources" in text
+
+
+# -- plaintext passwords anywhere in values -------------------------------------------------------
+@pytest.mark.parametrize(
+    ("file", "path", "value"),
+    [
+        ("acceptance.yaml", ("dagster", "postgresql", "postgresqlPassword"), "hunter2"),
+        ("base.yaml", ("dagster", "dagsterWebserver", "env"), [{"name": "API_TOKEN", "value": "x"}]),
+        ("production.yaml", ("dagster", "pythonLogs", "dagsterHandlerConfig"), {"url": "postgresql://u:pw@host/db"}),
+        ("production.yaml", ("postgresPassword", "externalSecret", "remoteRef", "password"), "s3cr3t"),
+    ],
+)
+def test_plaintext_secret_fails(values_dir, file, path, value):
+    def edit(data):
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+
+    edit_yaml(values_dir / file, edit)
+    env = "production" if file == "production.yaml" else "acceptance"
+    layers = helm_values.values_layers(env, values_dir=values_dir)
+    found = [v for name, layer in layers for v in hp.check_no_plaintext_secrets(layer, name)]
+    assert rules(found) == {"plaintext-secret"}, messages(found)
+    assert file in messages(found)
+
+
+def test_secret_names_are_not_secrets(env_values):
+    for env in ENVS:
+        assert hp.check_no_plaintext_secrets(env_values[env], env) == []
+
+
+def test_rendered_secret_with_data_fails(rendered):
+    objects = [*rendered["acceptance"], {"kind": "Secret", "metadata": {"name": "pg"}, "data": {"p": "aHVudGVyMg=="}}]
+    assert rules(hp.check_manifest_secrets(objects)) == {"plaintext-secret"}
+
+
+# -- image tags -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("path", "tag"),
+    [
+        ("dagsterWebserver", "latest"),
+        ("dagsterDaemon", ""),
+        ("dagsterDaemon", None),
+        ("postgresql", "latest"),
+    ],
+)
+def test_latest_or_missing_image_tag_in_values_fails(values_of, path, tag):
+    values = values_of("production")
+    image = values["dagster"][path]["image"]
+    if tag is None:
+        del image["tag"]
+    else:
+        image["tag"] = tag
+    found = hp.check_value_images(values, "production values")
+    assert rules(found) == {"image-tag"}
+    assert f"dagster.{path}.image" in messages(found)
+
+
+def test_unset_image_fails(values_of):
+    values = values_of("acceptance")
+    del values["dagster"]["dagsterDaemon"]["image"]
+    assert "dagster.dagsterDaemon.image is not set" in messages(hp.check_value_images(values, "v"))
+
+
+def pod(name, container, pod_security=None, init=None):
+    spec = {"containers": [container]}
+    if pod_security is not None:
+        spec["securityContext"] = pod_security
+    if init:
+        spec["initContainers"] = [init]
+    return {"kind": "Deployment", "metadata": {"name": name}, "spec": {"template": {"spec": spec}}}
+
+
+GOOD_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
+NON_ROOT = {"runAsNonRoot": True}
+
+
+@pytest.mark.parametrize(
+    ("container", "pod_security", "rule"),
+    [
+        ({"name": "c", "image": "repo/x:latest", "resources": GOOD_RESOURCES}, NON_ROOT, "image-tag"),
+        ({"name": "c", "image": "repo/x", "resources": GOOD_RESOURCES}, NON_ROOT, "image-tag"),
+        ({"name": "c", "image": "registry:5000/x", "resources": GOOD_RESOURCES}, NON_ROOT, "image-tag"),
+        ({"name": "c", "image": "repo/x:1.0"}, NON_ROOT, "resources"),
+        ({"name": "c", "image": "repo/x:1.0", "resources": {"limits": {"memory": "1Gi"}}}, NON_ROOT, "resources"),
+        ({"name": "c", "image": "repo/x:1.0", "resources": GOOD_RESOURCES}, None, "run-as-non-root"),
+        (
+            {
+                "name": "c",
+                "image": "repo/x:1.0",
+                "resources": GOOD_RESOURCES,
+                "securityContext": {"runAsNonRoot": False},
+            },
+            NON_ROOT,
+            "run-as-non-root",
+        ),
+    ],
+)
+def test_rendered_pod_policies_fail(container, pod_security, rule):
+    found = hp.check_manifest_pods([pod("bad", container, pod_security)])
+    assert rules(found) == {rule}, messages(found)
+    assert "Deployment/bad" in messages(found)
+
+
+def test_rendered_pod_with_everything_passes():
+    container = {"name": "c", "image": "repo/x:1.0@sha256:" + "0" * 64, "resources": GOOD_RESOURCES}
+    assert hp.check_manifest_pods([pod("ok", container, NON_ROOT)]) == []
+
+
+def test_init_container_without_resources_needs_the_limit_range(rendered):
+    init = {"name": "check-db-ready", "image": "postgres:16.4"}
+    deployment = pod("web", {"name": "c", "image": "x:1", "resources": GOOD_RESOURCES}, NON_ROOT, init=init)
+    assert hp.check_manifest_pods([deployment]) != []
+    with_limit_range = [*objects_of(rendered["acceptance"], "LimitRange").values(), deployment]
+    assert hp.check_manifest_pods(with_limit_range) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "change", "rule"),
+    [
+        ("dagsterWebserver", lambda c: c.pop("resources"), "resources"),
+        ("dagsterDaemon", lambda c: c["resources"].pop("limits"), "resources"),
+        ("dagsterWebserver", lambda c: (c.pop("securityContext"), c.pop("podSecurityContext")), "run-as-non-root"),
+        ("runLauncher", lambda c: c["config"]["k8sRunLauncher"].pop("resources"), "resources"),
+        (
+            "runLauncher",
+            lambda c: (
+                c["config"]["k8sRunLauncher"].pop("securityContext"),
+                c["config"]["k8sRunLauncher"]["runK8sConfig"]["podSpecConfig"]["securityContext"].pop("runAsNonRoot"),
+            ),
+            "run-as-non-root",
+        ),
+    ],
+)
+def test_pods_in_values_without_resources_or_non_root_fail(values_of, path, change, rule):
+    values = values_of("acceptance")
+    values["dagster"][path] = copy.deepcopy(values["dagster"][path])
+    change(values["dagster"][path])
+    found = hp.check_value_pods(values, "acceptance values")
+    assert rules(found) == {rule}, messages(found)
+
+
+# -- required settings, layering, versions ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("env", "dotted", "value"),
+    [
+        ("acceptance", "dagster.postgresql.enabled", True),
+        ("acceptance", "dagster.generatePostgresqlPasswordSecret", True),
+        ("acceptance", "dagster.dagster-user-deployments.enableSubchart", True),
+        ("production", "dagster.runLauncher.type", "CeleryK8sRunLauncher"),
+        ("production", "dagster.dagsterWebserver.enableReadOnly", False),
+        ("production", "dagster.dagsterDaemon.runRetries.enabled", False),
+    ],
+)
+def test_required_setting_changed_fails(values_of, env, dotted, value):
+    values = values_of(env)
+    *parents, leaf = dotted.split(".")
+    node = values
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    found = hp.check_required_settings(env, values, f"{env} values")
+    assert rules(found) == {"required-setting"}
+    assert dotted in messages(found)
+
+
+def test_generated_key_in_a_values_file_fails(values_dir):
+    edit_yaml(
+        values_dir / "production.yaml",
+        lambda d: d["dagster"].setdefault("dagsterDaemon", {}).update({"runMonitoring": {"enabled": False}}),
+    )
+    found = hp.check_layering(helm_values.values_layers("production", values_dir=values_dir))
+    assert rules(found) == {"stated-twice"}
+    assert "dagster.dagsterDaemon.runMonitoring is generated" in messages(found)
+
+
+def test_environment_file_repeating_base_fails(values_dir):
+    edit_yaml(values_dir / "acceptance.yaml", lambda d: d["dagster"]["postgresql"].update({"enabled": False}))
+    found = hp.check_layering(helm_values.values_layers("acceptance", values_dir=values_dir))
+    assert "dagster.postgresql.enabled repeats base.yaml's value False" in messages(found)
+
+
+def test_image_tag_drifting_from_pyproject_fails(values_of):
+    values = values_of("production")
+    values["dagster"]["dagsterDaemon"]["image"]["tag"] = "1.13.26"
+    found = hp.check_image_versions(values, "production values")
+    assert rules(found) == {"version-drift"}
+    assert "pyproject pins dagster==" in messages(found)
+
+
+# -- Kubernetes schemas for rendered objects ---------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("env", ENVS)
+def test_every_rendered_object_is_valid_kubernetes(rendered, env):
+    assert hp.check_kubernetes_schemas(rendered[env]) == []
+
+
+def test_invalid_rendered_object_fails_kubernetes_validation(rendered):
+    policy = copy.deepcopy(objects_of(rendered["production"], "NetworkPolicy")["dagster-default-deny"])
+    policy["spec"]["polcyTypes"] = policy["spec"].pop("policyTypes")
+    pdb = copy.deepcopy(next(iter(objects_of(rendered["production"], "PodDisruptionBudget").values())))
+    pdb["spec"]["selector"] = "component=dagster-webserver"
+    found = hp.check_kubernetes_schemas([policy, pdb])
+    assert rules(found) == {"kubernetes-schema"}
+    assert "polcyTypes" in messages(found) and "PodDisruptionBudget" in messages(found)
+
+
+def test_external_secret_with_unknown_field_fails(rendered):
+    (es,) = copy.deepcopy(list(objects_of(rendered["acceptance"], "ExternalSecret").values()))
+    es["spec"]["secretStoreRf"] = es["spec"].pop("secretStoreRef")
+    assert "secretStoreRf" in messages(hp.check_kubernetes_schemas([es]))
