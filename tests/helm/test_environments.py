@@ -1,0 +1,174 @@
+"""Acceptance and production share base.yaml and differ only where they must; neither names the
+other's namespace, kube context, database, secrets or hosts; the upgrade refuses the wrong cluster."""
+
+from __future__ import annotations
+
+import pytest
+
+from dagster_platform import helm_cli, helm_values
+from dagster_platform import helm_policies as hp
+from dagster_platform.cli import main
+
+from .conftest import ENVS, edit_yaml
+
+OTHER = {"acceptance": "production", "production": "acceptance"}
+
+
+def other_env_files(env, values_dir=None):
+    values_dir = values_dir or helm_values.VALUES_DIR
+    return {OTHER[env]: helm_values.load_yaml(values_dir / f"{OTHER[env]}.yaml")}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_environments_are_separated(env_values, rendered, env):
+    found = hp.check_environment_separation(env, env_values[env], other_env_files(env), rendered[env])
+    assert [str(v) for v in found] == []
+
+
+def test_environments_differ_in_identity():
+    markers = {
+        env: set(hp.identity_markers(helm_values.load_yaml(helm_values.VALUES_DIR / f"{env}.yaml"))) for env in ENVS
+    }
+    assert markers["acceptance"] and markers["production"]
+    assert markers["acceptance"].isdisjoint(markers["production"])
+
+
+def test_environment_files_only_hold_what_differs():
+    base = helm_values.load_yaml(helm_values.VALUES_DIR / "base.yaml")
+    for env in ENVS:
+        own = helm_values.load_yaml(helm_values.VALUES_DIR / f"{env}.yaml")
+        assert set(own) <= {"global", "environment", "postgresPassword", "ingress", "networkPolicy", "dagster"}
+        assert set(own["dagster"]) <= {"dagsterWebserver", "postgresql"}
+        assert not set(base) & {"environment", "global", "postgresPassword", "ingress"}
+
+
+@pytest.mark.parametrize(
+    ("env", "path", "leak"),
+    [
+        ("acceptance", ("dagster", "postgresql", "postgresqlHost"), "pg-production.db.acme.internal"),
+        ("acceptance", ("global", "postgresqlSecretName"), "dagster-production-postgresql"),
+        ("acceptance", ("environment", "namespace"), "dagster-production"),
+        ("acceptance", ("networkPolicy", "postgres", "cidrs"), ["10.30.8.0/24"]),
+        ("production", ("dagster", "postgresql", "postgresqlDatabase"), "dagster_acceptance"),
+        ("production", ("environment", "kubeContext"), "acme-acceptance"),
+        ("production", ("ingress", "readOnly", "host"), "dagster.acceptance.acme.internal"),
+        (
+            "production",
+            ("dagster", "dagsterWebserver", "env"),
+            [{"name": "DB", "value": "pg-acceptance.db.acme.internal"}],
+        ),
+    ],
+)
+def test_value_pointing_at_the_other_environment_fails(values_of, env, path, leak):
+    values = values_of(env)
+    node = values
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = leak
+    found = hp.check_environment_separation(env, values, other_env_files(env))
+    assert {v.rule for v in found} == {"environment-separation"}
+    assert f"names {OTHER[env]}'s" in "\n".join(map(str, found))
+
+
+def test_rendered_object_naming_the_other_environment_fails(rendered):
+    import copy
+
+    objects = copy.deepcopy(rendered["acceptance"])
+    ingress = next(o for o in objects if o["kind"] == "Ingress")
+    ingress["spec"]["rules"][0]["host"] = "dagster-admin.acme.com"
+    found = hp.check_environment_separation("acceptance", {}, other_env_files("acceptance"), objects)
+    assert "Ingress/dagster-webserver-admin" in "\n".join(map(str, found))
+
+
+def test_environment_name_must_match_the_file(values_dir):
+    edit_yaml(values_dir / "acceptance.yaml", lambda d: d["environment"].update({"name": "production"}))
+    values = helm_values.merge_layers(helm_values.values_layers("acceptance", values_dir=values_dir))
+    found = hp.check_environment_separation("acceptance", values, other_env_files("acceptance"))
+    assert "environment.name is 'production', not 'acceptance'" in "\n".join(map(str, found))
+
+
+# -- the upgrade guard --------------------------------------------------------------------------
+KUBECONFIG = """\
+apiVersion: v1
+kind: Config
+current-context: {current}
+contexts:
+  - name: acme-acceptance
+    context: {{cluster: acceptance, user: ci, namespace: {acc_ns}}}
+  - name: acme-production
+    context: {{cluster: production, user: ci, namespace: dagster-production}}
+clusters: []
+users: []
+"""
+
+
+def kubeconfig(tmp_path, current, acc_ns="dagster-acceptance"):
+    path = tmp_path / "kubeconfig"
+    path.write_text(KUBECONFIG.format(current=current, acc_ns=acc_ns))
+    return str(path)
+
+
+def test_guard_accepts_the_environments_own_context(tmp_path):
+    assert helm_cli.guard("acceptance", kubeconfig=kubeconfig(tmp_path, "acme-acceptance")) == (
+        "acme-acceptance",
+        "dagster-acceptance",
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "current", "namespace", "acc_ns", "message"),
+    [
+        ("production", "acme-acceptance", None, "dagster-acceptance", "but production lives in 'acme-production'"),
+        ("acceptance", "acme-production", None, "dagster-acceptance", "but acceptance lives in 'acme-acceptance'"),
+        ("acceptance", "acme-acceptance", "dagster-production", "dagster-acceptance", "is not acceptance's namespace"),
+        ("acceptance", "acme-acceptance", None, "dagster-production", "is not acceptance's namespace"),
+    ],
+)
+def test_guard_refuses_another_environments_context_or_namespace(tmp_path, env, current, namespace, acc_ns, message):
+    with pytest.raises(helm_cli.GuardError, match=message):
+        helm_cli.guard(env, namespace=namespace, kubeconfig=kubeconfig(tmp_path, current, acc_ns))
+
+
+def test_upgrade_command_refuses_before_touching_anything(tmp_path, capsys):
+    code = main(["platform", "upgrade", "--env", "production", "--kubeconfig", kubeconfig(tmp_path, "acme-acceptance")])
+    assert code == 2
+    assert "refusing: the current kube context is 'acme-acceptance'" in capsys.readouterr().err
+
+
+def test_upgrade_refuses_without_a_kube_context(tmp_path, capsys):
+    code = main(["platform", "upgrade", "--env", "acceptance", "--kubeconfig", str(tmp_path / "none")])
+    assert code == 2
+    assert "no current kube context" in capsys.readouterr().err
+
+
+def test_upgrade_plan_is_atomic_and_migrates_on_a_minor_upgrade(tmp_path):
+    files = [tmp_path / "v.yaml"]
+    plan = helm_cli.upgrade_plan(
+        "production", context="acme-production", namespace="dagster-production", value_files=files, migrate=True
+    )
+    upgrade = plan[0]
+    assert upgrade[:4] == ["helm", "upgrade", "--install", "dagster"]
+    assert {"--atomic", "--wait"} <= set(upgrade) and upgrade[upgrade.index("--timeout") + 1]
+    assert upgrade[upgrade.index("--kube-context") + 1] == "acme-production"
+    assert upgrade[upgrade.index("--namespace") + 1] == "dagster-production"
+    text = "\n".join(" ".join(cmd) for cmd in plan)
+    assert "scale deployment --replicas=0" in text
+    assert "dagster.migrate.enabled=true" in text and "job-instance-migrate.yaml" in text
+    assert "wait --for=condition=complete job/dagster-dagster-webserver-instance-migrate" in text
+    # replicas restored to what production asks for
+    assert "--replicas=2" in text
+
+
+@pytest.mark.parametrize(
+    ("deployed", "new", "migrate"),
+    [("1.12.9", "1.13.27", True), ("1.13.1", "1.13.27", False), (None, "1.13.27", False), ("2.0.0", "1.13.27", True)],
+)
+def test_migration_only_for_minor_version_changes(deployed, new, migrate):
+    assert helm_cli.needs_migration(deployed, new) is migrate
+
+
+def test_no_migration_step_for_a_patch_upgrade(tmp_path):
+    plan = helm_cli.upgrade_plan(
+        "acceptance", context="acme-acceptance", namespace="dagster-acceptance", value_files=[], migrate=False
+    )
+    assert len(plan) == 1 and plan[0][1] == "upgrade"

@@ -1,0 +1,144 @@
+"""platform/instance/instance.yaml drives the Helm values (generated, never restated), and the
+instance config the values describe is checked against Dagster's own config schemas."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from dagster_platform import helm_instance, helm_values
+from dagster_platform import helm_policies as hp
+
+from .conftest import ENVS
+
+
+@pytest.fixture(scope="module")
+def instance():
+    return helm_instance.load_instance()
+
+
+def test_instance_yaml_is_valid_for_dagster(instance):
+    assert helm_instance.dagster_config_errors(instance) == []
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_values_describe_exactly_instance_yaml_and_dagster_accepts_them(env_values, instance, env):
+    assert [str(v) for v in hp.check_instance_config(env, env_values[env], instance)] == []
+    described = helm_instance.values_to_instance(env_values[env]["dagster"], namespace="ns", release="dagster")
+    # The run launcher (from base.yaml) is valid for dagster-k8s's K8sRunLauncher too.
+    assert described["run_launcher"]["class"] == "K8sRunLauncher"
+    assert described["run_launcher"]["config"]["security_context"]["runAsNonRoot"] is True
+    assert described["run_launcher"]["config"]["resources"]["limits"]["memory"]
+
+
+def test_generated_values_come_from_instance_yaml(instance):
+    generated = helm_values.generated_values()["dagster"]
+    queued = generated["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert queued["maxConcurrentRuns"] == instance["run_coordinator"]["config"]["max_concurrent_runs"]
+    assert queued["tagConcurrencyLimits"] == instance["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert (
+        generated["dagsterDaemon"]["runMonitoring"]["startTimeoutSeconds"]
+        == instance["run_monitoring"]["start_timeout_seconds"]
+    )
+    assert generated["dagsterDaemon"]["runRetries"]["maxRetries"] == instance["run_retries"]["max_retries"]
+    # The chart wants all four tick statuses; unstated ones keep Dagster's default (-1: keep).
+    assert generated["retention"]["sensor"]["purgeAfterDays"]["started"] == -1
+    assert generated["retention"]["schedule"]["purgeAfterDays"] == instance["retention"]["schedule"]["purge_after_days"]
+
+
+def test_changing_instance_yaml_changes_every_environment(instance):
+    changed = copy.deepcopy(instance)
+    changed["run_coordinator"]["config"]["max_concurrent_runs"] = 17
+    generated = helm_values.generated_values(instance=changed)
+    for env in ENVS:
+        layers = [*helm_values.values_layers(env)[:2], ("generated", generated)]
+        values = helm_values.merge_layers(layers)
+        queued = values["dagster"]["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+        assert queued["maxConcurrentRuns"] == 17
+        # ...and the committed instance.yaml no longer matches what these values describe.
+        drift = hp.check_instance_config(env, values, instance)
+        assert "max_concurrent_runs" in "\n".join(map(str, drift))
+
+
+# -- typos and drift fail here, not in the cluster --------------------------------------------------
+@pytest.mark.parametrize(
+    ("section", "edit", "expected"),
+    [
+        (
+            "run_coordinator",
+            lambda i: i["run_coordinator"]["config"].update({"max_concurent_runs": 3}),
+            'unexpected config entry "max_concurent_runs"',
+        ),
+        (
+            "run_coordinator",
+            lambda i: i["run_coordinator"]["config"]["tag_concurrency_limits"][0].update({"limt": 1}),
+            'unexpected config entry "limt"',
+        ),
+        ("retention", lambda i: i["retention"]["sensor"].update({"purge_after_day": 3}), '"purge_after_day"'),
+        ("run_monitoring", lambda i: i["run_monitoring"].update({"start_timeout_seconds": "5m"}), "start_timeout"),
+        ("run_retries", lambda i: i["run_retries"].update({"enabled": "yes"}), "enabled"),
+    ],
+)
+def test_typo_in_instance_config_fails_against_dagsters_schema(instance, section, edit, expected):
+    broken = copy.deepcopy(instance)
+    edit(broken)
+    errors = helm_instance.dagster_config_errors(broken)
+    assert errors and expected in "\n".join(errors)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda launcher: launcher.update({"imagePullPolicy": 3}), "image_pull_policy"),
+        (lambda launcher: launcher.update({"jobNamespace": ["a", "b"]}), "job_namespace"),
+        (lambda launcher: launcher["runK8sConfig"].update({"podSpecConfg": {}}), "runK8sConfig keys ['podSpecConfg']"),
+    ],
+)
+def test_invalid_run_launcher_values_fail_against_dagster_k8s(values_of, instance, edit, expected):
+    values = values_of("acceptance")
+    edit(values["dagster"]["runLauncher"]["config"]["k8sRunLauncher"])
+    found = hp.check_instance_config("acceptance", values, instance)
+    assert found and expected in "\n".join(map(str, found))
+
+
+def test_values_drifting_from_instance_yaml_fail(values_of, instance):
+    values = values_of("production")
+    values["dagster"]["dagsterDaemon"]["runMonitoring"]["pollIntervalSeconds"] = 5
+    values["dagster"]["retention"]["schedule"]["purgeAfterDays"] = 7
+    found = hp.check_instance_config("production", values, instance)
+    assert {v.rule for v in found} == {"instance-drift"}
+    text = "\n".join(map(str, found))
+    assert "run_monitoring" in text and "retention" in text
+
+
+def test_instance_yaml_section_without_a_helm_mapping_fails(instance):
+    with pytest.raises(helm_instance.InstanceTranslationError, match="neither translated"):
+        helm_instance.instance_to_values({**instance, "code_servers": {"local_startup_timeout": 60}})
+    broken = copy.deepcopy(instance)
+    broken["run_monitoring"]["free_slots_after_run_end_seconds"] = 10
+    with pytest.raises(helm_instance.InstanceTranslationError, match="free_slots_after_run_end_seconds"):
+        helm_instance.instance_to_values(broken)
+
+
+def test_instance_yaml_must_not_hold_storage_or_launcher(instance):
+    with pytest.raises(helm_instance.InstanceTranslationError, match="place-specific"):
+        helm_instance.instance_to_values({**instance, "run_launcher": {"module": "x", "class": "Y"}})
+
+
+def test_rendered_instance_config_map_is_checked_when_present(env_values, instance):
+    """The CI path: the official chart's ConfigMap is parsed, validated and compared."""
+    import yaml
+
+    described = helm_instance.values_to_instance(env_values["acceptance"]["dagster"], namespace="n", release="dagster")
+    described["run_coordinator"]["config"]["max_concurrent_runs"] = 50
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "dagster-instance"},
+        "data": {"dagster.yaml": yaml.safe_dump(described)},
+    }
+    rendered = helm_instance.instance_from_manifests([config_map])
+    assert rendered == described
+    drift = hp.compare_instance_sections(instance, rendered, "rendered")
+    assert "max_concurrent_runs" in "\n".join(map(str, drift))
