@@ -429,6 +429,9 @@ def check_manifest_pods(objects: list[Mapping[str, Any]]) -> list[Violation]:
         path = _POD_PATHS.get(obj.get("kind"))
         if not path:
             continue
+        hook = str((obj.get("metadata", {}).get("annotations") or {}).get("helm.sh/hook", ""))
+        if hook.startswith("test"):
+            continue  # `helm test` pods of the official chart: never created by install/upgrade
         spec: Any = obj
         for part in path:
             spec = (spec or {}).get(part)
@@ -763,9 +766,75 @@ def check_values(env: str, *, layers: list[tuple[str, Mapping[str, Any]]] | None
     return out
 
 
+def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        present, value = expr["key"] in labels, labels.get(expr["key"])
+        op = expr["operator"]
+        if (op == "In" and value not in expr.get("values", [])) or (op == "NotIn" and value in expr.get("values", [])):
+            return False
+        if (op == "Exists" and not present) or (op == "DoesNotExist" and present):
+            return False
+    return True
+
+
+# Our NetworkPolicies that must select pods of the official chart's Deployments.
+_MUST_SELECT = ("-webserver-from-ingress", "-core-to-postgres", "-core-to-code-servers", "-core-to-kubernetes-api")
+
+
+def check_references(objects: list[Mapping[str, Any]]) -> list[Violation]:
+    """Our objects point at the official chart's: Services exist, selectors select pods.
+
+    Only meaningful on the full render (official chart present); returns [] without Deployments.
+    """
+    deployments = [o for o in objects if o.get("kind") == "Deployment"]
+    if not deployments:
+        return []
+    out = []
+    pod_labels = {
+        o["metadata"]["name"]: (o.get("spec", {}).get("template", {}).get("metadata", {}).get("labels") or {})
+        for o in deployments
+    }
+    services = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "Service"}
+    for obj in objects:
+        kind, name = obj.get("kind"), _obj_name(obj)
+        if kind == "Ingress":
+            for rule in obj["spec"].get("rules", []):
+                for path in rule.get("http", {}).get("paths", []):
+                    backend = path["backend"]["service"]
+                    service = services.get(backend["name"])
+                    ports = [p.get("port") for p in (service or {}).get("spec", {}).get("ports", [])]
+                    if service is None or backend["port"].get("number") not in ports:
+                        out.append(
+                            Violation("reference", name, f"no Service {backend['name']} with port {backend['port']}")
+                        )
+        selector = None
+        if kind == "PodDisruptionBudget":
+            selector = obj["spec"]["selector"]
+        elif kind == "NetworkPolicy" and obj["metadata"]["name"].endswith(_MUST_SELECT):
+            selector = obj["spec"]["podSelector"]
+        if selector is not None and not any(_selects(selector, labels) for labels in pod_labels.values()):
+            out.append(Violation("reference", name, "selects no pod of the release"))
+    secret_refs = {
+        ref["name"]
+        for dep in deployments
+        for ctr in dep["spec"]["template"]["spec"].get("containers", [])
+        for env in ctr.get("env") or []
+        for ref in [(env.get("valueFrom") or {}).get("secretKeyRef")]
+        if ref and ref.get("key") == "postgresql-password"
+    }
+    for es in (o for o in objects if o.get("kind") == "ExternalSecret"):
+        if es["spec"]["target"]["name"] not in secret_refs:
+            out.append(Violation("reference", _obj_name(es), f"no pod reads Secret {es['spec']['target']['name']}"))
+    return out
+
+
 def check_manifests(env: str, objects: list[Mapping[str, Any]], values: Mapping[str, Any]) -> list[Violation]:
     """All manifest-level policies for `env`'s rendered objects."""
     out = check_kubernetes_schemas(objects)
+    out += check_references(objects)
     out += check_manifest_pods(objects)
     out += check_manifest_secrets(objects)
     others = {

@@ -176,6 +176,17 @@ def test_rendered_pod_policies_fail(container, pod_security, rule):
     assert "Deployment/bad" in messages(found)
 
 
+def test_helm_test_hook_pods_are_not_deployed_so_not_checked():
+    test_pod = {
+        "kind": "Pod",
+        "metadata": {"name": "t", "annotations": {"helm.sh/hook": "test-success"}},
+        "spec": {"containers": [{"name": "wget", "image": "busybox:1.28"}]},
+    }
+    assert hp.check_manifest_pods([test_pod]) == []
+    test_pod["metadata"]["annotations"] = {"helm.sh/hook": "pre-install"}
+    assert {v.rule for v in hp.check_manifest_pods([test_pod])} == {"resources", "run-as-non-root"}
+
+
 def test_rendered_pod_with_everything_passes():
     container = {"name": "c", "image": "repo/x:1.0@sha256:" + "0" * 64, "resources": GOOD_RESOURCES}
     assert hp.check_manifest_pods([pod("ok", container, NON_ROOT)]) == []
@@ -283,3 +294,46 @@ def test_external_secret_with_unknown_field_fails(rendered):
     (es,) = copy.deepcopy(list(objects_of(rendered["acceptance"], "ExternalSecret").values()))
     es["spec"]["secretStoreRf"] = es["spec"].pop("secretStoreRef")
     assert "secretStoreRf" in messages(hp.check_kubernetes_schemas([es]))
+
+
+# -- references from our objects to the official chart's (checked on the full render in CI) -------------
+def official_like_deployment(name, component, secret="dagster-production-postgresql"):
+    labels = {"app.kubernetes.io/name": "dagster", "app.kubernetes.io/instance": "dagster", "component": component}
+    env = [
+        {"name": "DAGSTER_PG_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "postgresql-password"}}}
+    ]
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "d", "env": env}]}}},
+    }
+
+
+def service(name, port=80):
+    return {"kind": "Service", "metadata": {"name": name}, "spec": {"ports": [{"port": port}]}}
+
+
+def test_references_hold_when_the_official_objects_are_named_as_expected(rendered):
+    official = [
+        official_like_deployment("dagster-dagster-webserver", "dagster-webserver"),
+        official_like_deployment("dagster-dagster-webserver-read-only", "dagster-webserver-read-only"),
+        official_like_deployment("dagster-daemon", "dagster-daemon"),
+        service("dagster-dagster-webserver"),
+        service("dagster-dagster-webserver-read-only"),
+    ]
+    assert hp.check_references([*rendered["production"], *official]) == []
+    assert hp.check_references(rendered["production"]) == []  # without the official chart: nothing to check
+
+
+def test_references_fail_when_names_or_labels_differ(rendered):
+    official = [
+        official_like_deployment("dagster-webserver", "webserver"),
+        official_like_deployment("dagster-daemon", "dagster-daemon", secret="dagster-postgresql-secret"),
+        service("dagster-webserver"),
+    ]
+    found = hp.check_references([*rendered["acceptance"], *official])
+    text = messages(found)
+    assert "no Service dagster-dagster-webserver" in text
+    assert "PodDisruptionBudget/dagster-dagster-webserver" in text and "selects no pod" in text
+    assert "NetworkPolicy/dagster-webserver-from-ingress" in text
+    assert "no pod reads Secret dagster-acceptance-postgresql" in text
