@@ -102,15 +102,31 @@ def kubeconfig_context(kubeconfig: str | None = None) -> tuple[str | None, str |
     return current, contexts.get(current)
 
 
-def guard(env: str, *, namespace: str | None = None, kubeconfig: str | None = None) -> tuple[str, str]:
-    """(kube context, namespace) to use for `env`, or GuardError when they belong elsewhere."""
+def guard(
+    env: str, *, namespace: str | None = None, kubeconfig: str | None = None, read_only: bool = False
+) -> tuple[str, str]:
+    """(kube context, namespace) to use for `env`, or GuardError when they belong elsewhere.
+
+    read_only (diff): any context except another environment's is accepted (CI diffs through
+    read-only agent contexts); writes (upgrade) need exactly `environment.kubeContext`.
+    """
     values = helm_values.environment_values(env)
     want_ctx = values["environment"]["kubeContext"]
     want_ns = values["environment"]["namespace"]
     current, ctx_ns = kubeconfig_context(kubeconfig)
     if current is None:
         raise GuardError(f"no current kube context; refusing to touch {env} (expected context {want_ctx!r})")
-    if current != want_ctx:
+    others = {
+        other: helm_values.load_yaml(helm_values.VALUES_DIR / f"{other}.yaml")["environment"]
+        for other in helm_values.ENVIRONMENTS
+        if other != env
+    }
+    for other, identity in others.items():
+        if current == identity["kubeContext"]:
+            raise GuardError(f"the current kube context {current!r} is {other}'s; refusing to use it for {env}")
+        if (namespace or ctx_ns) == identity["namespace"]:
+            raise GuardError(f"namespace {namespace or ctx_ns!r} is {other}'s; refusing to use it for {env}")
+    if current != want_ctx and not read_only:
         raise GuardError(
             f"the current kube context is {current!r}, but {env} lives in {want_ctx!r}; refusing "
             f"(switch with `kubectl config use-context {want_ctx}`)"
@@ -275,13 +291,14 @@ def cmd_deps(args: argparse.Namespace) -> int:
 
 def _guarded(args: argparse.Namespace) -> tuple[str, str] | None:
     try:
-        return guard(args.env, namespace=args.namespace, kubeconfig=args.kubeconfig)
+        return guard(args.env, namespace=args.namespace, kubeconfig=args.kubeconfig, read_only=args.read_only)
     except GuardError as exc:
         print(f"refusing: {exc}", file=sys.stderr)
         return None
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    args.read_only = True
     target = _guarded(args)
     if target is None:
         return 2
@@ -316,6 +333,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
+    args.read_only = False
     target = _guarded(args)
     if target is None:
         return 2

@@ -118,10 +118,12 @@ def test_guard_accepts_the_environments_own_context(tmp_path):
 @pytest.mark.parametrize(
     ("env", "current", "namespace", "acc_ns", "message"),
     [
-        ("production", "acme-acceptance", None, "dagster-acceptance", "but production lives in 'acme-production'"),
-        ("acceptance", "acme-production", None, "dagster-acceptance", "but acceptance lives in 'acme-acceptance'"),
-        ("acceptance", "acme-acceptance", "dagster-production", "dagster-acceptance", "is not acceptance's namespace"),
-        ("acceptance", "acme-acceptance", None, "dagster-production", "is not acceptance's namespace"),
+        ("production", "acme-acceptance", None, "dagster-acceptance", "'acme-acceptance' is acceptance's"),
+        ("acceptance", "acme-production", None, "dagster-acceptance", "'acme-production' is production's"),
+        ("acceptance", "ci-agent:other", None, "dagster-acceptance", "but acceptance lives in 'acme-acceptance'"),
+        ("acceptance", "acme-acceptance", "dagster-production", "dagster-acceptance", "is production's"),
+        ("acceptance", "acme-acceptance", None, "dagster-production", "is production's"),
+        ("acceptance", "acme-acceptance", "default", "dagster-acceptance", "is not acceptance's namespace"),
     ],
 )
 def test_guard_refuses_another_environments_context_or_namespace(tmp_path, env, current, namespace, acc_ns, message):
@@ -132,7 +134,23 @@ def test_guard_refuses_another_environments_context_or_namespace(tmp_path, env, 
 def test_upgrade_command_refuses_before_touching_anything(tmp_path, capsys):
     code = main(["platform", "upgrade", "--env", "production", "--kubeconfig", kubeconfig(tmp_path, "acme-acceptance")])
     assert code == 2
-    assert "refusing: the current kube context is 'acme-acceptance'" in capsys.readouterr().err
+    assert "refusing: the current kube context 'acme-acceptance' is acceptance's" in capsys.readouterr().err
+
+
+def test_read_only_diff_accepts_a_ci_agent_context_but_never_the_other_environments(tmp_path):
+    path = tmp_path / "kubeconfig"
+    path.write_text(KUBECONFIG.format(current="acme-production", acc_ns="x").replace("acme-production\n", "ci:ro\n", 1))
+    assert helm_cli.guard("acceptance", kubeconfig=str(path), read_only=True) == ("ci:ro", "dagster-acceptance")
+    with pytest.raises(helm_cli.GuardError, match="but acceptance lives in"):
+        helm_cli.guard("acceptance", kubeconfig=str(path))
+    with pytest.raises(helm_cli.GuardError, match="is production's"):
+        helm_cli.guard("acceptance", kubeconfig=kubeconfig(tmp_path, "acme-production"), read_only=True)
+
+
+def test_diff_refuses_the_other_environments_context(tmp_path, capsys):
+    code = main(["platform", "diff", "--env", "acceptance", "--kubeconfig", kubeconfig(tmp_path, "acme-production")])
+    assert code == 2
+    assert "is production's" in capsys.readouterr().err
 
 
 def test_upgrade_refuses_without_a_kube_context(tmp_path, capsys):
