@@ -1,0 +1,127 @@
+"""The jobs' script lines executed here, as a shell runner would: each job in a fresh clone of the repo.
+
+The rendered user repo's lint and test jobs must pass; its version-guard and scan-gate jobs fetch the platform's
+tools for real (from a local stand-in for the platform project) and must pass or fail on their inputs. The
+platform's lint job is executed; its test job is `make test` itself, which is what is running this test.
+"""
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dagster_platform.ci_runner import run_job
+from dagster_platform.paths import dagster_version
+
+from .conftest import git
+
+pytestmark = pytest.mark.slow
+
+
+def fresh_checkout(repo: Path, tmp_path: Path) -> Path:
+    """What a GitLab job starts from: a clone of the commit, nothing left over from other jobs."""
+    target = tmp_path / repo.name
+    subprocess.run(["git", "clone", "-q", str(repo), str(target)], check=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def usercode_jobs(rendered_repo, usercode_pipeline, tmp_path_factory):
+    results = {}
+    for job in ("lint", "test"):
+        workdir = fresh_checkout(rendered_repo, tmp_path_factory.mktemp(job))
+        results[job] = (run_job(usercode_pipeline, job, workdir), workdir)
+    return results
+
+
+def test_rendered_lint_job_passes(usercode_jobs):
+    result, _ = usercode_jobs["lint"]
+    assert result.commands == ["make lint"]
+    assert result.ok, result.output[-4000:]
+    for tool in ("ruff check", "ruff format --check", "sqlfluff lint", "yamllint --strict", "hadolint Dockerfile"):
+        assert tool in result.output
+
+
+def test_rendered_test_job_passes_with_junit_report(usercode_jobs):
+    result, workdir = usercode_jobs["test"]
+    assert result.commands == ["make test", "make check"]
+    assert result.ok, result.output[-4000:]
+    assert re.search(r"\d+ passed", result.output)
+    assert "All definitions loaded successfully" in result.output  # dg check defs
+    junit = (workdir / "reports" / "junit.xml").read_text()
+    assert "<testsuite" in junit and 'failures="0"' in junit
+
+
+def test_failing_lint_fails_the_job(rendered_repo, usercode_pipeline, tmp_path):
+    workdir = fresh_checkout(rendered_repo, tmp_path)
+    (workdir / "src" / "bad.py").write_text("import os\n")  # unused import: ruff F401
+    result = run_job(usercode_pipeline, "lint", workdir)
+    assert not result.ok
+    assert "F401" in result.output
+
+
+def _run_tools_job(pipeline, job, workdir, platform_remote):
+    return run_job(pipeline, job, workdir, overrides={"PLATFORM_CI_GIT_URL": platform_remote})
+
+
+def test_version_guard_job_passes_on_the_rendered_lock(rendered_repo, usercode_pipeline, platform_remote, tmp_path):
+    workdir = fresh_checkout(rendered_repo, tmp_path)
+    result = _run_tools_job(usercode_pipeline, "version-guard", workdir, platform_remote)
+    assert result.ok, result.output
+    assert f"OK: dagster=={dagster_version()}" in result.output
+    assert (workdir / ".platform-ci" / "src" / "dagster_platform" / "version_guard.py").is_file()
+
+
+def test_version_guard_job_fails_on_a_newer_dagster(rendered_repo, usercode_pipeline, platform_remote, tmp_path):
+    workdir = fresh_checkout(rendered_repo, tmp_path)
+    lock = workdir / "uv.lock"
+    platform = dagster_version()
+    major, minor, _ = platform.split(".")
+    newer = f"{major}.{int(minor) + 1}.0"
+    text = lock.read_text()
+    lock.write_text(text.replace(f'name = "dagster"\nversion = "{platform}"', f'name = "dagster"\nversion = "{newer}"'))
+    assert lock.read_text() != text
+    git(workdir, "commit", "-qam", "lock a newer dagster")
+    result = _run_tools_job(usercode_pipeline, "version-guard", workdir, platform_remote)
+    assert result.returncode == 1
+    assert f"locks dagster=={newer}, newer than the platform's dagster=={platform}" in result.output
+
+
+def _report(workdir: Path, *severities: str) -> None:
+    vulns = [
+        {
+            "id": str(i),
+            "name": f"CVE-2026-100{i}",
+            "severity": severity,
+            "identifiers": [{"type": "cve", "name": f"CVE-2026-100{i}", "value": f"CVE-2026-100{i}"}],
+            "location": {"dependency": {"package": {"name": "openssl"}}},
+        }
+        for i, severity in enumerate(severities)
+    ]
+    (workdir / "gl-container-scanning-report.json").write_text(
+        json.dumps({"version": "15.0.7", "vulnerabilities": vulns})
+    )
+
+
+def test_scan_gate_job(rendered_repo, usercode_pipeline, platform_remote, tmp_path):
+    """The report arrives as container_scanning's artifact; the allow-list is the repo's own file."""
+    workdir = fresh_checkout(rendered_repo, tmp_path)
+    _report(workdir, "Medium", "Low")
+    passed = _run_tools_job(usercode_pipeline, "scan-gate", workdir, platform_remote)
+    assert passed.ok, passed.output
+    _report(workdir, "Critical")
+    failed = _run_tools_job(usercode_pipeline, "scan-gate", workdir, platform_remote)
+    assert failed.returncode == 1
+    assert "CRITICAL CVE-2026-1000 in openssl" in failed.output
+    (workdir / "scan-allowlist.toml").write_text(
+        '[[allow]]\nid = "CVE-2026-1000"\nreason = "not reachable from the code server"\nexpires = 2999-01-01\n'
+    )
+    allowed = _run_tools_job(usercode_pipeline, "scan-gate", workdir, platform_remote)
+    assert allowed.ok, allowed.output
+
+
+def test_job_outside_its_pipeline_is_refused(rendered_repo, usercode_pipeline, tmp_path):
+    with pytest.raises(RuntimeError, match="not part of a merge_request_event pipeline"):
+        run_job(usercode_pipeline, "deploy-production", tmp_path)
