@@ -8,12 +8,14 @@ PYTHON ?= python3
 UV_VERSION := 0.13.9
 # uv: the one on PATH, else a pinned copy bootstrapped with pip into .tools/.
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+# Recipes, tests and rendered repos find the same uv.
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
 VENV := .venv
 RUN := $(UV) run --frozen --no-sync
 CLI := $(RUN) dagster-platform
 git_files = git ls-files -z --cached --others --exclude-standard -- $(1)
 
-.PHONY: help install dev test lint fmt new-usercode clean
+.PHONY: help install dev test lint fmt new-usercode template-lock clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]*):.*## /  \1\t/' | sort
@@ -30,7 +32,7 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 install: $(VENV)/.synced ## install the locked platform environment (.venv)
 
 dev: install ## serve the Dagster UI on http://127.0.0.1:3000 with the example code location (SQLite)
-	$(CLI) dev
+	$(CLI) dev $(DEV_FLAGS)
 
 test: install ## everything CI checks: lint, then the whole test suite
 	$(MAKE) --no-print-directory lint
@@ -50,8 +52,17 @@ fmt: install ## apply ruff fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
-new-usercode: install ## create a user-code repo from the template (interactive; NO_INPUT=1 for defaults)
-	$(RUN) cookiecutter usercode-template $(if $(NO_INPUT),--no-input) $(ARGS)
+# cruft records the template's origin and commit in .cruft.json, so the new repo can later take template
+# updates with `cruft update`. Set TEMPLATE_URL to the platform repo's Git URL (default: its origin).
+TEMPLATE_URL ?= $(or $(shell git remote get-url origin 2>/dev/null),$(CURDIR))
+TEMPLATE_REF ?= HEAD
+OUT ?= ..
+new-usercode: install ## new user-code repo via cruft in OUT (default ..); NO_INPUT=1 CONTEXT='{"project_name": "X"}'
+	$(RUN) cruft create '$(TEMPLATE_URL)' --directory usercode-template --checkout '$(TEMPLATE_REF)' \
+		--output-dir '$(OUT)' $(if $(NO_INPUT),--no-input) $(if $(CONTEXT),--extra-context '$(CONTEXT)')
+
+template-lock: install ## regenerate usercode-template's uv.lock after changing its pyproject.toml
+	$(CLI) template lock
 
 clean: ## remove local environments and runtime state
 	rm -rf $(VENV) .tools .dev .dagster_home .pytest_cache .ruff_cache

@@ -58,9 +58,7 @@ def write_instance(home: Path) -> None:
 
 def write_workspace(path: Path, code_port: int) -> None:
     workspace = {
-        "load_from": [
-            {"grpc_server": {"host": "127.0.0.1", "port": code_port, "location_name": EXAMPLE_LOCATION}}
-        ]
+        "load_from": [{"grpc_server": {"host": "127.0.0.1", "port": code_port, "location_name": EXAMPLE_LOCATION}}]
     }
     path.write_text(yaml.safe_dump(workspace, sort_keys=False))
 
@@ -77,8 +75,15 @@ class Process:
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = self.log.open("wb")
+        # Own process group: Ctrl-C reaches only the supervisor, which stops components in order, and
+        # stopping a component also reaches what it spawned (the code server's gRPC subprocess).
         self.popen = subprocess.Popen(
-            self.argv, cwd=self.cwd, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT
+            self.argv,
+            cwd=self.cwd,
+            env={**os.environ, **self.env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def exited(self) -> int | None:
@@ -87,15 +92,29 @@ class Process:
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
 
-    def stop(self, timeout: float = 10.0) -> None:
-        if not self.popen or self.popen.poll() is not None:
+    def stop(self, timeout: float = 5.0) -> None:
+        if not self.popen:
             return
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
+        # The group may outlive its leader (a code server's subprocess), so signal the group regardless.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                continue
+            if sig == signal.SIGTERM and not group_alive(self.popen.pid):
+                return
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 class ComponentFailed(RuntimeError):
@@ -152,11 +171,13 @@ def serve(host: str, port: int, dev_dir: Path = DEV_DIR, until_ready: bool = Fal
     processes = [code_server, webserver, daemon]
     url = f"http://{host}:{port}"
 
-    def stop_all(*_args) -> None:
+    def stop_all() -> None:
         for process in reversed(processes):
             process.stop()
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Ctrl-C and SIGTERM both stop everything in order, even when started from a shell that ignores SIGINT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         code_server.start()
         webserver.start()
@@ -185,6 +206,9 @@ def serve(host: str, port: int, dev_dir: Path = DEV_DIR, until_ready: bool = Fal
     except KeyboardInterrupt:
         return 0
     finally:
+        # A second Ctrl-C must not cut the shutdown short and leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_all()
 
 

@@ -25,3 +25,10 @@ def dagster_version() -> str:
         if name.strip() == "dagster" and sep:
             return version.strip()
     raise RuntimeError("pyproject.toml does not pin dagster==<version>")
+
+
+def uv_executable() -> str:
+    """uv from PATH, else the copy `make` bootstraps into .tools/."""
+    import shutil
+
+    return shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")

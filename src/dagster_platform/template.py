@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cookiecutter.main import cookiecutter
 
-from dagster_platform.paths import TEMPLATE_DIR
+from dagster_platform.paths import TEMPLATE_DIR, uv_executable
 
 
 def default_answers() -> dict[str, str]:
@@ -42,7 +42,7 @@ def relock(work_dir: Path) -> Path:
     import subprocess
 
     repo = render(work_dir, {"project_name": LOCK_SENTINEL, "package_name": "lock_sentinel"})
-    subprocess.run(["uv", "lock"], cwd=repo, check=True)
+    subprocess.run([uv_executable(), "lock"], cwd=repo, check=True)
     text = (repo / "uv.lock").read_text()
     if "{{" in text or "{%" in text:
         raise RuntimeError("the generated lock contains Jinja syntax; it cannot be templated safely")

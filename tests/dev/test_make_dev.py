@@ -1,0 +1,111 @@
+"""`make dev` — README's first command — serves the UI with the example location LOADED, runs the daemon,
+reloads code from the UI, keeps its SQLite instance across restarts, and stops every process it started."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from dagster_platform.devserver import EXAMPLE_LOCATION, free_port, http_ok
+from dagster_platform.paths import ROOT
+from dagster_platform.smoke import graphql, location_state
+
+pytestmark = pytest.mark.slow
+
+DAEMON_QUERY = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }"
+REQUIRED_DAEMONS = {"SCHEDULER", "SENSOR", "QUEUED_RUN_COORDINATOR"}
+LAUNCH = """
+mutation($p: ExecutionParams!) {
+  launchRun(executionParams: $p) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } }
+}"""
+RUN_STATUS = "query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"
+RUN_IDS = "{ runsOrError { ... on Runs { results { runId status } } } }"
+
+
+def launch_orders_job(url: str) -> str:
+    selector = {"repositoryLocationName": EXAMPLE_LOCATION, "repositoryName": "__repository__", "jobName": "orders_job"}
+    result = graphql(url, LAUNCH, {"p": {"selector": selector, "runConfigData": {}}}, {})["launchRun"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    return result["run"]["runId"]
+
+
+def run_status(url: str, run_id: str) -> str:
+    return graphql(url, RUN_STATUS, {"id": run_id}, {})["runOrError"]["status"]
+
+
+def healthy_daemons(url: str) -> set[str]:
+    statuses = graphql(url, DAEMON_QUERY, {}, {})["instance"]["daemonHealth"]["allDaemonStatuses"]
+    return {status["daemonType"] for status in statuses if status["healthy"]}
+
+
+def wait_for(condition, timeout: float, what: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"make dev exited ({process.returncode}) before {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def start_make_dev(dev_dir: Path, port: int, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["make", "--no-print-directory", "dev", f"DEV_FLAGS=--port {port} --dev-dir {dev_dir}"],
+        cwd=ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGINT)
+    process.wait(timeout=60)
+
+
+def test_make_dev_serves_the_example_location(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "make-dev.log"
+    process = start_make_dev(tmp_path / "dev", port, log)
+    try:
+        wait_for(lambda: http_ok(f"{url}/server_info"), 300, "the webserver", process)
+        wait_for(lambda: location_state(url, EXAMPLE_LOCATION, {})[0] == "LOADED", 120, "LOADED", process)
+        assert f"location {EXAMPLE_LOCATION} LOADED" in log.read_text()
+
+        # The daemon runs schedules, sensors and the run queue.
+        wait_for(lambda: healthy_daemons(url) >= REQUIRED_DAEMONS, 90, "healthy daemons", process)
+
+        # "Reload" in the UI restarts the code server's subprocess, and the location comes back LOADED.
+        result = graphql(
+            url,
+            "mutation($n: String!) { reloadRepositoryLocation(repositoryLocationName: $n) { __typename } }",
+            {"n": EXAMPLE_LOCATION},
+            {},
+        )
+        assert result["reloadRepositoryLocation"]["__typename"] == "WorkspaceLocationEntry"
+        wait_for(lambda: location_state(url, EXAMPLE_LOCATION, {})[0] == "LOADED", 120, "LOADED", process)
+
+        # A run goes through the queue (daemon) to the code server and succeeds.
+        run_id = launch_orders_job(url)
+        wait_for(lambda: run_status(url, run_id) in ("SUCCESS", "FAILURE", "CANCELED"), 180, "the run", process)
+        assert run_status(url, run_id) == "SUCCESS"
+    finally:
+        stop(process)
+
+    assert not http_ok(f"{url}/server_info"), "the webserver outlived make dev"
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "dev")], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", f"processes left behind: {leftover.stdout}"
+
+    # The local instance is SQLite on disk and survives a restart: the run is still there.
+    home = tmp_path / "dev" / "dagster_home"
+    assert (home / "dagster.yaml").exists()
+    assert list(home.rglob("*.db")), "no SQLite storage was written"
+    process = start_make_dev(tmp_path / "dev", port, log)
+    try:
+        wait_for(lambda: http_ok(f"{url}/server_info"), 300, "the webserver after a restart", process)
+        runs = graphql(url, RUN_IDS, {}, {})["runsOrError"]["results"]
+        assert {"runId": run_id, "status": "SUCCESS"} in runs
+    finally:
+        stop(process)

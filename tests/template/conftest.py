@@ -1,0 +1,36 @@
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dagster_platform.template import render
+
+# The second answer set differs in every answer a data engineer types.
+CUSTOM_ANSWERS = {
+    "project_name": "Sales Forecasts",
+    "location_name": "sales-forecasts",
+    "package_name": "sales_forecasting",
+    "owner_team": "sales-analytics",
+    "owner_email": "sales-analytics@example.org",
+    "image_registry": "registry.example.org/analytics",
+    "acceptance_namespace": "analytics-acc",
+    "production_namespace": "analytics-prod",
+    "acceptance_db_domain": "acc.dwh.example.org",
+    "production_db_domain": "prod.dwh.example.org",
+}
+
+
+def run_make(repo: Path, *targets: str, offline: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "UV_OFFLINE": "1"} if offline else dict(os.environ)
+    # The rendered repo must not borrow the platform's virtualenv.
+    env.pop("VIRTUAL_ENV", None)
+    return subprocess.run(
+        ["make", "--no-print-directory", *targets], cwd=repo, env=env, capture_output=True, text=True, timeout=900
+    )
+
+
+@pytest.fixture(scope="session")
+def rendered(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("rendered")
+    return {"default": render(out / "default"), "custom": render(out / "custom", CUSTOM_ANSWERS)}
