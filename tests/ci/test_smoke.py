@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dagster_platform.paths import ROOT
-from dagster_platform.smoke import SmokeError, check_location, location_state
+from dagster_platform.smoke import SmokeError, _headers_from_env, check_location, location_state
 
 pytestmark = pytest.mark.slow
 
@@ -118,6 +118,17 @@ def test_missing_location_fails(webserver):
         check_location(webserver, "nope", timeout=1, interval=1)
     with pytest.raises(SmokeError, match="reload of 'nope' refused: RepositoryLocationNotFound"):
         check_location(webserver, "nope", timeout=1, interval=1, reload=True)
+
+
+def test_extra_header_from_a_variable(webserver, monkeypatch):
+    """Behind an authenticating proxy: the header comes from a masked variable and is sent with every request."""
+    monkeypatch.setenv("SMOKE_TEST_AUTH", "Authorization: Bearer not-a-real-token")
+    headers = _headers_from_env(["SMOKE_TEST_AUTH"])
+    assert headers == {"Authorization": "Bearer not-a-real-token"}
+    assert "LOADED" in check_location(webserver, "good", timeout=30, interval=1, headers=headers)
+    monkeypatch.setenv("SMOKE_TEST_AUTH", "no colon here")
+    with pytest.raises(SmokeError, match=r"\$SMOKE_TEST_AUTH must hold 'Header-Name: value'"):
+        _headers_from_env(["SMOKE_TEST_AUTH"])
 
 
 def test_unreachable_webserver_fails():
