@@ -6,24 +6,13 @@ wrong and gives an example of a valid one.
 """
 
 import importlib.metadata
+import json
 import keyword
 import re
 import sys
 
-# Rendered with tojson so any answer, quotes included, stays a valid Python string.
-ANSWERS = {
-    "project_name": {{ cookiecutter.project_name | tojson }},
-    "location_name": {{ cookiecutter.location_name | tojson }},
-    "package_name": {{ cookiecutter.package_name | tojson }},
-    "project_slug": {{ cookiecutter.project_slug | tojson }},
-    "owner_team": {{ cookiecutter.owner_team | tojson }},
-    "owner_email": {{ cookiecutter.owner_email | tojson }},
-    "image_registry": {{ cookiecutter.image_registry | tojson }},
-    "acceptance_namespace": {{ cookiecutter.acceptance_namespace | tojson }},
-    "production_namespace": {{ cookiecutter.production_namespace | tojson }},
-    "acceptance_db_domain": {{ cookiecutter.acceptance_db_domain | tojson }},
-    "production_db_domain": {{ cookiecutter.production_db_domain | tojson }},
-}
+# The answers as JSON inside a raw string: valid Python whatever was typed (Jinja's tojson escapes quotes).
+ANSWERS = json.loads(r"""{{ cookiecutter | tojson }}""")
 
 # A DNS-1123 label (it names the Kubernetes Service and Deployment); 53 is Helm's release-name limit.
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -57,8 +46,7 @@ def problems(answers: dict[str, str]) -> list[str]:
         found.append(f"location_name {location!r} is reserved by the platform; example: sales-pipelines")
     if answers["project_slug"] != location:
         found.append(
-            f"project_slug {answers['project_slug']!r} must equal location_name {location!r} "
-            "(leave it at its default)"
+            f"project_slug {answers['project_slug']!r} must equal location_name {location!r} (leave it at its default)"
         )
 
     package = answers["package_name"]
