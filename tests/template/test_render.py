@@ -1,12 +1,13 @@
 """Render the template with two answer sets and run each rendered repo's own checks, as CI will."""
 
+import json
 import re
 import subprocess
 import tomllib
 
 import pytest
 
-from dagster_platform.paths import dagster_version, uv_executable
+from dagster_platform.paths import TEMPLATE_DIR, dagster_version, uv_executable
 
 from .conftest import CUSTOM_ANSWERS, run_make
 
@@ -61,3 +62,19 @@ def test_template_lock_matches_its_pyproject(rendered, answers):
         [uv_executable(), "lock", "--check", "--offline"], cwd=repo, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("env", ["acceptance", "production"])
+def test_default_deploy_values_match_the_platform_environment(rendered, env):
+    """A repo made with the default answers deploys into the platform's namespace with its Postgres secret."""
+    import yaml
+
+    from dagster_platform.helm_values import environment_values
+
+    platform = environment_values(env)
+    values = yaml.safe_load((rendered["default"] / f"deploy/values-{env}.yaml").read_text())
+    assert values["postgresqlSecretName"] == platform["global"]["postgresqlSecretName"]
+    answers = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text())
+    assert answers[f"{env}_namespace"] == platform["environment"]["namespace"]
+    (deployment,) = values["deployments"]
+    assert {"name": "DAGSTER_ENV", "value": env} in deployment["env"]
