@@ -140,8 +140,20 @@ def wait_until(condition, processes: list[Process], timeout: float, what: str) -
         time.sleep(0.2)
 
 
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) == 0
+
+
 def serve(host: str, port: int, dev_dir: Path = DEV_DIR, until_ready: bool = False) -> int:
     started = time.monotonic()
+    if port_in_use(host, port):
+        print(
+            f"dev: FAILED: {host}:{port} is already in use (another `make dev` or `make stack`?); "
+            'stop it, or pick another port: make dev DEV_FLAGS="--port 3001"',
+            file=sys.stderr,
+        )
+        return 1
     repo = ensure_example(dev_dir)
     home = (dev_dir / "dagster_home").resolve()
     logs = dev_dir / "logs"

@@ -109,3 +109,19 @@ def test_make_dev_serves_the_example_location(tmp_path):
         assert {"runId": run_id, "status": "SUCCESS"} in runs
     finally:
         stop(process)
+
+
+def test_make_dev_refuses_a_busy_port(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            ["make", "--no-print-directory", "dev", f"DEV_FLAGS=--port {port} --dev-dir {tmp_path}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode != 0
+    assert f"127.0.0.1:{port} is already in use" in result.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing is rendered or started for a refused start"
