@@ -89,3 +89,8 @@ platform-diff: platform-env platform-deps ## what platform-upgrade would change 
 
 platform-upgrade: platform-env platform-deps ## guarded helm upgrade --install --atomic --wait of ENV, with instance migration
 	$(CLI) platform upgrade --env $(ENV) $(UPGRADE_FLAGS)
+
+# CI/CD pipelines (ci/README.md): the same checks tests/ci runs, for one look before pushing.
+.PHONY: ci-check
+ci-check: install ## GitLab CI files: GitLab schema (offline), structure rules, shellcheck of every job script
+	$(CLI) ci-check
