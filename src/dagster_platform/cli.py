@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "dagster_platform.template",
     "dagster_platform.helm_cli",
     "dagster_platform.ci_cli",
+    "dagster_platform.bench",
 ]
 
 
