@@ -94,3 +94,9 @@ platform-upgrade: platform-env platform-deps ## guarded helm upgrade --install -
 .PHONY: ci-check
 ci-check: install ## GitLab CI files: GitLab schema (offline), structure rules, shellcheck of every job script
 	$(CLI) ci-check
+
+# Benchmarks (docs/bench.md): the dev loop and the platform next to plain Dagster; Markdown table + JSON
+# in bench/results/. Takes a while (make test alone is minutes): BENCH_FLAGS='--runs 5 --only dev,check'.
+.PHONY: bench
+bench: install ## measure make dev vs dg dev, template → green, dg check, local stack, make test (BENCH_FLAGS=...)
+	$(CLI) bench $(BENCH_FLAGS)
