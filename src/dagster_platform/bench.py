@@ -365,7 +365,7 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 
 
 WORKSPACE_QUERY = "{ workspaceOrError { __typename ... on Workspace { locationEntries { name } } } }"
-DAEMON_QUERY = "{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"
+DAEMON_QUERY = "{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy lastHeartbeatTime } } } }"
 
 
 def all_locations_loaded(url: str) -> bool:
@@ -381,7 +381,9 @@ def all_locations_loaded(url: str) -> bool:
         return False
 
 
-def daemons_healthy(url: str) -> bool:
+def daemons_healthy(url: str, since: float) -> bool:
+    """Every required daemon is healthy with a heartbeat written after `since` (epoch seconds): a persistent
+    instance still holds the previous session's heartbeats, which count as healthy for a while."""
     from dagster_platform.smoke import SmokeError, graphql
 
     try:
@@ -389,7 +391,7 @@ def daemons_healthy(url: str) -> bool:
     except (SmokeError, KeyError, TypeError):
         return False
     required = [s for s in statuses if s["required"]]
-    return bool(required) and all(s["healthy"] for s in required)
+    return bool(required) and all(s["healthy"] and (s["lastHeartbeatTime"] or 0) >= since for s in required)
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -402,13 +404,13 @@ def time_server(
     """Start a dev server command in its own session and time it, the same way for `make dev` and `dg dev`:
 
     webserver = /server_info answers; ready = that AND every location LOADED; daemon = every required
-    daemon healthy; stop = SIGINT to its process group (a terminal's Ctrl-C) until no process of its tree
-    is left. Seconds from the start of the command.
+    daemon healthy with a heartbeat from this session; stop = SIGINT to its process group (a terminal's
+    Ctrl-C) until no process of its tree is left. Seconds from the start of the command.
     """
     url = f"http://127.0.0.1:{port}"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
-        started = time.monotonic()
+        started, started_epoch = time.monotonic(), time.time()
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     tree: dict[int, str] = {}
     result: dict[str, float] = {}
@@ -427,7 +429,7 @@ def time_server(
             else:
                 if "ready" not in result and all_locations_loaded(url):
                     result["ready"] = time.monotonic() - started
-                if "daemon" not in result and daemons_healthy(url):
+                if "daemon" not in result and daemons_healthy(url, started_epoch):
                     result["daemon"] = time.monotonic() - started
             tree.update(descendants(proc.pid))
             time.sleep(0.1)
