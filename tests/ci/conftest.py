@@ -1,11 +1,15 @@
+import os
 import shutil
+import socket
 import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from dagster_platform.ci_config import Pipeline, load_pipeline, platform_projects
-from dagster_platform.ci_runner import JobResult, run_job
 from dagster_platform.paths import ROOT
 from dagster_platform.template import render
 
@@ -78,10 +82,84 @@ def platform_remote(tmp_path_factory) -> str:
     return repo.as_uri()
 
 
+BIN = Path(sys.prefix) / "bin"
+DEFS = """
+import dagster as dg
+
+
+@dg.asset
+def smoke_asset() -> int:
+    return 1
+
+
+defs = dg.Definitions(assets=[smoke_asset])
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} did not come up in {timeout}s")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="session")
-def executed_usercode_jobs(rendered_repo, usercode_pipeline) -> dict[str, JobResult]:
-    """The rendered repo's lint and test jobs, executed once: lint first, as the stages order them."""
-    results = {}
-    for job in ("lint", "test"):
-        results[job] = run_job(usercode_pipeline, job, rendered_repo)
-    return results
+def webserver(tmp_path_factory):
+    """A real dagster-webserver on loopback: `good` and `example-pipelines` served by one gRPC code server, `broken`
+    pointing at a port where nothing listens."""
+    home = tmp_path_factory.mktemp("smoke")
+    (home / "defs.py").write_text(DEFS)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    grpc_port, dead_port, web_port = free_port(), free_port(), free_port()
+    (home / "workspace.yaml").write_text(
+        "load_from:\n"
+        f"  - grpc_server: {{host: 127.0.0.1, port: {grpc_port}, location_name: good}}\n"
+        f"  - grpc_server: {{host: 127.0.0.1, port: {grpc_port}, location_name: example-pipelines}}\n"
+        f"  - grpc_server: {{host: 127.0.0.1, port: {dead_port}, location_name: broken}}\n"
+    )
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    logs = [open(home / name, "w") for name in ("grpc.log", "web.log")]  # noqa: SIM115 - closed below
+    grpc = subprocess.Popen(
+        [BIN / "dagster", "api", "grpc", "--python-file", "defs.py", "--host", "127.0.0.1", "--port", str(grpc_port)],
+        cwd=home,
+        env=env,
+        stdout=logs[0],
+        stderr=subprocess.STDOUT,
+    )
+    web = subprocess.Popen(
+        [BIN / "dagster-webserver", "-h", "127.0.0.1", "-p", str(web_port), "-w", "workspace.yaml"],
+        cwd=home,
+        env=env,
+        stdout=logs[1],
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{web_port}"
+    try:
+        wait_for(lambda: http_ok(url + "/server_info"), 120, "dagster-webserver")
+        yield url
+    finally:
+        for process in (web, grpc):
+            process.terminate()
+        for process in (web, grpc):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for log in logs:
+            log.close()

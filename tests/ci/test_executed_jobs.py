@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dagster_platform.ci_runner import run_job
+from dagster_platform.ci_runner import host_environment, run_job
 from dagster_platform.paths import dagster_version
 
 from .conftest import git
@@ -125,3 +125,107 @@ def test_scan_gate_job(rendered_repo, usercode_pipeline, platform_remote, tmp_pa
 def test_job_outside_its_pipeline_is_refused(rendered_repo, usercode_pipeline, tmp_path):
     with pytest.raises(RuntimeError, match="not part of a merge_request_event pipeline"):
         run_job(usercode_pipeline, "deploy-production", tmp_path)
+
+
+# --- deploy jobs: everything but the cluster ------------------------------------------------------------------
+
+HELM_STUB = """#!/bin/sh
+# Stands in for helm: no cluster here. Records its arguments, one per line, and checks the values file exists.
+printf '%s\\n' "$@" >> "$HELM_ARGS_LOG"
+printf '%s\\n' '--' >> "$HELM_ARGS_LOG"
+prev=""
+for arg in "$@"; do
+  if [ "$prev" = "-f" ] && [ ! -f "$arg" ]; then echo "helm-stub: no values file $arg" >&2; exit 1; fi
+  prev="$arg"
+done
+"""
+
+
+@pytest.fixture
+def cluster_stubs(tmp_path):
+    """`helm` (recording) and `apk` (no-op: git and python3 are on this machine) ahead of the real PATH."""
+    bin_dir = tmp_path / "stub-bin"
+    bin_dir.mkdir()
+    (bin_dir / "helm").write_text(HELM_STUB)
+    (bin_dir / "apk").write_text("#!/bin/sh\nexit 0\n")
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    log = tmp_path / "helm-args.log"
+    return {"PATH": f"{bin_dir}:{host_environment()['PATH']}", "HELM_ARGS_LOG": str(log)}, log
+
+
+def deploy_variables(webserver: str) -> dict[str, str]:
+    """The project-level CI variables a team sets (ci/README.md), both environments, as GitLab would hold them."""
+    return {
+        "KUBE_CONTEXT_ACCEPTANCE": "acme/agents:acceptance",
+        "KUBE_CONTEXT_PRODUCTION": "acme/agents:production",
+        "DAGSTER_WEBSERVER_URL_ACCEPTANCE": webserver,
+        "DAGSTER_WEBSERVER_URL_PRODUCTION": "http://127.0.0.1:9",
+    }
+
+
+def helm_calls(log: Path) -> list[list[str]]:
+    calls, current = [], []
+    for line in log.read_text().splitlines():
+        if line == "--":
+            calls.append(current)
+            current = []
+        else:
+            current.append(line)
+    return calls
+
+
+@pytest.mark.parametrize("env", ["acceptance", "production"])
+def test_deploy_job_upgrades_then_smoke_checks(
+    env, rendered_repo, usercode_pipeline, platform_remote, webserver, cluster_stubs, tmp_path
+):
+    """The deploy job's own script: tools fetched, helm called for this environment only, then the smoke check
+    against a real webserver where the location is LOADED."""
+    stub_env, log = cluster_stubs
+    workdir = fresh_checkout(rendered_repo, tmp_path)
+    variables = deploy_variables(webserver)
+    if env == "production":  # only this job's variables point at the live webserver
+        variables["DAGSTER_WEBSERVER_URL_PRODUCTION"], variables["DAGSTER_WEBSERVER_URL_ACCEPTANCE"] = (
+            webserver,
+            "http://127.0.0.1:9",
+        )
+    result = run_job(
+        usercode_pipeline,
+        f"deploy-{env}",
+        workdir,
+        pipeline_source="push",
+        branch="main",
+        overrides={**variables, **stub_env, "PLATFORM_CI_GIT_URL": platform_remote},
+    )
+    assert result.ok, result.output[-4000:]
+    assert "smoke: OK: location 'example-pipelines' is LOADED" in result.output
+    repo_add, upgrade = helm_calls(log)
+    assert repo_add[:3] == ["repo", "add", "dagster"]
+    sha = git(workdir, "rev-parse", "HEAD")
+    other = "production" if env == "acceptance" else "acceptance"
+    assert upgrade[:4] == ["upgrade", "--install", "example-pipelines", "dagster/dagster-user-deployments"]
+    pairs = dict(zip(upgrade, upgrade[1:], strict=False))
+    assert pairs["--version"] == dagster_version()
+    assert pairs["--kube-context"] == f"acme/agents:{env}"
+    assert pairs["--namespace"] == f"dagster-{env}"
+    assert pairs["-f"] == f"deploy/values-{env}.yaml"
+    assert f"deployments[0].image.tag={sha}" in upgrade
+    assert {"--atomic", "--wait"} <= set(upgrade)
+    assert not any(other in arg for arg in upgrade)
+
+
+def test_deploy_job_fails_when_the_location_does_not_load(
+    rendered_repo, usercode_pipeline, platform_remote, webserver, cluster_stubs, tmp_path
+):
+    stub_env, log = cluster_stubs
+    workdir = fresh_checkout(rendered_repo, tmp_path)
+    # The same job for a location whose code server is not there (`broken` in the webserver's workspace).
+    overrides = {**deploy_variables(webserver), **stub_env, "PLATFORM_CI_GIT_URL": platform_remote}
+    overrides["DAGSTER_LOCATION"] = "broken"
+    overrides["SMOKE_TIMEOUT"] = "3"
+    result = run_job(
+        usercode_pipeline, "deploy-acceptance", workdir, pipeline_source="push", branch="main", overrides=overrides
+    )
+    assert result.returncode != 0
+    assert "smoke: FAILED: ERROR: location 'broken' failed to load" in result.output
+    assert helm_calls(log)[-1][:3] == ["upgrade", "--install", "broken"]

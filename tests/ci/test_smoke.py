@@ -1,99 +1,17 @@
-"""The deploy jobs' smoke check against a real webserver on loopback: one gRPC code server that loads (`good`)
-and one workspace entry whose server is not there (`broken`)."""
+"""The deploy jobs' smoke check against a real webserver on loopback (the `webserver` fixture in conftest.py):
+a gRPC code server that loads (`good`) and a workspace entry whose server is not there (`broken`)."""
 
-import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from dagster_platform.paths import ROOT
 from dagster_platform.smoke import SmokeError, _headers_from_env, check_location, location_state
 
+from .conftest import free_port
+
 pytestmark = pytest.mark.slow
-
-BIN = Path(sys.prefix) / "bin"
-DEFS = """
-import dagster as dg
-
-
-@dg.asset
-def smoke_asset() -> int:
-    return 1
-
-
-defs = dg.Definitions(assets=[smoke_asset])
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"{what} did not come up in {timeout}s")
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def webserver(tmp_path_factory):
-    home = tmp_path_factory.mktemp("smoke")
-    (home / "defs.py").write_text(DEFS)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    grpc_port, dead_port, web_port = free_port(), free_port(), free_port()
-    (home / "workspace.yaml").write_text(
-        "load_from:\n"
-        f"  - grpc_server: {{host: 127.0.0.1, port: {grpc_port}, location_name: good}}\n"
-        f"  - grpc_server: {{host: 127.0.0.1, port: {dead_port}, location_name: broken}}\n"
-    )
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
-    logs = [open(home / name, "w") for name in ("grpc.log", "web.log")]  # noqa: SIM115 - closed below
-    grpc = subprocess.Popen(
-        [BIN / "dagster", "api", "grpc", "--python-file", "defs.py", "--host", "127.0.0.1", "--port", str(grpc_port)],
-        cwd=home,
-        env=env,
-        stdout=logs[0],
-        stderr=subprocess.STDOUT,
-    )
-    web = subprocess.Popen(
-        [BIN / "dagster-webserver", "-h", "127.0.0.1", "-p", str(web_port), "-w", "workspace.yaml"],
-        cwd=home,
-        env=env,
-        stdout=logs[1],
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{web_port}"
-    try:
-        wait_for(lambda: http_ok(url + "/server_info"), 120, "dagster-webserver")
-        yield url
-    finally:
-        for process in (web, grpc):
-            process.terminate()
-        for process in (web, grpc):
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for log in logs:
-            log.close()
 
 
 def test_loaded_location_passes(webserver):
