@@ -81,7 +81,7 @@ def test_every_issue_target_is_stated():
 def test_table_rows_show_stats_target_and_result():
     table = bench.render_table(
         [
-            Figure("dev.ratio", "ready ratio", "x", [0.25, 0.5, 0.2], "per pair"),
+            Figure("dev.ratio", "ready ratio", "x", [0.25, 0.5, 0.2], "per pair", load=[1.23, 2.5]),
             Figure("template.green", "template → green", "s", [70.5, 64.0, 80.25]),
             Figure("dev.dg_dev", "`dg dev` → ready", "s", [12.0, 11.0, 13.0]),
             Figure("stack.rss_webserver", "RSS webserver", "MiB", [180.4, 181.0, 179.0]),
@@ -89,33 +89,41 @@ def test_table_rows_show_stats_target_and_result():
         ]
     )
     lines = table.splitlines()
-    assert lines[0] == "| figure | median | min | max | runs | target | result | note |"
-    assert lines[1] == "|---|---:|---:|---:|---:|---|---|---|"
-    assert lines[2] == "| ready ratio | 0.25× | 0.20× | 0.50× | 3 | ≤ 0.30× | pass | per pair |"
-    assert lines[3] == "| template → green | 70.5 s | 64.0 s | 80.2 s | 3 | ≤ 60.0 s | FAIL |  |"
-    assert lines[4] == "| `dg dev` → ready | 12.0 s | 11.0 s | 13.0 s | 3 |  |  |  |"
-    assert lines[5] == "| RSS webserver | 180 MiB | 179 MiB | 181 MiB | 3 |  |  |  |"
-    assert lines[6] == "| drain rate | 41.0/min | 40.0/min | 42.5/min | 3 |  |  |  |"
+    assert lines[0] == "| figure | median | min | max | runs | target | result | load | note |"
+    assert lines[1] == "|---|---:|---:|---:|---:|---|---|---|---|"
+    assert lines[2] == "| ready ratio | 0.25× | 0.20× | 0.50× | 3 | ≤ 0.30× | pass | 1.2→2.5 | per pair |"
+    assert lines[3] == "| template → green | 70.5 s | 64.0 s | 80.2 s | 3 | ≤ 60.0 s | FAIL |  |  |"
+    assert lines[4] == "| `dg dev` → ready | 12.0 s | 11.0 s | 13.0 s | 3 |  |  |  |  |"
+    assert lines[5] == "| RSS webserver | 180 MiB | 179 MiB | 181 MiB | 3 |  |  |  |  |"
+    assert lines[6] == "| drain rate | 41.0/min | 40.0/min | 42.5/min | 3 |  |  |  |  |"
     assert len(lines) == 7
 
 
 def test_table_escapes_pipes_and_shows_long_times_without_decimals():
     table = bench.render_table([Figure("test.make_test", "make test | all", "s", [412.4], "1 run")])
-    assert "| make test \\| all | 412 s | 412 s | 412 s | 1 | ≤ 600 s | pass | 1 run |" in table
+    assert "| make test \\| all | 412 s | 412 s | 412 s | 1 | ≤ 600 s | pass |  | 1 run |" in table
 
 
 def test_report_names_the_machine_load_and_what_was_not_measured():
     report = report_of([Figure("dev.dg_dev", "dg dev", "s", [1.0])], errors={"stack": "no Postgres here"})
     text = bench.render_report(report)
     assert "on 2 CPUs" in text
-    assert "load average (1 min) 1.50 at start, 0.50 at the end, max 2.00" in text
+    assert "load average (1 min) 1.50 at start, 0.50 at the end, max 2.00 (sampled every 5 s)" in text
     assert "Not measured:\n- stack: no Postgres here" in text
     assert report["passed"] is False  # something was not measured
 
 
 def test_json_shape(tmp_path):
     figures = [
-        Figure("dev.ratio", "ready ratio", "x", [0.25, 0.5, 0.2], "per pair", measured_at="2026-11-25T10:40:00Z"),
+        Figure(
+            "dev.ratio",
+            "ready ratio",
+            "x",
+            [0.25, 0.5, 0.2],
+            "per pair",
+            measured_at="2026-11-25T10:40:00Z",
+            load=[1.5, 0.75],
+        ),
         Figure("dev.dg_dev", "dg dev", "s", [12.0]),
     ]
     dated, latest = bench.write_report(report_of(figures), tmp_path)
@@ -141,6 +149,7 @@ def test_json_shape(tmp_path):
         "note": "per pair",
         "failed": "",
         "measured_at": "2026-11-25T10:40:00Z",
+        "load": [1.5, 0.75],
     }
     assert data["figures"][1]["target"] is None
     assert data["figures"][1]["passed"] is None

@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
@@ -96,6 +97,7 @@ class Figure:
     note: str = ""
     failed: str = ""  # why a run failed (the figure then FAILs whatever its numbers)
     measured_at: str = ""
+    load: list[float] = field(default_factory=list)  # 1-minute load average when its section began and ended
 
     @property
     def section(self) -> str:
@@ -133,6 +135,7 @@ class Figure:
             "note": self.note,
             "failed": self.failed,
             "measured_at": self.measured_at,
+            "load": [round(v, 2) for v in self.load],
         }
 
     @classmethod
@@ -145,6 +148,7 @@ class Figure:
             note=data.get("note", ""),
             failed=data.get("failed", ""),
             measured_at=data.get("measured_at", ""),
+            load=list(data.get("load", [])),
         )
 
 
@@ -217,8 +221,8 @@ def result_cell(figure: Figure) -> str:
 
 def render_table(figures: Iterable[Figure]) -> str:
     lines = [
-        "| figure | median | min | max | runs | target | result | note |",
-        "|---|---:|---:|---:|---:|---|---|---|",
+        "| figure | median | min | max | runs | target | result | load | note |",
+        "|---|---:|---:|---:|---:|---|---|---|---|",
     ]
     for fig in figures:
         s = fig.stats
@@ -230,6 +234,7 @@ def render_table(figures: Iterable[Figure]) -> str:
             str(s["runs"]),
             fmt_target(fig.target, fig.unit),
             result_cell(fig),
+            "→".join(f"{v:.1f}" for v in fig.load),
             fig.note,
         ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
@@ -244,7 +249,7 @@ def render_report(report: dict[str, Any]) -> str:
         f"Measured {report['started']} → {report['finished']} on {m['cpus']} CPUs ({m['platform']}, "
         f"Python {m['python']}, Dagster {m['dagster']}, commit {m['commit']}); "
         f"load average (1 min) {m['load_start']:.2f} at start, {m['load_end']:.2f} at the end, "
-        f"max {m['load_max']:.2f} sampled between sections."
+        f"max {m['load_max']:.2f} (sampled every 5 s); the load column: at the start → end of each section."
     )
     parts = [head, "", render_table(figures)]
     if report.get("errors"):
@@ -675,13 +680,38 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class LoadSampler(threading.Thread):
+    """The 1-minute load average every few seconds while the bench runs (the machine may be shared)."""
+
+    def __init__(self, interval: float = 5.0):
+        super().__init__(daemon=True)
+        self.interval = interval
+        self.samples = [os.getloadavg()[0]]
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.interval):
+            self.samples.append(os.getloadavg()[0])
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+        self.samples.append(os.getloadavg()[0])
+
+
 def run_bench(
-    sections: Sequence[str], runs: int, make_test_runs: int, drain_runs: int, merge: bool = False
+    sections: Sequence[str],
+    runs: int,
+    make_test_runs: int,
+    drain_runs: int,
+    merge: bool = False,
+    results_dir: Path = RESULTS_DIR,
 ) -> dict[str, Any]:
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     started = now_iso()
     machine = machine_info()
-    loads = [os.getloadavg()[0]]
+    sampler = LoadSampler()
+    sampler.start()
     figures: list[Figure] = []
     errors: dict[str, str] = {}
     measures: dict[str, Callable[[], list[Figure]]] = {
@@ -694,21 +724,23 @@ def run_bench(
     for section in SECTIONS:
         if section not in sections:
             continue
-        _say(f"--- {section} (load average {os.getloadavg()[0]:.2f})")
+        load_before = os.getloadavg()[0]
+        _say(f"--- {section} (load average {load_before:.2f})")
         try:
             found = measures[section]()
         except (BenchError, subprocess.SubprocessError, OSError) as exc:
             _say(f"{section}: not measured: {exc}")
             errors[section] = str(exc).splitlines()[0]
             found = []
-        stamp = now_iso()
+        stamp, load_after = now_iso(), os.getloadavg()[0]
         for fig in found:
             fig.measured_at = fig.measured_at or stamp
+            fig.load = fig.load or [load_before, load_after]
         figures += found
-        loads.append(os.getloadavg()[0])
-    machine.update(load_start=loads[0], load_end=loads[-1], load_max=max(loads))
-    if merge and (RESULTS_DIR / "latest.json").exists():
-        previous = json.loads((RESULTS_DIR / "latest.json").read_text())
+    sampler.stop()
+    machine.update(load_start=sampler.samples[0], load_end=sampler.samples[-1], load_max=max(sampler.samples))
+    if merge and (results_dir / "latest.json").exists():
+        previous = json.loads((results_dir / "latest.json").read_text())
         figures = merge_previous(figures, sections, previous)
         errors = {**{k: v for k, v in previous.get("errors", {}).items() if k not in sections}, **errors}
     options = {"runs": runs, "make_test_runs": make_test_runs, "drain_runs": drain_runs, "only": list(sections)}
@@ -724,8 +756,9 @@ def parse_only(value: str) -> list[str]:
 
 
 def _bench_command(args) -> int:
-    report = run_bench(args.only, args.runs, args.make_test_runs, args.drain_runs, merge=args.merge)
-    dated, latest = write_report(report, Path(args.results_dir))
+    results_dir = Path(args.results_dir)
+    report = run_bench(args.only, args.runs, args.make_test_runs, args.drain_runs, args.merge, results_dir)
+    dated, latest = write_report(report, results_dir)
     print(render_report(report))
     print(f"wrote {dated} and {latest}")
     if report["errors"]:
