@@ -4,6 +4,7 @@ images. Each rule is shown to pass on the real files and to reject a file that b
 import copy
 
 import pytest
+import yaml
 
 from dagster_platform.ci_config import Pipeline
 from dagster_platform.ci_policy import STAGES, check, image_pinned
@@ -282,3 +283,16 @@ def test_image_pinning(image, pinned):
 
 def test_stage_lists_are_the_documented_ones():
     assert set(STAGES) == {"platform", "usercode"}
+
+
+@pytest.mark.parametrize("env", ["acceptance", "production"])
+def test_deploy_values_fit_the_helm_command(env, rendered_repo, usercode_pipeline):
+    """`--set deployments[0].image.tag=$CI_COMMIT_SHA` must land on this location's one deployment, whose name is
+    the Helm release name (DAGSTER_LOCATION), and the values file may not pin a tag of its own."""
+    values = yaml.safe_load((rendered_repo / "deploy" / f"values-{env}.yaml").read_text())
+    (deployment,) = values["deployments"]
+    assert deployment["name"] == usercode_pipeline.variables["DAGSTER_LOCATION"]
+    assert not deployment["image"].get("tag")
+    variables = usercode_pipeline.jobs()[f"deploy-{env}"]["variables"]
+    namespace = usercode_pipeline.variables[variables["KUBE_NAMESPACE"].lstrip("$")]
+    assert namespace == f"dagster-{env}"
