@@ -500,11 +500,17 @@ def ensure_scaffold(path: Path = SCAFFOLD_DIR) -> Path:
     return path
 
 
+def scaffold_env(scaffold: Path) -> dict[str, str]:
+    """The environment after `source .venv/bin/activate` in the scaffold, as its README says."""
+    venv = scaffold / ".venv"
+    return user_env(VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
 def measure_dg_dev(scaffold: Path, log: Path) -> dict[str, float]:
-    """`dg dev` in the bare scaffold, as its README says to run it (its own venv, default temporary instance)."""
+    """Plain `dg dev` in the bare scaffold (its venv activated, its default temporary instance)."""
     port = free_port()
     argv = [str(scaffold / ".venv" / "bin" / "dg"), "dev", "--host", "127.0.0.1", "--port", str(port)]
-    return time_server(argv, scaffold, user_env(), port, log)
+    return time_server(argv, scaffold, scaffold_env(scaffold), port, log)
 
 
 def dev_figures(runs: int, fresh: bool = True) -> list[Figure]:
