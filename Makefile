@@ -100,3 +100,12 @@ ci-check: install ## GitLab CI files: GitLab schema (offline), structure rules, 
 .PHONY: bench
 bench: install ## measure make dev vs dg dev, template → green, dg check, local stack, make test (BENCH_FLAGS=...)
 	$(CLI) bench $(BENCH_FLAGS)
+
+# Production-like local stack (docs/stack.md): Postgres, daemon, webserver on :3000 and one gRPC code server
+# per location, from the platform's instance settings. STACK_FLAGS='--port 3001' or '--pg-url postgresql://...'.
+.PHONY: stack stack-down
+stack: install ## local stack like the cluster: Postgres, daemon, webserver, one code server per location
+	$(CLI) stack up $(STACK_FLAGS)
+
+stack-down: install ## stop everything `make stack` started, by PID; WIPE=1 also deletes its data
+	$(CLI) stack down $(if $(WIPE),--wipe)

@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "dagster_platform.helm_cli",
     "dagster_platform.ci_cli",
     "dagster_platform.bench",
+    "dagster_platform.stack.lifecycle",
 ]
 
 

@@ -1,0 +1,84 @@
+"""One production-like stack for the whole session: a throwaway Postgres, the instance migration, the daemon,
+the webserver and one gRPC code server per location (example rendered from the template, the platform
+canary, and a location whose import is broken), started by the same code as `make stack`. It is torn
+down by PID even when a test fails or the start-up itself fails."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dagster_platform.paths import INSTANCE_YAML, ROOT
+from dagster_platform.stack import lifecycle, locations, postgres
+
+HERE = Path(__file__).parent
+EXAMPLE = "example-pipelines"
+CANARY = "platform-canary"
+BROKEN = "broken-import"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.5):
+    """Poll `condition` until it returns something truthy (returned); fail naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - the condition's transient errors are reported at the end
+            last_error = exc
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last error: {last_error!r}")
+
+
+def max_concurrent_runs() -> int:
+    return yaml.safe_load(INSTANCE_YAML.read_text())["run_coordinator"]["config"]["max_concurrent_runs"]
+
+
+@pytest.fixture(scope="session")
+def stack():
+    # Under the repo's git-ignored .stack/ (not pytest's 0700 tmp dirs): the `postgres` user must be able
+    # to reach its data directory when the tests run as root.
+    (ROOT / ".stack").mkdir(exist_ok=True)
+    state_dir = Path(tempfile.mkdtemp(prefix="test-", dir=ROOT / ".stack"))
+    state_dir.chmod(0o755)
+    stack_locations = locations.default_locations()
+    canary = next(loc for loc in stack_locations if loc.name == CANARY)
+    canary.env["CANARY_TRIGGER_DIR"] = str(state_dir / "triggers")
+    # The example location's health is what the example tests assert, not a precondition of the others.
+    next(loc for loc in stack_locations if loc.name == EXAMPLE).required = False
+    stack_locations.append(
+        locations.Location(
+            name=BROKEN,
+            module="",
+            source="",
+            python_file=str(HERE / "fixtures" / "broken_location.py"),
+            venv_from=CANARY,
+            required=False,
+        )
+    )
+    try:
+        running = lifecycle.up(state_dir, port=postgres.free_port(), stack_locations=stack_locations, timeout=400)
+        yield running
+    finally:
+        stopped = lifecycle.down(state_dir, quiet=True)
+        leftovers = lifecycle.status(state_dir)
+        assert not [n for n, i in leftovers.items() if i["alive"]], f"still running after down: {leftovers}"
+        print(f"stack stopped: {stopped}")
+        if not os.environ.get("KEEP_STACK_STATE"):
+            lifecycle.down(state_dir, wipe=True, quiet=True)
+            import shutil
+
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def client(stack):
+    return stack.client

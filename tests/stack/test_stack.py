@@ -1,0 +1,311 @@
+"""The production-like local stack, against the real processes and a real Postgres.
+
+Order matters and is the file order: faults (code server killed, Postgres restarted) come late and leave
+the stack healthy for the browser test, which doubles as a recovery check.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from dagster_platform.stack import lifecycle, postgres
+from tests.stack.conftest import ARTIFACTS, BROKEN, CANARY, EXAMPLE, max_concurrent_runs, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def runs_in_postgres(stack) -> dict[str, str]:
+    """run_id → status, straight from the instance database (not through Dagster)."""
+    return dict(postgres.query(stack.pg, "SELECT run_id, status FROM runs"))
+
+
+def event_types(stack, run_id: str) -> list[str]:
+    rows = postgres.query(
+        stack.pg,
+        "SELECT dagster_event_type FROM event_logs WHERE run_id = %s AND dagster_event_type IS NOT NULL ORDER BY id",
+        (run_id,),
+    )
+    return [row[0] for row in rows]
+
+
+STORAGE_PROBE = """
+query Probe($runId: ID!, $sensor: SensorSelector!) {
+  runsOrError(limit: 1) { __typename }
+  logsForRun(runId: $runId, limit: 1) { __typename }
+  sensorOrError(sensorSelector: $sensor) { __typename ... on Sensor { sensorState { status } } }
+}"""
+
+
+def storages_answer(client, run_id: str) -> bool:
+    """Run storage, event log storage and schedule storage all answer through the webserver."""
+    sensor = {
+        "repositoryLocationName": CANARY,
+        "repositoryName": "__repository__",
+        "sensorName": "canary_trigger_files",
+    }
+    data = client.query(STORAGE_PROBE, {"runId": run_id, "sensor": sensor})
+    return (
+        data["runsOrError"]["__typename"] == "Runs"
+        and data["logsForRun"]["__typename"] == "EventConnection"
+        and data["sensorOrError"]["__typename"] == "Sensor"
+    )
+
+
+class TemplateCannotUsePostgres(AssertionError):
+    """The example location's code server died because its locked environment cannot load the instance's
+    Postgres storage (dagster-postgres missing from the template's dependencies)."""
+
+
+# The committed template (usercode-template/.../pyproject.toml) does not depend on dagster-postgres, so its
+# code server (and every run worker it would start) cannot load an instance whose storage is Postgres, as
+# on the cluster. Strict: the moment the template is fixed these tests pass, XPASS turns red, and this
+# marker must go. Any other failure than that exact one fails normally (raises=...).
+EXAMPLE_NEEDS_DAGSTER_POSTGRES = pytest.mark.xfail(
+    raises=TemplateCannotUsePostgres,
+    strict=True,
+    reason="template lacks dagster-postgres==0.29.27: its code server cannot load a Postgres instance "
+    "(fix in usercode-template/{{cookiecutter.project_slug}}/pyproject.toml + relock, then remove this marker)",
+)
+
+
+def example_location_loaded(stack, client, timeout: float = 180) -> None:
+    """Wait for the example location to be LOADED; name the known failure precisely if it is that one."""
+    name = f"code-server-{EXAMPLE}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if not stack.supervisor.alive(name):
+            log = Path(stack.supervisor.components[name].log).read_text(errors="replace")
+            if "Couldn't import module dagster_postgres" in log:
+                raise TemplateCannotUsePostgres(f"{EXAMPLE} code server exited:\n{log[-1500:]}")
+            pytest.fail(f"{EXAMPLE} code server exited:\n{log[-3000:]}")
+        state = client.locations()[EXAMPLE]
+        if state["status"] == "LOADED":
+            assert state["error"] is None, f"{EXAMPLE} failed to load: {state['error']}"
+            return
+        assert time.monotonic() < deadline, f"{EXAMPLE} still {state['status']} after {timeout:.0f}s"
+        time.sleep(0.5)
+
+
+@EXAMPLE_NEEDS_DAGSTER_POSTGRES
+def test_example_location_from_the_template_loads_against_postgres(stack, client):
+    example_location_loaded(stack, client)
+    pid = stack.supervisor.components[f"code-server-{EXAMPLE}"].pid
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert str(Path(stack.locations[EXAMPLE]["dir"]) / ".venv") in b" ".join(cmdline).decode(), cmdline
+
+
+def test_locations_load_each_from_its_own_virtualenv(stack, client):
+    state = client.locations()
+    assert state[CANARY]["status"] == "LOADED" and state[CANARY]["error"] is None, state[CANARY]
+    # Each code server is its own process running its own interpreter (the location's .venv).
+    pid = stack.supervisor.components[f"code-server-{CANARY}"].pid
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert str(Path(stack.locations[CANARY]["dir"]) / ".venv") in b" ".join(cmdline).decode(), cmdline
+    versions = {
+        name: subprocess.run(
+            [
+                str(Path(stack.locations[name]["dir"]) / ".venv/bin/python"),
+                "-c",
+                "import requests; print(requests.__version__)",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for name in (EXAMPLE, CANARY)
+    }
+    assert versions[EXAMPLE] != versions[CANARY], f"both locations resolved the same requests: {versions}"
+
+
+def test_broken_location_fails_alone(stack, client):
+    state = wait_until(
+        lambda: (s := client.locations())[BROKEN]["status"] == "LOADED" and s, 60, "broken location to settle"
+    )
+    assert state[BROKEN]["error"], f"a location with a broken import must show a load error: {state[BROKEN]}"
+    assert state[CANARY]["status"] == "LOADED" and state[CANARY]["error"] is None, state
+    log = Path(stack.supervisor.components[f"code-server-{BROKEN}"].log).read_text()
+    assert "platform_canary_module_that_does_not_exist" in log, log[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("location", "job"),
+    [
+        pytest.param(EXAMPLE, "orders_job", marks=EXAMPLE_NEEDS_DAGSTER_POSTGRES, id="example"),
+        pytest.param(CANARY, "canary_job", id="canary"),
+    ],
+)
+def test_run_through_graphql_is_queued_dequeued_and_succeeds_in_postgres(stack, client, location, job):
+    if location == EXAMPLE:
+        example_location_loaded(stack, client)
+    run_id = client.launch_run(location, job, tags={"test": "graphql-run"})
+    run = client.wait_run(run_id, timeout=240)
+    assert run["status"] == "SUCCESS", f"{location}/{job} ended {run['status']}; see {stack.state_dir}/logs"
+    assert runs_in_postgres(stack)[run_id] == "SUCCESS"
+    events = event_types(stack, run_id)
+    # Went through the queue: enqueued by the webserver, dequeued (STARTING) by the daemon's coordinator.
+    for expected in ("PIPELINE_ENQUEUED", "PIPELINE_STARTING", "PIPELINE_START", "PIPELINE_SUCCESS"):
+        assert expected in events, f"{expected} missing from {events}"
+    assert events.index("PIPELINE_ENQUEUED") < events.index("PIPELINE_STARTING") < events.index("PIPELINE_SUCCESS")
+    assert "ASSET_MATERIALIZATION" in events and "STEP_SUCCESS" in events
+
+
+def test_daemon_ticks_schedule_and_sensor_and_launches_their_runs(stack, client):
+    trigger_dir = stack.state_dir / "triggers"
+    trigger_dir.mkdir(exist_ok=True)
+    (trigger_dir / "0001.trigger").write_text("go\n")
+    sensor_id = client.start_sensor(CANARY, "canary_trigger_files")
+    schedule_id = client.start_schedule(CANARY, "canary_every_minute")
+    try:
+        by_trigger = wait_until(
+            lambda: (
+                (found := {run["tags"]["canary/trigger"]: run for run in _tagged_runs(client)})
+                and {"sensor", "schedule"} <= found.keys()
+                and found
+            ),
+            150,
+            "a sensor run and a schedule run (the schedule ticks on the next minute)",
+            interval=2,
+        )
+    finally:
+        client.stop_schedule(schedule_id)
+        client.stop_sensor(sensor_id)
+    for trigger in ("sensor", "schedule"):
+        run = client.wait_run(by_trigger[trigger]["runId"], timeout=240)
+        assert run["status"] == "SUCCESS", f"{trigger} run ended {run['status']}"
+    assert by_trigger["sensor"]["tags"]["canary/file"] == "0001.trigger"
+    assert by_trigger["sensor"]["tags"].get("dagster/sensor_name") == "canary_trigger_files"
+    assert by_trigger["schedule"]["tags"].get("dagster/schedule_name") == "canary_every_minute"
+
+
+def _tagged_runs(client) -> list[dict]:
+    """Runs started by the canary's schedule or sensor, with tags as a dict."""
+    runs = [dict(run, tags={t["key"]: t["value"] for t in run["tags"]}) for run in client.runs()]
+    return [run for run in runs if "canary/trigger" in run["tags"]]
+
+
+def test_twenty_runs_never_exceed_the_concurrency_limit_and_all_finish(stack, client):
+    limit = max_concurrent_runs()
+    batch = f"batch-{time.time_ns()}"
+    run_ids = [
+        client.launch_run(CANARY, "nap_job", {"ops": {"nap": {"config": {"seconds": 1.0}}}}, tags={"batch": batch})
+        for _ in range(20)
+    ]
+    sampled_peak = 0
+    deadline = time.monotonic() + 420
+    while True:
+        rows = postgres.query(stack.pg, "SELECT status, COUNT(*) FROM runs GROUP BY status")
+        counts = dict(rows)
+        sampled_peak = max(sampled_peak, counts.get("STARTING", 0) + counts.get("STARTED", 0))
+        statuses = dict(postgres.query(stack.pg, "SELECT run_id, status FROM runs WHERE run_id = ANY(%s)", (run_ids,)))
+        if all(statuses.get(r) in ("SUCCESS", "FAILURE", "CANCELED") for r in run_ids):
+            break
+        assert time.monotonic() < deadline, f"20 runs not finished: {statuses}"
+        time.sleep(0.3)
+    assert all(statuses[r] == "SUCCESS" for r in run_ids), statuses
+    # Exact check from the event log: each run holds a slot from its dequeue (STARTING) to its end.
+    rows = postgres.query(
+        stack.pg,
+        "SELECT run_id, dagster_event_type, timestamp FROM event_logs "
+        "WHERE dagster_event_type IN ('PIPELINE_STARTING', 'PIPELINE_SUCCESS', 'PIPELINE_FAILURE') ORDER BY id",
+    )
+    edges = []
+    for _, kind, ts in rows:
+        edges.append((ts, 1 if kind == "PIPELINE_STARTING" else -1))
+    in_flight = peak = 0
+    for _, delta in sorted(edges, key=lambda e: (e[0], e[1])):  # ends before starts at equal timestamps
+        in_flight += delta
+        peak = max(peak, in_flight)
+    assert peak <= limit, f"{peak} runs were in flight at once; the instance allows {limit}"
+    assert sampled_peak <= limit, f"sampled {sampled_peak} runs in flight at once; the instance allows {limit}"
+    assert peak >= 2, f"runs never overlapped (peak {peak}): the queue ran them one at a time"
+
+
+@EXAMPLE_NEEDS_DAGSTER_POSTGRES
+def test_killed_code_server_is_isolated_and_recovers(stack, client):
+    example_location_loaded(stack, client)
+    sup = stack.supervisor
+    name = f"code-server-{EXAMPLE}"
+    sup.kill(name, group=False)  # SIGKILL the server process only, like a crashed pod
+    assert client.server_info() == 200
+    client.reload_location(EXAMPLE)
+    state = wait_until(
+        lambda: (s := client.locations())[EXAMPLE]["error"] and s, 60, "the killed location to show a load error"
+    )
+    assert state[CANARY]["status"] == "LOADED" and state[CANARY]["error"] is None, state[CANARY]
+    run = client.wait_run(client.launch_run(CANARY, "canary_job"), timeout=240)
+    assert run["status"] == "SUCCESS", "the other location must keep running while one code server is down"
+    assert client.server_info() == 200
+
+    port = sup.components[name].info["port"]
+    lifecycle.restart_component(stack, name, lambda: postgres.port_open("127.0.0.1", port))
+    client.reload_location(EXAMPLE)
+    wait_until(lambda: client.all_loaded([EXAMPLE, CANARY]), 120, "the restarted location to be LOADED again")
+
+
+def test_postgres_restart_loses_nothing_and_the_stack_recovers(stack, client):
+    if not runs_in_postgres(stack):  # run alone (-k): make sure there is something to lose
+        client.wait_run(client.launch_run(CANARY, "canary_job"), timeout=240)
+    before = runs_in_postgres(stack)
+    sup = stack.supervisor
+    sup.stop("postgres")
+    assert not sup.alive("postgres")
+    assert client.server_info() == 200, "the webserver must keep answering while the database is down"
+    time.sleep(3)  # let the daemon and webserver hit the outage for real
+    lifecycle.restart_component(stack, "postgres", lambda: True)
+    # The webserver holds one pooled connection per storage; the first request on each after the restart
+    # may fail (HTTP 500) while the pool drops the dead connection. It must recover by itself.
+    any_run = next(iter(before))
+    wait_until(lambda: storages_answer(client, any_run), 120, "the webserver to read every storage again")
+    after = runs_in_postgres(stack)
+    assert set(before) <= set(after), f"runs lost: {set(before) - set(after)}"
+    assert sup.alive("daemon") and sup.alive("webserver")
+    run = client.wait_run(client.launch_run(CANARY, "canary_job", tags={"test": "after-pg-restart"}), timeout=240)
+    assert run["status"] == "SUCCESS", "a run launched after the restart must be dequeued by the daemon and succeed"
+    wait_until(lambda: all(client.daemon_health().values()), 120, "all required daemons healthy again")
+
+
+def test_browser_materializes_an_asset_from_the_asset_graph(stack, client):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "stack-asset-materialized.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(90_000)
+            # First visit: the UI may open its community/newsletter dialog over the page; dismiss it.
+            page.add_locator_handler(
+                page.get_by_text("Join the Dagster community"),
+                lambda: page.get_by_role("button", name="Skip").click(),
+            )
+            page.goto(f"{stack.url}/locations/{CANARY}/asset-groups/canary")
+            page.get_by_text("canary_ping").first.wait_for()
+            page.get_by_role("button", name="Materialize all").click()
+            view = page.get_by_role("link", name="View", exact=True)
+            href = view.first.get_attribute("href")
+            assert href and "/runs/" in href, href
+            run_id = href.rsplit("/", 1)[-1]
+            view.first.click()
+            page.wait_for_url(f"**/runs/{run_id}*")
+            page.get_by_text("Success", exact=True).first.wait_for(timeout=240_000)
+            page.get_by_text("RUN_SUCCESS").first.wait_for()
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+    assert client.run(run_id)["status"] == "SUCCESS"
