@@ -196,6 +196,7 @@ def up(
             if not loc.venv_from:
                 _say(f"location {loc.name}: sources and .venv ready ({time.monotonic() - began:.1f}s)")
         t_processes = time.monotonic()
+        timings["prepare"] = t_processes - t0
         # 2. Postgres, 3. config, 4. schema.
         pg, timings["postgres"] = _start_postgres(sup, pg_url)
         loc_ports = {loc.name: postgres.free_port() for loc in stack_locations}
@@ -240,6 +241,7 @@ def up(
         _say(f"locations LOADED: {', '.join(required)} ({timings['all_loaded']:.1f}s after starting processes)")
         sup.wait_ready("daemon", lambda: all(client.daemon_health().values()), timeout)
         _say(f"daemon: all required daemons healthy ({sorted(client.daemon_health())})")
+        timings["ready"] = time.monotonic() - t_processes
         timings["total"] = time.monotonic() - t0
         sup.meta["url"] = url
         sup.meta["locations"] = {n: {"port": p, "dir": str(loc_dirs[n])} for n, p in loc_ports.items()}
@@ -331,7 +333,8 @@ def _up_command(args) -> int:
     try:
         stack = up(Path(args.state_dir), port=args.port, pg_url=args.pg_url)
     except (ComponentFailed, RuntimeError, TimeoutError, FileNotFoundError, ValueError) as exc:
-        print(f"stack up failed: {exc}", file=sys.stderr)
+        # up() has already printed the error with the component's log tail and stopped what it started.
+        print(f"stack up failed: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     _say(f"up in {stack.timings['total']:.1f}s: {stack.url} (stop with `make stack-down`)")
     for name, info in status(stack.state_dir).items():
