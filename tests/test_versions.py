@@ -53,8 +53,14 @@ def test_template_uses_the_platform_version():
         "dagster-webserver",
         "dagster-dg-cli",
     ]
+    # The image's code server and run workers load the platform's instance: Postgres storage, K8sRunLauncher.
+    assert answers["_dagster_libraries_version"] == libraries_version(dagster_version())
+    assert re.findall(r'"(dagster[\w-]*)==\{\{ cookiecutter._dagster_libraries_version \}\}"', pyproject) == list(
+        LIBRARIES
+    )
     locked = locked_versions((TEMPLATE_REPO / "uv.lock").read_text())
     assert {name: locked[name] for name in CORE} == dict.fromkeys(CORE, dagster_version())
+    assert {name: locked[name] for name in LIBRARIES} == dict.fromkeys(LIBRARIES, libraries_version(dagster_version()))
 
 
 def test_template_lints_with_the_platforms_tools():

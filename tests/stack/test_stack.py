@@ -55,23 +55,6 @@ def storages_answer(client, run_id: str) -> bool:
     )
 
 
-class TemplateCannotUsePostgres(AssertionError):
-    """The example location's code server died because its locked environment cannot load the instance's
-    Postgres storage (dagster-postgres missing from the template's dependencies)."""
-
-
-# The committed template (usercode-template/.../pyproject.toml) does not depend on dagster-postgres, so its
-# code server (and every run worker it would start) cannot load an instance whose storage is Postgres, as
-# on the cluster. Strict: the moment the template is fixed these tests pass, XPASS turns red, and this
-# marker must go. Any other failure than that exact one fails normally (raises=...).
-EXAMPLE_NEEDS_DAGSTER_POSTGRES = pytest.mark.xfail(
-    raises=TemplateCannotUsePostgres,
-    strict=True,
-    reason="template lacks dagster-postgres==0.29.27: its code server cannot load a Postgres instance "
-    "(fix in usercode-template/{{cookiecutter.project_slug}}/pyproject.toml + relock, then remove this marker)",
-)
-
-
 def example_location_loaded(stack, client, timeout: float = 180) -> None:
     """Wait for the example location to be LOADED; name the known failure precisely if it is that one."""
     name = f"code-server-{EXAMPLE}"
@@ -80,7 +63,10 @@ def example_location_loaded(stack, client, timeout: float = 180) -> None:
         if not stack.supervisor.alive(name):
             log = Path(stack.supervisor.components[name].log).read_text(errors="replace")
             if "Couldn't import module dagster_postgres" in log:
-                raise TemplateCannotUsePostgres(f"{EXAMPLE} code server exited:\n{log[-1500:]}")
+                pytest.fail(
+                    f"{EXAMPLE}'s locked environment cannot load the platform's Postgres instance: add "
+                    f"dagster-postgres to the template's dependencies and relock (make template-lock):\n{log[-1500:]}"
+                )
             pytest.fail(f"{EXAMPLE} code server exited:\n{log[-3000:]}")
         state = client.locations()[EXAMPLE]
         if state["status"] == "LOADED":
@@ -90,7 +76,6 @@ def example_location_loaded(stack, client, timeout: float = 180) -> None:
         time.sleep(0.5)
 
 
-@EXAMPLE_NEEDS_DAGSTER_POSTGRES
 def test_example_location_from_the_template_loads_against_postgres(stack, client):
     example_location_loaded(stack, client)
     pid = stack.supervisor.components[f"code-server-{EXAMPLE}"].pid
@@ -134,7 +119,7 @@ def test_broken_location_fails_alone(stack, client):
 @pytest.mark.parametrize(
     ("location", "job"),
     [
-        pytest.param(EXAMPLE, "orders_job", marks=EXAMPLE_NEEDS_DAGSTER_POSTGRES, id="example"),
+        pytest.param(EXAMPLE, "orders_job", id="example"),
         pytest.param(CANARY, "canary_job", id="canary"),
     ],
 )
@@ -224,7 +209,6 @@ def test_twenty_runs_never_exceed_the_concurrency_limit_and_all_finish(stack, cl
     assert peak >= 2, f"runs never overlapped (peak {peak}): the queue ran them one at a time"
 
 
-@EXAMPLE_NEEDS_DAGSTER_POSTGRES
 def test_killed_code_server_is_isolated_and_recovers(stack, client):
     example_location_loaded(stack, client)
     sup = stack.supervisor
