@@ -4,9 +4,11 @@ Three processes, started in the order that is both fast and safe:
   1. the code server (`dagster code-server start`) in the example's own virtualenv, so the location runs
      with its own locked dependencies exactly as in its image; it supports "Reload" from the UI;
   2. the webserver (platform venv), started at the same time, with a workspace pointing at that server;
-  3. the daemon (schedules, sensors, run queue), once the webserver has created the instance's schema —
-     starting both on a fresh SQLite instance at the same instant races on schema creation.
-The instance lives in .dev/dagster_home and persists across restarts.
+  3. the daemon (schedules, sensors, run queue), once the webserver answers, so its start-up does not
+     compete for the two cores with the webserver's and the code server's.
+The instance lives in .dev/dagster_home and persists across restarts. Its schema is created (and, after a
+Dagster upgrade, migrated) by `dagster instance migrate` before any of them starts: three processes opening
+a fresh SQLite instance at once race on creating it ("more than one head present").
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from dagster_platform import template
-from dagster_platform.paths import DEV_DIR, INSTANCE_YAML
+from dagster_platform.paths import DEV_DIR, INSTANCE_YAML, dagster_version
 from dagster_platform.smoke import location_state
 
 EXAMPLE_LOCATION = "example-pipelines"
@@ -54,6 +56,24 @@ def write_instance(home: Path) -> None:
     # Retention purges ticks on a schedule the local loop does not need; everything else is the platform's.
     settings.pop("retention", None)
     (home / "dagster.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+
+
+def migrate_instance(home: Path, log: Path) -> None:
+    """`dagster instance migrate` once per Dagster version of the platform (a stamp file in the instance)."""
+    stamp = home / f".schema-dagster-{dagster_version()}"
+    if stamp.exists():
+        return
+    print(f"dev: creating/migrating the instance schema in {home}", flush=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "dagster"), "instance", "migrate"],
+            env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT, check=False,
+        )  # fmt: skip
+    if done.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise ComponentFailed(f"`dagster instance migrate` failed (exit {done.returncode}); {log}:\n{tail}")
+    stamp.touch()
 
 
 def write_workspace(path: Path, code_port: int) -> None:
@@ -158,6 +178,11 @@ def serve(host: str, port: int, dev_dir: Path = DEV_DIR, until_ready: bool = Fal
     home = (dev_dir / "dagster_home").resolve()
     logs = dev_dir / "logs"
     write_instance(home)
+    try:
+        migrate_instance(home, logs / "migrate.log")
+    except ComponentFailed as exc:
+        print(f"dev: FAILED: {exc}", file=sys.stderr)
+        return 1
     code_port = free_port()
     workspace = dev_dir / "workspace.yaml"
     write_workspace(workspace, code_port)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dagster_platform.devserver import EXAMPLE_LOCATION, free_port, http_ok
-from dagster_platform.paths import ROOT
+from dagster_platform.paths import ROOT, dagster_version
 from dagster_platform.smoke import graphql, location_state
 
 pytestmark = pytest.mark.slow
@@ -98,8 +98,12 @@ def test_make_dev_serves_the_example_location(tmp_path):
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "dev")], capture_output=True, text=True)
     assert leftover.stdout.strip() == "", f"processes left behind: {leftover.stdout}"
 
-    # The local instance is SQLite on disk and survives a restart: the run is still there.
+    # The schema of the fresh instance was created once, before any process opened it (no creation race).
     home = tmp_path / "dev" / "dagster_home"
+    assert "creating/migrating the instance schema" in log.read_text()
+    assert (home / f".schema-dagster-{dagster_version()}").exists()
+
+    # The local instance is SQLite on disk and survives a restart: the run is still there.
     assert (home / "dagster.yaml").exists()
     assert list(home.rglob("*.db")), "no SQLite storage was written"
     process = start_make_dev(tmp_path / "dev", port, log)
@@ -107,8 +111,10 @@ def test_make_dev_serves_the_example_location(tmp_path):
         wait_for(lambda: http_ok(f"{url}/server_info"), 300, "the webserver after a restart", process)
         runs = graphql(url, RUN_IDS, {}, {})["runsOrError"]["results"]
         assert {"runId": run_id, "status": "SUCCESS"} in runs
+        wait_for(lambda: healthy_daemons(url) >= REQUIRED_DAEMONS, 90, "healthy daemons after a restart", process)
     finally:
         stop(process)
+    assert "creating/migrating" not in log.read_text(), "the instance was migrated again on a restart"
 
 
 def test_make_dev_refuses_a_busy_port(tmp_path):

@@ -209,6 +209,21 @@ def test_twenty_runs_never_exceed_the_concurrency_limit_and_all_finish(stack, cl
     assert peak >= 2, f"runs never overlapped (peak {peak}): the queue ran them one at a time"
 
 
+def test_bench_measures_latency_drain_and_memory_on_the_real_stack(stack, client):
+    """`make bench` reports these numbers; here they are computed against the real processes (no timing asserted)."""
+    from dagster_platform.stack import measure
+
+    latencies = measure.run_latency(client, *measure.TRIVIAL, samples=1)  # raises unless the run succeeded
+    assert len(latencies) == 1 and latencies[0] > 0
+    drain = measure.drain_time(client, stack.pg, runs=4)
+    assert drain["runs"] == 4 and drain["failed"] == [], drain
+    assert 0 < drain["peak_in_flight_sampled"] <= max_concurrent_runs(), drain
+    rss = measure.rss_per_process(stack.state_dir)
+    for component in ("webserver", "daemon", f"code-server-{CANARY}", "postgres"):
+        assert rss[component]["rss_mib"] > 10, (component, rss)
+        assert rss[component]["group_rss_mib"] >= rss[component]["rss_mib"], (component, rss)
+
+
 def test_killed_code_server_is_isolated_and_recovers(stack, client):
     example_location_loaded(stack, client)
     sup = stack.supervisor

@@ -6,7 +6,8 @@ measure() brings a fresh stack up in its own state directory and returns:
 - all_loaded_s:        process start → every required location LOADED in the webserver
 - prepare_s:           rendering/copying locations and `uv sync` of their virtualenvs (cached after the first)
 - run_latency_s:       launchRun → SUCCESS of a trivial run (one sample per `latency_samples`), and median
-- drain_s:             N runs submitted at once → all finished (QueuedRunCoordinator limits apply)
+- total_s:             the whole `up`: prepare + processes until ready (what `make stack` takes)
+- drain_s:             N runs submitted at once → all finished (QueuedRunCoordinator limits apply; runs=0 skips)
 - rss_mib:             per component: the process itself and its whole process group (run workers, backends)
 The helpers also work against an already running stack (`Stack` from lifecycle.up).
 """
@@ -124,7 +125,7 @@ def measure(
         client = stack.client
         rss_idle = rss_per_process(stack.state_dir)
         latencies = run_latency(client, *TRIVIAL, samples=latency_samples)
-        drain = drain_time(client, stack.pg, runs=runs)
+        drain = drain_time(client, stack.pg, runs=runs) if runs else {}
         rss_after = rss_per_process(stack.state_dir)
         return {
             "cpus": os.cpu_count(),
@@ -134,6 +135,7 @@ def measure(
             "migrate_s": round(stack.timings["migrate"], 2),
             "all_loaded_s": round(stack.timings["all_loaded"], 2),
             "stack_up_s": round(stack.timings["ready"], 2),
+            "total_s": round(stack.timings["total"], 2),
             "run_latency_s": [round(x, 2) for x in latencies],
             "run_latency_median_s": round(statistics.median(latencies), 2),
             **{f"drain_{k}": v for k, v in drain.items()},
