@@ -15,6 +15,7 @@ The helpers also work against an already running stack (`Stack` from lifecycle.u
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -116,7 +117,8 @@ def measure(
     keep: bool = False,
 ) -> dict:
     """Bring a fresh stack up, measure, tear it down (unless keep); returns the numbers as a dict."""
-    if state_dir is None:
+    own_state_dir = state_dir is None
+    if own_state_dir:
         (ROOT / ".stack").mkdir(exist_ok=True)
         state_dir = Path(tempfile.mkdtemp(prefix="bench-", dir=ROOT / ".stack"))
         state_dir.chmod(0o755)  # the postgres user must reach its data directory when we are root
@@ -146,3 +148,5 @@ def measure(
     finally:
         if not keep:
             lifecycle.down(stack.state_dir, wipe=True, quiet=True)
+            if own_state_dir:  # the wipe keeps locations/ (a cache); a throwaway dir goes entirely
+                shutil.rmtree(stack.state_dir, ignore_errors=True)
