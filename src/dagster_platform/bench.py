@@ -660,7 +660,7 @@ def measure_stack(measure: Any, runs: int, drain_runs: int) -> list[Figure]:
             "`make stack` → all LOADED, daemons healthy",
             "s",
             result["total_s"],
-            "locations' venvs already synced (uv cache warm)",
+            "fresh state dir: render, venvs from the warm uv cache, initdb, migrate",
         )
         add("stack.all_loaded", "stack processes started → all locations LOADED", "s", result["all_loaded_s"])
         for latency in result["run_latency_s"]:
@@ -669,7 +669,7 @@ def measure_stack(measure: Any, runs: int, drain_runs: int) -> list[Figure]:
                 "trivial run launch → SUCCESS (local stack)",
                 "s",
                 latency,
-                "3 runs per stack, one after the other",
+                "3 runs per stack, one after the other, after 10 s idle",
             )
         if result.get("drain_runs"):
             if result["drain_failed"]:

@@ -5,7 +5,7 @@ measure() brings a fresh stack up in its own state directory and returns:
                        (`make stack` with the location virtualenvs already synced)
 - all_loaded_s:        process start → every required location LOADED in the webserver
 - prepare_s:           rendering/copying locations and `uv sync` of their virtualenvs (cached after the first)
-- run_latency_s:       launchRun → SUCCESS of a trivial run (one sample per `latency_samples`), and median
+- run_latency_s:       launchRun → SUCCESS of a trivial run after `settle_s` idle, per sample, and median
 - total_s:             the whole `up`: prepare + processes until ready (what `make stack` takes)
 - drain_s:             N runs submitted at once → all finished (QueuedRunCoordinator limits apply; runs=0 skips)
 - rss_mib:             per component: the process itself and its whole process group (run workers, backends)
@@ -115,8 +115,13 @@ def measure(
     pg_url: str | None = None,
     state_dir: Path | None = None,
     keep: bool = False,
+    settle_s: float = 10.0,
 ) -> dict:
-    """Bring a fresh stack up, measure, tear it down (unless keep); returns the numbers as a dict."""
+    """Bring a fresh stack up, measure, tear it down (unless keep); returns the numbers as a dict.
+
+    Runs are measured after `settle_s` of idling: right after start-up the daemon's first iterations (sensors,
+    asset and backfill daemons, run monitoring) compete for the two cores, which is not what a run launched on a
+    running stack sees (about 0.5 s slower here)."""
     own_state_dir = state_dir is None
     if own_state_dir:
         (ROOT / ".stack").mkdir(exist_ok=True)
@@ -125,6 +130,7 @@ def measure(
     stack = lifecycle.up(state_dir, port=postgres.free_port(), stack_locations=stack_locations, pg_url=pg_url)
     try:
         client = stack.client
+        time.sleep(settle_s)
         rss_idle = rss_per_process(stack.state_dir)
         latencies = run_latency(client, *TRIVIAL, samples=latency_samples)
         drain = drain_time(client, stack.pg, runs=runs) if runs else {}
