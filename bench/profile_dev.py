@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from dagster_platform import bench
+from dagster_platform import bench, net
 
 
 def cmdline(pid: int) -> str:
@@ -48,7 +48,7 @@ def profile(
                 if pid not in seen:
                     seen[pid] = cmdline(pid)
                     events.append((now, f"process {pid}: {seen[pid]}"))
-            if "webserver" not in done and bench.http_ok(f"{url}/server_info", timeout=1):
+            if "webserver" not in done and net.http_ok(f"{url}/server_info", timeout=1):
                 done.add("webserver")
                 events.append((time.monotonic() - started, "webserver answers /server_info"))
             if "webserver" in done and "ready" not in done and bench.all_locations_loaded(url):
@@ -68,7 +68,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dg-dev", action="store_true", help="profile dg dev in the bare scaffold instead")
     args = parser.parse_args()
-    port = bench.free_port()
+    port = net.free_port()
     if args.dg_dev:
         scaffold = bench.ensure_scaffold()
         argv = [str(scaffold / ".venv/bin/dg"), "dev", "--host", "127.0.0.1", "--port", str(port)]

@@ -28,20 +28,19 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dagster_platform.net import free_port, http_ok
 from dagster_platform.paths import ROOT, dagster_version, uv_executable
 
 BENCH_DIR = ROOT / ".bench"  # scratch: scaffold, dev dir, rendered repos (git-ignored)
@@ -304,12 +303,6 @@ def _say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 def user_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
     env.update(extra)
@@ -349,14 +342,6 @@ def descendants(root: int) -> dict[int, str]:
 def alive(processes: dict[int, str]) -> list[int]:
     table = _proc_table()
     return [pid for pid, start in processes.items() if pid in table and table[pid][2] == start and table[pid][1] != "Z"]
-
-
-def http_ok(url: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 WORKSPACE_QUERY = "{ workspaceOrError { __typename ... on Workspace { locationEntries { name } } } }"

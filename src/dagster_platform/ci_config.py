@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from dagster_platform.mappings import deep_merge
 from dagster_platform.paths import ROOT
 
 # Top-level keys that are not jobs.
@@ -75,17 +76,6 @@ def load_yaml(path: Path) -> dict:
     if not isinstance(data, dict):
         raise CIConfigError(f"{path}: a CI file must be a mapping")
     return data
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    """GitLab's merge for `extends` and includes: hashes merge key by key, everything else is replaced."""
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 def _include_entries(include) -> list[dict]:

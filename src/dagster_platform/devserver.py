@@ -15,28 +15,22 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from dagster_platform import template
+from dagster_platform.net import free_port, http_ok, port_open
 from dagster_platform.paths import DEV_DIR, INSTANCE_YAML, dagster_version
 from dagster_platform.smoke import location_state
+from dagster_platform.stack.supervisor import ComponentFailed, run_once
 
 EXAMPLE_LOCATION = "example-pipelines"
 EXAMPLE_MODULE = "example_pipelines.definitions"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def ensure_example(dev_dir: Path = DEV_DIR) -> Path:
@@ -64,15 +58,8 @@ def migrate_instance(home: Path, log: Path) -> None:
     if stamp.exists():
         return
     print(f"dev: creating/migrating the instance schema in {home}", flush=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        done = subprocess.run(
-            [str(Path(sys.executable).parent / "dagster"), "instance", "migrate"],
-            env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT, check=False,
-        )  # fmt: skip
-    if done.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-        raise ComponentFailed(f"`dagster instance migrate` failed (exit {done.returncode}); {log}:\n{tail}")
+    migrate = [str(Path(sys.executable).parent / "dagster"), "instance", "migrate"]
+    run_once(migrate, {**os.environ, "DAGSTER_HOME": str(home)}, log)
     stamp.touch()
 
 
@@ -137,18 +124,6 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-class ComponentFailed(RuntimeError):
-    pass
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def wait_until(condition, processes: list[Process], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -160,14 +135,9 @@ def wait_until(condition, processes: list[Process], timeout: float, what: str) -
         time.sleep(0.2)
 
 
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex((host, port)) == 0
-
-
 def serve(host: str, port: int, dev_dir: Path = DEV_DIR, until_ready: bool = False) -> int:
     started = time.monotonic()
-    if port_in_use(host, port):
+    if port_open(host, port):
         print(
             f"dev: FAILED: {host}:{port} is already in use (another `make dev` or `make stack`?); "
             'stop it, or pick another port: make dev DEV_FLAGS="--port 3001"',

@@ -8,7 +8,6 @@ environment file sets one of the generated keys, so each setting is stated in ex
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import yaml
 
 from dagster_platform import paths
 from dagster_platform.helm_instance import instance_to_values, load_instance
+from dagster_platform.mappings import deep_merge
 
 CHART_DIR = paths.HELM_DIR / "dagster-platform"
 VALUES_DIR = paths.PLATFORM_DIR / "values"
@@ -39,17 +39,6 @@ GENERATED_KEYS = (
 
 def load_yaml(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Helm's merge of values files: maps merge recursively, anything else is replaced."""
-    merged = copy.deepcopy(dict(base))
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 def load_code_locations(path: Path | None = None) -> list[dict[str, Any]]:

@@ -1,15 +1,14 @@
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from dagster_platform.ci_config import Pipeline, load_pipeline, platform_projects
+from dagster_platform.net import free_port, http_ok
 from dagster_platform.paths import ROOT
 from dagster_platform.template import render
 
@@ -96,12 +95,6 @@ defs = dg.Definitions(assets=[smoke_asset])
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_for(predicate, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -109,14 +102,6 @@ def wait_for(predicate, timeout: float, what: str):
             return
         time.sleep(0.5)
     raise TimeoutError(f"{what} did not come up in {timeout}s")
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,9 @@ import sys
 
 import pytest
 
+from dagster_platform.net import free_port
 from dagster_platform.paths import ROOT
 from dagster_platform.smoke import SmokeError, _headers_from_env, check_location, location_state
-
-from .conftest import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -9,6 +9,7 @@ import pytest
 
 from dagster_platform import helm_policies as hp
 from dagster_platform import helm_values
+from dagster_platform.mappings import deep_merge
 from dagster_platform.paths import TEMPLATE_DIR, dagster_version
 from dagster_platform.version_guard import VersionGuardError, check
 
@@ -39,7 +40,7 @@ def test_adding_a_location_is_one_registry_entry(locations):
     added = [*locations, {"name": "sales-forecasts", "team": "sales", "image": "r/x", "port": 4001, "module": "m"}]
     workspace = helm_values.workspace_values(added)
     for env in ENVS:
-        values = helm_values.deep_merge(helm_values.environment_values(env), workspace)
+        values = deep_merge(helm_values.environment_values(env), workspace)
         assert hp.check_workspace(values, added, env) == []
         # ...and an environment whose workspace misses it fails.
         found = hp.check_workspace(helm_values.environment_values(env), added, env)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dagster_platform import net
 from dagster_platform.paths import INSTANCE_YAML, ROOT
-from dagster_platform.stack import lifecycle, locations, postgres
+from dagster_platform.stack import lifecycle, locations
 
 HERE = Path(__file__).parent
 EXAMPLE = "example-pipelines"
@@ -65,7 +66,7 @@ def stack():
         )
     )
     try:
-        running = lifecycle.up(state_dir, port=postgres.free_port(), stack_locations=stack_locations, timeout=400)
+        running = lifecycle.up(state_dir, port=net.free_port(), stack_locations=stack_locations, timeout=400)
         yield running
     finally:
         stopped = lifecycle.down(state_dir, quiet=True)

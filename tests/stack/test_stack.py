@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from dagster_platform import net
 from dagster_platform.stack import lifecycle, postgres
 from tests.stack.conftest import ARTIFACTS, BROKEN, CANARY, EXAMPLE, max_concurrent_runs, wait_until
 
@@ -240,7 +241,7 @@ def test_killed_code_server_is_isolated_and_recovers(stack, client):
     assert client.server_info() == 200
 
     port = sup.components[name].info["port"]
-    lifecycle.restart_component(stack, name, lambda: postgres.port_open("127.0.0.1", port))
+    lifecycle.restart_component(stack, name, lambda: net.port_open("127.0.0.1", port))
     client.reload_location(EXAMPLE)
     wait_until(lambda: client.all_loaded([EXAMPLE, CANARY]), 120, "the restarted location to be LOADED again")
 

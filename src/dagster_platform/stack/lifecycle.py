@@ -11,17 +11,17 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dagster_platform import net
 from dagster_platform.paths import ROOT
 from dagster_platform.stack import config, locations, postgres
 from dagster_platform.stack.graphql import Client
-from dagster_platform.stack.supervisor import ComponentFailed, Supervisor, log_tail
+from dagster_platform.stack.supervisor import ComponentFailed, Supervisor, run_once
 
 DEFAULT_STATE_DIR = ROOT / ".stack"
 DEFAULT_PORT = 3000
@@ -106,8 +106,8 @@ def _start_postgres(sup: Supervisor, pg_url: str | None) -> tuple[postgres.PgCon
         return conn, time.monotonic() - started
     saved = sup.meta.get("postgres") or {}
     port = saved.get("port")
-    if not port or postgres.port_open(HOST, port):
-        port = postgres.free_port()
+    if not port or net.port_open(HOST, port):
+        port = net.free_port()
     cluster = postgres.Cluster(
         data_dir=sup.state_dir / "pgdata", port=port, password=saved.get("password") or postgres.new_password()
     )
@@ -134,7 +134,7 @@ def start_postgres_server(sup: Supervisor, cluster: postgres.Cluster, timeout: f
         stop_signal=signal.SIGINT,  # "fast" shutdown: roll back open transactions, then exit cleanly
         info={"port": cluster.port},
     )
-    sup.wait_ready("postgres", lambda: postgres.port_open(HOST, cluster.port), timeout=timeout, interval=0.2)
+    sup.wait_ready("postgres", lambda: net.port_open(HOST, cluster.port), timeout=timeout, interval=0.2)
     postgres.wait_accepting(cluster.connection, timeout=timeout, alive=lambda: sup.alive("postgres"))
 
 
@@ -146,21 +146,7 @@ def cluster_from_state(state_dir: Path) -> postgres.Cluster:
 
 
 def _migrate(env: dict[str, str], home: Path, sup: Supervisor) -> float:
-    started = time.monotonic()
-    log = sup.log_dir / "migrate.log"
-    sup.log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        result = subprocess.run(
-            [str(PLATFORM_BIN / "dagster"), "instance", "migrate"],
-            env=env,
-            cwd=home,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=300,
-        )
-    if result.returncode != 0:
-        raise ComponentFailed(f"`dagster instance migrate` failed; last lines of {log}:\n{log_tail(log)}")
-    took = time.monotonic() - started
+    took = run_once([str(PLATFORM_BIN / "dagster"), "instance", "migrate"], env, sup.log_dir / "migrate.log", cwd=home)
     _say(f"instance: schema migrated in Postgres ({took:.1f}s)")
     return took
 
@@ -181,7 +167,7 @@ def up(
     running = sup.pids()
     if running:
         raise RuntimeError(f"a stack is already running from {state_dir}: {running}; run `stack down` first")
-    if postgres.port_open(HOST, port):
+    if net.port_open(HOST, port):
         raise RuntimeError(f"port {port} on {HOST} is already in use; pass another --port")
     stack_locations = stack_locations if stack_locations is not None else locations.default_locations()
     pg_url = pg_url or os.environ.get(postgres.PG_URL_ENV)
@@ -199,7 +185,7 @@ def up(
         timings["prepare"] = t_processes - t0
         # 2. Postgres, 3. config, 4. schema.
         pg, timings["postgres"] = _start_postgres(sup, pg_url)
-        loc_ports = {loc.name: postgres.free_port() for loc in stack_locations}
+        loc_ports = {loc.name: net.free_port() for loc in stack_locations}
         config.write_instance(home)
         config.write_workspace(home, [{"name": n, "host": HOST, "port": p} for n, p in loc_ports.items()])
         env = base_env(home, pg)
@@ -218,7 +204,7 @@ def up(
             if not loc.required:
                 continue
             took = sup.wait_ready(
-                f"code-server-{loc.name}", lambda p=loc_ports[loc.name]: postgres.port_open(HOST, p), timeout
+                f"code-server-{loc.name}", lambda p=loc_ports[loc.name]: net.port_open(HOST, p), timeout
             )
             _say(f"code server {loc.name}: serving gRPC on {HOST}:{loc_ports[loc.name]} ({took:.1f}s)")
         # 6. Daemon, then 7. webserver (the schema exists already: no creation race).

@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from dagster_platform import net
 from dagster_platform.paths import ROOT
 from dagster_platform.stack import lifecycle, locations, postgres
 from dagster_platform.stack.graphql import TERMINAL, Client
@@ -127,7 +128,7 @@ def measure(
         (ROOT / ".stack").mkdir(exist_ok=True)
         state_dir = Path(tempfile.mkdtemp(prefix="bench-", dir=ROOT / ".stack"))
         state_dir.chmod(0o755)  # the postgres user must reach its data directory when we are root
-    stack = lifecycle.up(state_dir, port=postgres.free_port(), stack_locations=stack_locations, pg_url=pg_url)
+    stack = lifecycle.up(state_dir, port=net.free_port(), stack_locations=stack_locations, pg_url=pg_url)
     try:
         client = stack.client
         time.sleep(settle_s)

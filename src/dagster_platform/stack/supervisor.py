@@ -69,6 +69,23 @@ def log_tail(path: str | Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def run_once(
+    command: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path | None = None, timeout: float = 300
+) -> float:
+    """Run a one-shot step (e.g. `dagster instance migrate`) to completion, appending its output to `log`;
+    returns seconds taken. Raises ComponentFailed with the log tail when it fails."""
+    started = time.monotonic()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        result = subprocess.run(
+            list(command), env=dict(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False
+        )
+    if result.returncode != 0:
+        step = " ".join(Path(command[0]).name if i == 0 else arg for i, arg in enumerate(command))
+        raise ComponentFailed(f"`{step}` failed (exit {result.returncode}); last lines of {log}:\n{log_tail(log)}")
+    return time.monotonic() - started
+
+
 class Supervisor:
     """Owns the state file of one stack; safe to re-create from the file in another process."""
 
