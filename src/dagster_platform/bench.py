@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from dagster_platform import procs
 from dagster_platform.net import free_port, http_ok
 from dagster_platform.paths import ROOT, dagster_version, uv_executable
 
@@ -311,17 +312,9 @@ def user_env(**extra: str) -> dict[str, str]:
 
 def _proc_table() -> dict[int, tuple[int, str, str]]:
     """pid → (ppid, state, start time in clock ticks) for every process, from /proc."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        table[int(entry)] = (int(fields[1]), fields[0], fields[19])
-    return table
+    return {
+        pid: (int(f[procs.PPID]), f[procs.STATE], f[procs.START_TICKS]) for pid, f in procs.all_stat_fields().items()
+    }
 
 
 def descendants(root: int) -> dict[int, str]:

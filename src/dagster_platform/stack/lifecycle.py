@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster_platform import net
+from dagster_platform import net, procs
 from dagster_platform.paths import ROOT
 from dagster_platform.stack import config, locations, postgres
 from dagster_platform.stack.graphql import Client
@@ -277,21 +277,10 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, wipe: bool = False, quiet: bool = 
     return stopped
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process, in MiB (VmRSS from /proc)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except FileNotFoundError:
-        pass
-    return 0.0
-
-
 def status(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, dict]:
     sup = Supervisor(Path(state_dir).resolve())
     return {
-        name: {"pid": c.pid, "alive": sup.alive(name), "rss_mib": round(rss_mib(c.pid), 1), "log": c.log}
+        name: {"pid": c.pid, "alive": sup.alive(name), "rss_mib": round(procs.rss_mib(c.pid), 1), "log": c.log}
         for name, c in sup.components.items()
     }
 

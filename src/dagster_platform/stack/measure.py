@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dagster_platform import net
+from dagster_platform import net, procs
 from dagster_platform.paths import ROOT
 from dagster_platform.stack import lifecycle, locations, postgres
 from dagster_platform.stack.graphql import TERMINAL, Client
@@ -81,15 +81,8 @@ def drain_time(
 
 def _process_groups() -> dict[int, list[int]]:
     groups: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        fields = raw[raw.rindex(")") + 2 :].split()
-        groups.setdefault(int(fields[2]), []).append(int(entry.name))
+    for pid, fields in procs.all_stat_fields().items():
+        groups.setdefault(int(fields[procs.PGRP]), []).append(pid)
     return groups
 
 
@@ -102,8 +95,8 @@ def rss_per_process(state_dir: Path) -> dict[str, dict[str, float]]:
             continue
         members = groups.get(info["pid"], [info["pid"]])
         result[name] = {
-            "rss_mib": round(lifecycle.rss_mib(info["pid"]), 1),
-            "group_rss_mib": round(sum(lifecycle.rss_mib(pid) for pid in members), 1),
+            "rss_mib": round(procs.rss_mib(info["pid"]), 1),
+            "group_rss_mib": round(sum(procs.rss_mib(pid) for pid in members), 1),
             "processes": len(members),
         }
     return result

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dagster_platform import procs
+
 
 class ComponentFailed(RuntimeError):
     """A component exited or never became ready; the message carries its log tail."""
@@ -37,13 +39,8 @@ class Component:
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
     """(state, start_ticks) of a PID, or None when there is no such process."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # The command name (field 2) may contain spaces and parentheses: split after its last ')'.
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return fields[0], int(fields[19])
+    fields = procs.stat_fields(pid)
+    return None if fields is None else (fields[procs.STATE], int(fields[procs.START_TICKS]))
 
 
 def _reap(pid: int) -> None:
