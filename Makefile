@@ -70,9 +70,12 @@ clean: ## remove local environments and runtime state
 	rm -rf $(VENV) .tools .dev .dagster_home .pytest_cache .ruff_cache
 
 # --- Platform on Kubernetes: helm/dagster-platform + platform/values (what runs where: helm/README.md) ---
-.PHONY: platform-env platform-deps platform-render platform-check platform-verify platform-diff platform-upgrade
+.PHONY: platform-env platform-instance platform-deps platform-render platform-check platform-verify platform-diff platform-upgrade
 platform-env:
 	@$(if $(filter acceptance production,$(ENV)),true,echo 'set ENV=acceptance or ENV=production' >&2; exit 2)
+
+platform-instance: platform-env install ## the dagster.yaml the cluster's processes of ENV=acceptance|production read
+	@$(CLI) platform instance --env $(ENV)
 
 platform-deps: install ## fetch the official dagster chart pinned in helm/dagster-platform/Chart.lock (network)
 	$(CLI) platform deps

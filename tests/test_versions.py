@@ -8,7 +8,7 @@ from dagster_platform.paths import ROOT, TEMPLATE_DIR, dagster_version
 
 TEMPLATE_REPO = TEMPLATE_DIR / "{{cookiecutter.project_slug}}"
 CORE = ("dagster", "dagster-webserver", "dagster-dg-cli")
-LIBRARIES = ("dagster-postgres", "dagster-k8s")
+LIBRARIES = ("dagster-postgres", "dagster-k8s", "dagster-aws")
 
 
 def pins(requirements: list[str]) -> dict[str, str]:

@@ -24,9 +24,11 @@ from pathlib import Path
 import yaml
 
 from dagster_platform import template
+from dagster_platform.helm_instance import InstanceTranslationError
 from dagster_platform.net import free_port, http_ok, port_open
-from dagster_platform.paths import DEV_DIR, INSTANCE_YAML, dagster_version
+from dagster_platform.paths import DEV_DIR, dagster_version
 from dagster_platform.smoke import location_state
+from dagster_platform.stack.config import DEFAULT_ENV, ENVIRONMENTS, write_instance
 from dagster_platform.stack.supervisor import ComponentFailed, run_once
 
 EXAMPLE_LOCATION = "example-pipelines"
@@ -41,15 +43,6 @@ def ensure_example(dev_dir: Path = DEV_DIR) -> Path:
         template.render(dev_dir)
     subprocess.run(["make", "--no-print-directory", "install"], cwd=repo, check=True)
     return repo
-
-
-def write_instance(home: Path) -> None:
-    """dagster.yaml: the platform's instance settings; storage left to the embedded SQLite default."""
-    home.mkdir(parents=True, exist_ok=True)
-    settings = yaml.safe_load(INSTANCE_YAML.read_text())
-    # Retention purges ticks on a schedule the local loop does not need; everything else is the platform's.
-    settings.pop("retention", None)
-    (home / "dagster.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
 
 
 def migrate_instance(home: Path, log: Path) -> None:
@@ -135,7 +128,7 @@ def wait_until(condition, processes: list[Process], timeout: float, what: str) -
         time.sleep(0.2)
 
 
-def serve(host: str, port: int, dev_dir: Path = DEV_DIR, until_ready: bool = False) -> int:
+def serve(host: str, port: int, dev_dir: Path = DEV_DIR, until_ready: bool = False, env_name: str = DEFAULT_ENV) -> int:
     started = time.monotonic()
     if port_open(host, port):
         print(
@@ -147,7 +140,12 @@ def serve(host: str, port: int, dev_dir: Path = DEV_DIR, until_ready: bool = Fal
     repo = ensure_example(dev_dir)
     home = (dev_dir / "dagster_home").resolve()
     logs = dev_dir / "logs"
-    write_instance(home)
+    try:
+        # The cluster's dagster.yaml with make dev's substitutions only (SQLite, local step logs, processes).
+        write_instance(home, env=env_name, mode="dev")
+    except (ValueError, InstanceTranslationError) as exc:
+        print(f"dev: FAILED: {exc}", file=sys.stderr)
+        return 1
     try:
         migrate_instance(home, logs / "migrate.log")
     except ComponentFailed as exc:
@@ -220,7 +218,7 @@ def serve(host: str, port: int, dev_dir: Path = DEV_DIR, until_ready: bool = Fal
 
 
 def _dev_command(args) -> int:
-    return serve(args.host, args.port, Path(args.dev_dir), until_ready=args.until_ready)
+    return serve(args.host, args.port, Path(args.dev_dir), until_ready=args.until_ready, env_name=args.env)
 
 
 def register(subparsers) -> None:
@@ -228,5 +226,8 @@ def register(subparsers) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--dev-dir", default=str(DEV_DIR), help="where the example and the instance live")
+    parser.add_argument(
+        "--env", default=DEFAULT_ENV, choices=ENVIRONMENTS, help="whose derived dagster.yaml to run (SQLite swap)"
+    )
     parser.add_argument("--until-ready", action="store_true", help="exit once everything is LOADED (for tests)")
     parser.set_defaults(func=_dev_command)

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from dagster_platform import helm_policies, helm_values, paths
+from dagster_platform import helm_instance, helm_policies, helm_values, paths
 from dagster_platform.helm_engine import HelmEngine, HelmEngineError, split_manifests, strip_source
 
 # Timeout of `helm upgrade --wait` and of the migration Job.
@@ -246,6 +246,23 @@ def cmd_values(args: argparse.Namespace) -> int:
     return 0
 
 
+INSTANCE_HEADER = (
+    "# dagster.yaml of {env}: what the official chart writes into the instance ConfigMap for these values,\n"
+    "# derived from platform/instance/instance.yaml + platform/values/{{base,{env}}}.yaml. Do not edit; the\n"
+    "# local stack and `make dev` run this file with the substitutions listed in docs/stack.md.\n"
+)
+
+
+def cmd_instance(args: argparse.Namespace) -> int:
+    try:
+        instance = helm_instance.derive_instance(args.env)
+    except helm_instance.InstanceTranslationError as exc:
+        print(f"platform instance: {args.env}: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(helm_instance.instance_yaml(instance, INSTANCE_HEADER.format(env=args.env)))
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     try:
         objects = render_environment(args.env, full=args.full)
@@ -387,6 +404,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--env", required=True, choices=[*env_choices, "all"])
     p.add_argument("--out", help=f"directory (default {helm_values.GENERATED_DIR})")
     p.set_defaults(func=cmd_values)
+
+    p = sub.add_parser("instance", help="print the dagster.yaml the cluster's processes of one environment read")
+    p.add_argument("--env", required=True, choices=env_choices)
+    p.set_defaults(func=cmd_instance)
 
     p = sub.add_parser("render", help="render the manifests of one environment")
     p.add_argument("--env", required=True, choices=env_choices)

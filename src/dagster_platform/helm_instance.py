@@ -10,6 +10,7 @@ config schemas and against each other.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +20,15 @@ from dagster_platform import paths
 
 # instance.yaml sections this module translates; any other section makes the translation fail
 # (so a setting added to instance.yaml cannot silently miss the cluster).
-TRANSLATED_SECTIONS = ("run_coordinator", "run_monitoring", "run_retries", "retention", "telemetry")
+TRANSLATED_SECTIONS = (
+    "run_coordinator",
+    "run_monitoring",
+    "run_retries",
+    "sensors",
+    "schedules",
+    "retention",
+    "telemetry",
+)
 # dagster.yaml sections that legitimately differ between the cluster and the local stack.
 PLACE_SPECIFIC_SECTIONS = (
     "run_launcher",
@@ -45,8 +54,10 @@ _MONITORING_KEYS = {
     "cancel_timeout_seconds": "cancelTimeoutSeconds",
     "max_resume_run_attempts": "maxResumeRunAttempts",
     "poll_interval_seconds": "pollIntervalSeconds",
+    "free_slots_after_run_end_seconds": "freeSlotsAfterRunEndSeconds",
 }
 _RETRIES_KEYS = {"enabled": "enabled", "max_retries": "maxRetries"}
+_THREADS_KEYS = {"use_threads": "useThreads", "num_workers": "numWorkers", "num_submit_workers": "numSubmitWorkers"}
 _RETENTION_KEYS = {"schedule": "schedule", "sensor": "sensor", "auto_materialize": "autoMaterialize"}
 _QUEUED_CLASSES = {
     ("dagster.core.run_coordinator", "QueuedRunCoordinator"),
@@ -119,6 +130,10 @@ def instance_to_values(instance: Mapping[str, Any]) -> dict[str, Any]:
     if "run_retries" in instance:
         daemon["runRetries"] = _map_keys("run_retries", instance["run_retries"], _RETRIES_KEYS)
 
+    for kind in ("sensors", "schedules"):
+        if kind in instance:
+            daemon[kind] = _map_keys(kind, instance[kind], _THREADS_KEYS)
+
     if "retention" in instance:
         retention: dict[str, Any] = {"enabled": True}
         _map_keys("retention", instance["retention"], _RETENTION_KEYS)  # rejects unknown sections
@@ -140,43 +155,149 @@ def _inverse(mapping: Mapping[str, str]) -> dict[str, str]:
     return {v: k for k, v in mapping.items()}
 
 
-def values_to_instance(dagster_values: Mapping[str, Any], *, namespace: str, release: str) -> dict[str, Any]:
-    """The dagster.yaml sections the official chart writes for these values.
+# The official chart's defaults (its values.yaml) for the keys its instance template reads and the
+# platform's values leave unset. Everything else the template reads is stated in platform/values or
+# generated from instance.yaml; `make platform-verify` (CI, official chart present) compares the
+# rendered ConfigMap with this derivation key by key, so a wrong default here fails there.
+CHART_DEFAULTS: dict[str, Any] = {
+    "scheduler": {"type": "DagsterDaemonScheduler"},
+    "computeLogManager": {"type": "NoOpComputeLogManager"},
+    "dagsterDaemon": {"enabled": True},
+}
 
-    Mirrors helm/dagster/templates/configmap-instance.yaml and helpers/instance/_run-*.tpl of the
-    official chart for the keys the platform sets. In CI, where the official chart is present, the
-    rendered ConfigMap itself is checked too (`instance_from_manifests`).
+
+def values_to_instance(dagster_values: Mapping[str, Any], *, namespace: str, release: str) -> dict[str, Any]:
+    """The complete dagster.yaml the official chart writes into its `<release>-instance` ConfigMap.
+
+    A transcription of helm/dagster/templates/configmap-instance.yaml and helpers/instance/*.tpl of the
+    official chart (same sections, same order, same conditions), for the value types the platform
+    uses; any other type raises InstanceTranslationError instead of guessing.
     """
-    daemon = dagster_values.get("dagsterDaemon", {})
+    values = _with_defaults(dagster_values)
+    daemon = values["dagsterDaemon"]
     out: dict[str, Any] = {}
+
+    if values["scheduler"]["type"] != "DagsterDaemonScheduler":
+        raise InstanceTranslationError(f"scheduler.type {values['scheduler']['type']!r} is not derived")
+    out["scheduler"] = {"module": "dagster._core.scheduler", "class": "DagsterDaemonScheduler"}
+    storage = _postgres_storage(values)
+    out["schedule_storage"] = {
+        "module": "dagster_postgres.schedule_storage",
+        "class": "PostgresScheduleStorage",
+        "config": copy.deepcopy(storage),
+    }
+    launcher = values.get("runLauncher", {})
+    if launcher.get("type") != "K8sRunLauncher":
+        raise InstanceTranslationError(f"runLauncher.type {launcher.get('type')!r} is not derived (K8sRunLauncher)")
+    out["run_launcher"] = _k8s_run_launcher(launcher.get("config", {}).get("k8sRunLauncher", {}), namespace)
+    out["run_storage"] = {
+        "module": "dagster_postgres.run_storage",
+        "class": "PostgresRunStorage",
+        "config": copy.deepcopy(storage),
+    }
+    out["event_log_storage"] = {
+        "module": "dagster_postgres.event_log",
+        "class": "PostgresEventLogStorage",
+        "config": copy.deepcopy(storage),
+    }
     coordinator = daemon.get("runCoordinator", {})
-    if daemon.get("enabled", True) and coordinator.get("enabled"):
+    if daemon.get("enabled") and coordinator.get("enabled"):
         config = (coordinator.get("config") or {}).get("queuedRunCoordinator") or {}
-        out["run_coordinator"] = {
-            "module": "dagster.core.run_coordinator",
-            "class": "QueuedRunCoordinator",
-            "config": {_inverse(_QUEUED_KEYS)[k]: v for k, v in config.items()},
-        }
+        out["run_coordinator"] = {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}
+        if any(v not in (None, "", [], {}) for v in config.values()):
+            out["run_coordinator"]["config"] = {_inverse(_QUEUED_KEYS)[k]: v for k, v in config.items() if v}
+    out["compute_logs"] = _compute_log_manager(values["computeLogManager"])
+    if values.get("pythonLogs"):
+        raise InstanceTranslationError("pythonLogs is not derived; add it to helm_instance.values_to_instance")
     monitoring = daemon.get("runMonitoring", {})
-    if daemon.get("enabled", True) and monitoring.get("enabled"):
-        out["run_monitoring"] = {_inverse(_MONITORING_KEYS)[k]: v for k, v in monitoring.items()}
+    if daemon.get("enabled") and monitoring.get("enabled"):
+        section = {"enabled": True, "start_timeout_seconds": monitoring.get("startTimeoutSeconds")}
+        for key in ("cancelTimeoutSeconds", "maxResumeRunAttempts"):
+            if monitoring.get(key) is not None:
+                section[_inverse(_MONITORING_KEYS)[key]] = monitoring[key]
+        section["poll_interval_seconds"] = monitoring.get("pollIntervalSeconds")
+        section["free_slots_after_run_end_seconds"] = monitoring.get("freeSlotsAfterRunEndSeconds")
+        out["run_monitoring"] = section
     retries = daemon.get("runRetries", {})
-    if daemon.get("enabled", True) and retries.get("enabled"):
-        out["run_retries"] = {_inverse(_RETRIES_KEYS)[k]: v for k, v in retries.items()}
-    retention = dagster_values.get("retention", {})
+    if daemon.get("enabled") and retries.get("enabled"):
+        out["run_retries"] = {"enabled": True}
+        if retries.get("maxRetries"):
+            out["run_retries"]["max_retries"] = retries["maxRetries"]
+    for kind in ("sensors", "schedules"):
+        threads = daemon.get(kind, {})
+        if daemon.get("enabled") and threads.get("useThreads"):
+            out[kind] = {"use_threads": True}
+            for key, target in (("numWorkers", "num_workers"), ("numSubmitWorkers", "num_submit_workers")):
+                if threads.get(key):
+                    out[kind][target] = threads[key]
+    out["telemetry"] = {"enabled": (values.get("telemetry") or {}).get("enabled")}
+    retention = values.get("retention") or {}
     if retention.get("enabled"):
         out["retention"] = {
             _inverse(_RETENTION_KEYS)[key]: {"purge_after_days": retention[key]["purgeAfterDays"]}
-            for key in _RETENTION_KEYS.values()
+            for key in ("sensor", "schedule", "autoMaterialize")
             if retention.get(key)
         }
-    if "telemetry" in dagster_values:
-        out["telemetry"] = {"enabled": dagster_values["telemetry"].get("enabled")}
-
-    launcher = dagster_values.get("runLauncher", {})
-    if launcher.get("type") == "K8sRunLauncher":
-        out["run_launcher"] = _k8s_run_launcher(launcher.get("config", {}).get("k8sRunLauncher", {}), namespace)
+    if values.get("additionalInstanceConfig"):
+        out.update(values["additionalInstanceConfig"])
     return out
+
+
+def _with_defaults(dagster_values: Mapping[str, Any]) -> dict[str, Any]:
+    from dagster_platform.mappings import deep_merge
+
+    return deep_merge(CHART_DEFAULTS, dagster_values)
+
+
+def _postgres_storage(values: Mapping[str, Any]) -> dict[str, Any]:
+    """helpers/instance/_postgresql.tpl: the password always comes from DAGSTER_PG_PASSWORD."""
+    pg = values.get("postgresql") or {}
+    if pg.get("enabled"):
+        raise InstanceTranslationError("postgresql.enabled (the bundled Postgres) is not derived")
+    username: Any = pg.get("postgresqlUsername")
+    if (values.get("global") or {}).get("postgresqlSecretUsernameKey"):
+        username = {"env": "DAGSTER_PG_USERNAME"}
+    db: dict[str, Any] = {
+        "username": username,
+        "password": {"env": "DAGSTER_PG_PASSWORD"},
+        "hostname": pg.get("postgresqlHost"),
+        "db_name": pg.get("postgresqlDatabase"),
+        "port": (pg.get("service") or {}).get("port"),
+        "params": pg.get("postgresqlParams") or {},
+    }
+    if pg.get("postgresqlScheme"):
+        db["scheme"] = pg["postgresqlScheme"]
+    return {"postgres_db": db}
+
+
+_S3_KEYS = {
+    "localDir": "local_dir",
+    "prefix": "prefix",
+    "useSsl": "use_ssl",
+    "verify": "verify",
+    "verifyCertPath": "verify_cert_path",
+    "endpointUrl": "endpoint_url",
+    "skipEmptyFiles": "skip_empty_files",
+}
+
+
+def _compute_log_manager(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """helpers/instance/_compute-log-manager.tpl for the NoOp and S3 managers."""
+    kind = cfg.get("type")
+    if kind == "NoOpComputeLogManager":
+        return {"module": "dagster._core.storage.noop_compute_log_manager", "class": "NoOpComputeLogManager"}
+    if kind != "S3ComputeLogManager":
+        raise InstanceTranslationError(f"computeLogManager.type {kind!r} is not derived (S3ComputeLogManager)")
+    s3 = ((cfg.get("config") or {}).get("s3ComputeLogManager")) or {}
+    unknown = sorted(set(s3) - set(_S3_KEYS) - {"bucket"})
+    if unknown:
+        raise InstanceTranslationError(
+            f"computeLogManager.config.s3ComputeLogManager keys {unknown} are not keys of the chart"
+        )
+    config: dict[str, Any] = {"bucket": s3.get("bucket")}
+    # The template writes each optional key only when it is truthy ({{- if ... }}).
+    config.update({target: s3[key] for key, target in _S3_KEYS.items() if s3.get(key)})
+    return {"module": "dagster_aws.s3.compute_log_manager", "class": "S3ComputeLogManager", "config": config}
 
 
 def _k8s_run_launcher(cfg: Mapping[str, Any], namespace: str) -> dict[str, Any]:
@@ -264,3 +385,37 @@ def _load_class(module: str, name: str):
 
     module = module.replace("dagster.core.", "dagster._core.")
     return getattr(importlib.import_module(module), name)
+
+
+def derive_instance(env: str) -> dict[str, Any]:
+    """The dagster.yaml every cluster process of `env` reads, from platform/instance + platform/values."""
+    from dagster_platform import helm_values
+
+    values = helm_values.environment_values(env)
+    return values_to_instance(
+        values.get("dagster") or {}, namespace=values["environment"]["namespace"], release=helm_values.RELEASE_NAME
+    )
+
+
+def instance_yaml(instance: Mapping[str, Any], header: str = "") -> str:
+    return header + yaml.safe_dump(dict(instance), sort_keys=False)
+
+
+def instance_differences(expected: Any, actual: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, expected, actual) for every leaf where two dagster.yaml documents differ.
+    MISSING stands for a key one side lacks."""
+    if isinstance(expected, Mapping) and isinstance(actual, Mapping):
+        out = []
+        for key in [*expected, *(k for k in actual if k not in expected)]:
+            sub = f"{path}.{key}" if path else str(key)
+            out += instance_differences(expected.get(key, MISSING), actual.get(key, MISSING), sub)
+        return out
+    return [] if expected == actual else [(path, expected, actual)]
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+MISSING = _Missing()

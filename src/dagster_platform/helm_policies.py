@@ -682,6 +682,9 @@ def check_instance_config(env: str, values: Mapping[str, Any], instance: Mapping
     for err in helm_instance.dagster_config_errors(described):
         out.append(Violation("instance-config", f"{env} values", err))
     out.extend(compare_instance_sections(instance, described, f"{env} values"))
+    from dagster_platform.instance_images import instance_image_errors
+
+    out.extend(Violation("instance-images", "platform/values", err) for err in instance_image_errors(env, described))
     return out
 
 
@@ -855,4 +858,15 @@ def check_manifests(env: str, objects: list[Mapping[str, Any]], values: Mapping[
         out += compare_instance_sections(
             helm_instance.load_instance(), rendered_instance, f"{env} rendered dagster.yaml"
         )
+        # The derivation every laptop runs must be exactly what the chart renders, key by key.
+        derived = helm_instance.values_to_instance(values.get("dagster") or {}, namespace=namespace, release="dagster")
+        for key, expected, actual in helm_instance.instance_differences(derived, rendered_instance):
+            out.append(
+                Violation(
+                    "instance-derivation",
+                    f"{env} rendered dagster.yaml",
+                    f"{key}: the chart renders {actual!r}, the derivation says {expected!r}; "
+                    "fix helm_instance.values_to_instance",
+                )
+            )
     return out

@@ -31,7 +31,8 @@ def test_values_writes_the_generated_layer_last(tmp_path, capsys):
     files = args[1::2]
     assert files[:2] == [str(helm_values.VALUES_DIR / "base.yaml"), str(helm_values.VALUES_DIR / "production.yaml")]
     generated = yaml.safe_load(Path(files[2]).read_text())
-    assert generated == helm_values.generated_values()
+    assert generated == helm_values.values_layers("production")[-1][1]
+    assert generated["dagster"]["dagsterDaemon"]["envSecrets"] == [{"name": "dagster-production-object-store"}]
 
 
 def test_render_writes_manifests(tmp_path):

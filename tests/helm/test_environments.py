@@ -37,8 +37,16 @@ def test_environment_files_only_hold_what_differs():
     base = helm_values.load_yaml(helm_values.VALUES_DIR / "base.yaml")
     for env in ENVS:
         own = helm_values.load_yaml(helm_values.VALUES_DIR / f"{env}.yaml")
-        assert set(own) <= {"global", "environment", "postgresPassword", "ingress", "networkPolicy", "dagster"}
-        assert set(own["dagster"]) <= {"dagsterWebserver", "postgresql"}
+        assert set(own) <= {
+            "global",
+            "environment",
+            "postgresPassword",
+            "objectStore",
+            "ingress",
+            "networkPolicy",
+            "dagster",
+        }
+        assert set(own["dagster"]) <= {"dagsterWebserver", "postgresql", "computeLogManager"}
         assert not set(base) & {"environment", "global", "postgresPassword", "ingress"}
 
 

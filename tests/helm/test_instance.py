@@ -116,8 +116,8 @@ def test_instance_yaml_section_without_a_helm_mapping_fails(instance):
     with pytest.raises(helm_instance.InstanceTranslationError, match="neither translated"):
         helm_instance.instance_to_values({**instance, "code_servers": {"local_startup_timeout": 60}})
     broken = copy.deepcopy(instance)
-    broken["run_monitoring"]["free_slots_after_run_end_seconds"] = 10
-    with pytest.raises(helm_instance.InstanceTranslationError, match="free_slots_after_run_end_seconds"):
+    broken["run_monitoring"]["max_runtime_seconds"] = 10
+    with pytest.raises(helm_instance.InstanceTranslationError, match="max_runtime_seconds"):
         helm_instance.instance_to_values(broken)
 
 
