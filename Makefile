@@ -15,7 +15,7 @@ RUN := $(UV) run --frozen --no-sync
 CLI := $(RUN) dagster-platform
 git_files = git ls-files -z --cached --others --exclude-standard -- $(1)
 
-.PHONY: help install dev test lint fmt new-usercode template-lock clean
+.PHONY: help install dev test lint fmt new-usercode template-lock template-instance clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]*):.*## /  \1\t/' | sort
@@ -65,6 +65,9 @@ new-usercode: install ## new user-code repo via cruft in OUT (default ..); NO_IN
 
 template-lock: install ## regenerate usercode-template's uv.lock after changing its pyproject.toml
 	$(CLI) template lock
+
+template-instance: install ## regenerate usercode-template's dagster.yaml (its local instance) after a platform change
+	$(CLI) template instance
 
 clean: ## remove local environments and runtime state
 	rm -rf $(VENV) .tools .dev .dagster_home .pytest_cache .ruff_cache

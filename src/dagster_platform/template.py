@@ -50,6 +50,28 @@ def relock(work_dir: Path) -> Path:
     return TEMPLATE_LOCK
 
 
+# The user-code repo's local instance (its `make dev`, `make check`): the platform's derived dagster.yaml
+# in dev mode, generated here and committed in the template, so rendered repos and `cruft update` carry it.
+TEMPLATE_INSTANCE = TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "dagster.yaml"
+
+
+def local_instance_text() -> str:
+    import yaml
+
+    from dagster_platform.helm_instance import derive_instance
+    from dagster_platform.stack.config import DEFAULT_ENV, header, local_instance
+
+    return header(DEFAULT_ENV, "dev") + yaml.safe_dump(
+        local_instance(derive_instance(DEFAULT_ENV), "dev"), sort_keys=False
+    )
+
+
+def _instance_command(args) -> int:
+    TEMPLATE_INSTANCE.write_text(local_instance_text())
+    print(f"wrote {TEMPLATE_INSTANCE}")
+    return 0
+
+
 def _relock_command(args) -> int:
     import tempfile
 
@@ -63,3 +85,7 @@ def register(subparsers) -> None:
     actions = template.add_subparsers(dest="action", required=True)
     lock = actions.add_parser("lock", help="regenerate the template's uv.lock from its pyproject.toml")
     lock.set_defaults(func=_relock_command)
+    instance = actions.add_parser(
+        "instance", help="regenerate the template's dagster.yaml from the platform's instance"
+    )
+    instance.set_defaults(func=_instance_command)

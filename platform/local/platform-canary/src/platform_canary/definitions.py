@@ -47,6 +47,20 @@ def nap_job():
     nap()
 
 
+@dg.op
+def speak() -> None:
+    """One line to stdout, one to stderr: the step-log (compute log) round trip through the object store."""
+    import sys
+
+    print("canary says hello on stdout", flush=True)
+    print("canary says hello on stderr", file=sys.stderr, flush=True)
+
+
+@dg.job(description="Prints one line to stdout and one to stderr; the UI must show both after the run.")
+def speak_job():
+    speak()
+
+
 @dg.schedule(job=canary_job, cron_schedule="* * * * *", execution_timezone="UTC")
 def canary_every_minute(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     tick = context.scheduled_execution_time.isoformat()
@@ -80,7 +94,7 @@ defs = dg.Definitions(
     # One process per run, no process per step: runs here measure the platform's overhead (queue,
     # launcher, run worker, storage), not the executor's.
     executor=dg.in_process_executor,
-    jobs=[canary_job, nap_job],
+    jobs=[canary_job, nap_job, speak_job],
     schedules=[canary_every_minute],
     sensors=[canary_trigger_files],
 )

@@ -1,0 +1,163 @@
+"""Every local process runs the cluster's derived dagster.yaml with the named substitutions and nothing else.
+
+No services here: the files `make stack`, `make dev` and the user-code template's `make dev` load are
+written (or read) and compared with the derivation; one failing case per rule and per kind of drift.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from dagster_platform import helm_instance, template
+from dagster_platform.stack import config
+
+ENVS = config.ENVIRONMENTS
+
+
+@pytest.mark.parametrize("mode", config.MODES)
+@pytest.mark.parametrize("env", ENVS)
+def test_written_local_instance_is_the_derived_one_with_named_substitutions(tmp_path, env, mode):
+    path = config.write_instance(tmp_path, env=env, mode=mode)
+    local = yaml.safe_load(path.read_text())
+    assert config.parity_errors(local, env, mode) == []
+    derived = helm_instance.derive_instance(env)
+    assert helm_instance.dagster_config_errors(local) == []
+    # What stays the cluster's, whatever the mode: queue, monitoring, retries, retention, threads, telemetry.
+    for section in ("run_coordinator", "run_monitoring", "run_retries", "retention", "sensors", "schedules"):
+        assert local[section] == derived[section]
+    assert local["run_launcher"]["class"] == "DefaultRunLauncher"
+    if mode == "stack":
+        db = local["run_storage"]["config"]["postgres_db"]
+        assert db["scheme"] == "postgresql+psycopg2" and db["params"] == {"sslmode": "require"}
+        assert db["hostname"] == {"env": "DAGSTER_PG_HOST"} and db["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+        assert local["compute_logs"]["config"]["bucket"] == derived["compute_logs"]["config"]["bucket"]
+        assert local["compute_logs"]["config"]["endpoint_url"] == {"env": config.S3_ENDPOINT_ENV}
+    else:
+        assert not {"run_storage", "event_log_storage", "schedule_storage", "compute_logs"} & set(local)
+    # Nothing in a local file can name the environment's real database host or object store endpoint.
+    text = path.read_text()
+    assert derived["run_storage"]["config"]["postgres_db"]["hostname"] not in text
+    assert derived["compute_logs"]["config"]["endpoint_url"] not in text
+
+
+def test_the_template_ships_the_derived_dev_instance():
+    """usercode-template/.../dagster.yaml is generated (`make template-instance`) and must not drift."""
+    assert template.TEMPLATE_INSTANCE.read_text() == template.local_instance_text(), (
+        "usercode-template's dagster.yaml differs from the platform's derived instance: run `make template-instance`"
+    )
+    local = yaml.safe_load(template.TEMPLATE_INSTANCE.read_text())
+    assert config.parity_errors(local, config.DEFAULT_ENV, "dev") == []
+
+
+def _set(doc, dotted, value):
+    *parents, last = dotted.split(".")
+    for part in parents:
+        doc = doc[part]
+    doc[last] = value
+
+
+def _drop(doc, dotted):
+    *parents, last = dotted.split(".")
+    for part in parents:
+        doc = doc[part]
+    del doc[last]
+
+
+# (mode, edit of a correct local file, the one line expected) — one case per substitution rule, then drift
+# outside the list (added key, dropped key, changed value).
+CASES = [
+    pytest.param(
+        "stack",
+        lambda d, derived: d.update(run_launcher=derived["run_launcher"]),
+        "run_launcher.module is 'dagster_k8s'; substitution 'run-launcher'",
+        id="rule-run-launcher",
+    ),
+    pytest.param(
+        "stack",
+        lambda d, derived: _set(d, "event_log_storage.config.postgres_db.hostname", "pg-production.db.acme.internal"),
+        "event_log_storage.config.postgres_db.hostname is 'pg-production.db.acme.internal'; substitution "
+        "'database-location'",
+        id="rule-database-location",
+    ),
+    pytest.param(
+        "stack",
+        lambda d, derived: _set(d, "compute_logs.config.endpoint_url", "https://objects.production.acme.internal"),
+        "compute_logs.config.endpoint_url is 'https://objects.production.acme.internal'; substitution "
+        "'object-store-endpoint'",
+        id="rule-object-store-endpoint",
+    ),
+    pytest.param(
+        "dev",
+        lambda d, derived: d.update(storage={"sqlite": {"base_dir": "/tmp/x"}}),
+        "storage is {'sqlite': {'base_dir': '/tmp/x'}}, the cluster's is <absent>; it is not in the substitution list",
+        id="rule-embedded-sqlite-other-key",
+    ),
+    pytest.param(
+        "dev",
+        lambda d, derived: d.update(run_storage=derived["run_storage"]),
+        ("dagster.yaml: run_storage is {'module': 'dagster_postgres.run_storage'", "substitution 'embedded-sqlite'"),
+        id="rule-embedded-sqlite",
+    ),
+    pytest.param(
+        "dev",
+        lambda d, derived: d.update(compute_logs=derived["compute_logs"]),
+        (
+            "dagster.yaml: compute_logs is {'module': 'dagster_aws.s3.compute_log_manager'",
+            "substitution 'local-step-logs'",
+        ),
+        id="rule-local-step-logs",
+    ),
+    pytest.param(
+        "stack",
+        lambda d, derived: _drop(d, "run_storage.config.postgres_db.scheme"),
+        "run_storage.config.postgres_db.scheme is <absent>, the cluster's is 'postgresql+psycopg2'; it is not in "
+        "the substitution list",
+        id="drift-dropped-scheme",
+    ),
+    pytest.param(
+        "stack",
+        lambda d, derived: _set(d, "schedule_storage.config.postgres_db.params", {}),
+        "schedule_storage.config.postgres_db.params.sslmode is <absent>, the cluster's is 'require'",
+        id="drift-dropped-tls",
+    ),
+    pytest.param(
+        "dev",
+        lambda d, derived: d.pop("retention"),
+        "retention is <absent>, the cluster's is {'sensor':",
+        id="drift-dropped-section",
+    ),
+    pytest.param(
+        "stack",
+        lambda d, derived: d.update(python_logs={"python_log_level": "DEBUG"}),
+        "python_logs is {'python_log_level': 'DEBUG'}, the cluster's is <absent>; it is not in the substitution list",
+        id="drift-added-key",
+    ),
+    pytest.param(
+        "stack",
+        lambda d, derived: _set(d, "run_coordinator.config.max_concurrent_runs", 50),
+        "run_coordinator.config.max_concurrent_runs is 50, the cluster's is 5",
+        id="drift-changed-value",
+    ),
+    pytest.param(
+        "stack",
+        lambda d, derived: _set(d, "compute_logs.config.bucket", "my-own-bucket"),
+        "compute_logs.config.bucket is 'my-own-bucket', the cluster's is 'acme-dagster-production-logs'",
+        id="drift-changed-bucket",
+    ),
+]
+
+
+@pytest.mark.parametrize(("mode", "edit", "expected"), CASES)
+def test_local_instance_differing_outside_the_list_fails_with_one_line(mode, edit, expected):
+    derived = helm_instance.derive_instance("production")
+    local = copy.deepcopy(config.local_instance(derived, mode))
+    edit(local, copy.deepcopy(derived))
+    errors = config.parity_errors(local, "production", mode, derived)
+    assert errors, "the drift was not noticed"
+    fragments = expected if isinstance(expected, tuple) else (expected,)
+    assert any(all(f in e for f in fragments) for e in errors), errors
+    assert all(e.startswith(f"local {mode} instance vs production's derived dagster.yaml: ") for e in errors)
+    assert all("\n" not in e for e in errors)
