@@ -6,6 +6,9 @@ Three processes, started in the order that is both fast and safe:
   2. the webserver (platform venv), started at the same time, with a workspace pointing at that server;
   3. the daemon (schedules, sensors, run queue), once the webserver answers, so its start-up does not
      compete for the two cores with the webserver's and the code server's.
+Whatever stops it — Ctrl-C, SIGTERM, a closed terminal (SIGHUP), at any moment of start-up or later — stops
+all three, and nothing is started once a stop signal has arrived; if it is SIGKILLed, its children die with
+it (PR_SET_PDEATHSIG) and a watchdog process stops what they spawned (their process groups).
 The instance lives in .dev/dagster_home and persists across restarts. Its schema is created (and, after a
 Dagster upgrade, migrated) by `dagster instance migrate` before any of them starts: three processes opening
 a fresh SQLite instance at once race on creating it ("more than one head present").
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from dagster_platform import template
+from dagster_platform import procs, template
 from dagster_platform.helm_instance import InstanceTranslationError
 from dagster_platform.net import free_port, http_ok, port_open
 from dagster_platform.paths import DEV_DIR, dagster_version
@@ -72,19 +75,22 @@ class Process:
     env: dict[str, str] = field(default_factory=dict)
     popen: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def start(self, watchdog: procs.Watchdog | None = None) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        out = self.log.open("wb")
-        # Own process group: Ctrl-C reaches only the supervisor, which stops components in order, and
-        # stopping a component also reaches what it spawned (the code server's gRPC subprocess).
-        self.popen = subprocess.Popen(
-            self.argv,
-            cwd=self.cwd,
-            env={**os.environ, **self.env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with self.log.open("wb") as out:  # the child keeps its own copy
+            # Own process group: Ctrl-C reaches only the supervisor, which stops components in order, and
+            # stopping a component also reaches what it spawned (the code server's gRPC subprocess).
+            # It dies with this process however that ends (SIGKILL included), and registers its group with
+            # the watchdog before it runs anything, so its own children are stopped too.
+            self.popen = subprocess.Popen(
+                self.argv,
+                cwd=self.cwd,
+                env={**os.environ, **self.env},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=procs.child_setup(die_with_parent=True, watchdog=watchdog),
+            )
 
     def exited(self) -> int | None:
         return self.popen.poll() if self.popen else None
@@ -117,9 +123,39 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def wait_until(condition, processes: list[Process], timeout: float, what: str) -> None:
+class Stopping(Exception):  # noqa: N818 - not an error: a stop was requested
+    """A stop signal arrived; raised at serve()'s own checkpoints, never from inside the signal handler."""
+
+
+class StopRequest:
+    """SIGINT, SIGTERM and SIGHUP only record that a stop was requested. The handler never raises, so no
+    signal can land between starting a process and recording it, or cut the shutdown short; serve()
+    checks the request before each start and while it waits."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous = {sig: signal.signal(sig, self._record) for sig in procs.STOP_SIGNALS}
+
+    def _record(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        if self.signum is None:
+            self.signum = signum
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Stopping(signal.Signals(self.signum).name)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def wait_until(condition, processes: list[Process], timeout: float, what: str, stop: StopRequest | None = None) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():
+    while True:
+        if stop is not None:
+            stop.check()
+        if condition():
+            return
         for process in processes:
             if process.exited() is not None:
                 raise ComponentFailed(f"{process.name} exited ({process.exited()}) while waiting for {what}")
@@ -130,6 +166,8 @@ def wait_until(condition, processes: list[Process], timeout: float, what: str) -
 
 def serve(host: str, port: int, dev_dir: Path = DEV_DIR, until_ready: bool = False, env_name: str = DEFAULT_ENV) -> int:
     started = time.monotonic()
+    # From here on a stop signal is a request, honoured before anything more starts (see StopRequest).
+    stop = StopRequest()
     if port_open(host, port):
         print(
             f"dev: FAILED: {host}:{port} is already in use (another `make dev` or `make stack`?); "
@@ -176,45 +214,51 @@ def serve(host: str, port: int, dev_dir: Path = DEV_DIR, until_ready: bool = Fal
     processes = [code_server, webserver, daemon]
     url = f"http://{host}:{port}"
 
-    def stop_all() -> None:
-        for process in reversed(processes):
-            process.stop()
+    watchdog: procs.Watchdog | None = None
 
-    # Ctrl-C and SIGTERM both stop everything in order, even when started from a shell that ignores SIGINT.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    def start(process: Process) -> None:
+        stop.check()  # nothing starts once a stop was requested
+        process.start(watchdog)
+
     try:
-        code_server.start()
-        webserver.start()
-        wait_until(lambda: http_ok(f"{url}/server_info"), [code_server, webserver], 120, "the webserver")
-        daemon.start()
+        stop.check()
+        # Stops the groups still registered when this process ends, however it ends (SIGKILL included).
+        watchdog = procs.Watchdog(str(dev_dir.resolve()))
+        start(code_server)
+        start(webserver)
+        wait_until(lambda: http_ok(f"{url}/server_info"), [code_server, webserver], 120, "the webserver", stop)
+        start(daemon)
         print(f"dev: webserver up at {url} ({time.monotonic() - started:.1f}s)", flush=True)
         wait_until(
             lambda: location_state(url, EXAMPLE_LOCATION, {})[0] == "LOADED",
-            [code_server, webserver, daemon], 120, f"location {EXAMPLE_LOCATION} to load",
+            [code_server, webserver, daemon], 120, f"location {EXAMPLE_LOCATION} to load", stop,
         )  # fmt: skip
         print(f"dev: location {EXAMPLE_LOCATION} LOADED ({time.monotonic() - started:.1f}s)", flush=True)
         print(f"dev: Dagster UI on {url} — Ctrl-C stops everything; logs in {logs}", flush=True)
         if until_ready:
             return 0
         while True:
+            stop.check()
             for process in processes:
                 if process.exited() is not None:
                     raise ComponentFailed(f"{process.name} exited ({process.exited()})")
-            time.sleep(1)
+            time.sleep(0.2)
+    except Stopping as exc:
+        print(f"dev: {exc} received, stopping", flush=True)
+        return 0
     except ComponentFailed as exc:
         print(f"dev: FAILED: {exc}", file=sys.stderr)
         for process in processes:
             if process.popen is not None:
                 print(f"--- {process.name} log tail ({process.log}) ---\n{process.tail()}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 0
     finally:
-        # A second Ctrl-C must not cut the shutdown short and leave processes behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stop_all()
+        # Stop signals only set the request, so nothing cuts this short; in reverse order of start.
+        for process in reversed(processes):
+            process.stop()
+        if watchdog is not None:
+            watchdog.close()  # not released: it stops any group member that is somehow still there
+        stop.restore()
 
 
 def _dev_command(args) -> int:

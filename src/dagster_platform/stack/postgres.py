@@ -2,25 +2,46 @@
 existing server given as DAGSTER_PG_URL.
 
 The throwaway cluster listens on 127.0.0.1 only (no Unix socket), on a free port, with password
-authentication for TCP like a managed database. PostgreSQL refuses to run as root: when we are root the
-data directory is handed to the `postgres` system user and initdb/postgres run as that user.
+authentication over TLS only, like a managed database (production connects with `sslmode: require`).
+
+PostgreSQL refuses to run as root: as root, initdb/postgres run as the `postgres` system user, and what that
+user must read (data directory, initdb's password file, TLS key and certificate) lives in a directory made
+for it outside the checkout (`/var/tmp/dagster-stack-pg-*`, owned by it, mode 0700): the checkout may sit
+under a directory only root can enter (a `mktemp -d` clone). Its place is recorded in the stack's state, so
+a restart finds it and `stack down --wipe` removes it. Not as root, the data stays in `<state dir>/pgdata`.
+Whatever cannot work (no binaries, root without a `postgres` user, no openssl) is refused by preflight()
+with one line naming the cause and the fix, before anything starts.
 """
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
+import re
 import secrets
 import shutil
+import stat
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from dagster_platform import procs
 
 DB_NAME = "dagster"
 DB_USER = "dagster"
 PG_URL_ENV = "DAGSTER_PG_URL"
+SERVER_USER = "postgres"  # the system user PostgreSQL runs as when we are root (Debian's package creates it)
+PRIVATE_PREFIX = "dagster-stack-pg-"  # /var/tmp/dagster-stack-pg-*: the server user's own directory (root)
+# Where that directory may go, in order: kept across reboots like the rest of the stack's data, else $TMPDIR.
+PRIVATE_BASES = ("/var/tmp", tempfile.gettempdir(), "/tmp")
+
+
+class PostgresUnavailable(RuntimeError):
+    """The throwaway cluster cannot work here; the message is one line: the cause and the fix."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +51,7 @@ class PgConnection:
     user: str
     password: str
     db_name: str
+    sslmode: str = "require"  # as production (platform/values/base.yaml); the throwaway cluster serves TLS only
 
     def env(self) -> dict[str, str]:
         """The variables dagster.yaml reads (see config.STORAGE): the only way credentials travel."""
@@ -51,12 +73,14 @@ class PgConnection:
             user=self.user,
             password=self.password,
             dbname=dbname or self.db_name,
+            sslmode=self.sslmode,
             connect_timeout=5,
         )
 
 
 def from_url(url: str) -> PgConnection:
-    """postgresql://user:password@host:port/db → PgConnection (for an existing server)."""
+    """postgresql://user:password@host:port/db[?sslmode=...] → PgConnection (for an existing server; our own
+    connections to it use TLS unless the URL says another sslmode)."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql") or not parts.hostname or not parts.username:
         raise ValueError(f"{PG_URL_ENV} must look like postgresql://user:password@host:5432/dagster, got {url!r}")
@@ -66,36 +90,140 @@ def from_url(url: str) -> PgConnection:
         user=unquote(parts.username),
         password=unquote(parts.password or ""),
         db_name=parts.path.lstrip("/") or DB_NAME,
+        sslmode=parse_qs(parts.query).get("sslmode", ["require"])[-1],
     )
+
+
+SERVER_BINARIES = ("initdb", "postgres")
 
 
 def bin_dir() -> Path:
     """Directory with initdb/postgres: $PG_BIN, else the newest /usr/lib/postgresql/*/bin, else PATH."""
     if os.environ.get("PG_BIN"):
-        return Path(os.environ["PG_BIN"])
+        chosen = Path(os.environ["PG_BIN"])
+        missing = [name for name in SERVER_BINARIES if not os.access(chosen / name, os.X_OK)]
+        if missing:
+            raise PostgresUnavailable(
+                f"PG_BIN={chosen} has no {' or '.join(missing)}: point PG_BIN at PostgreSQL's server bin "
+                f"directory (e.g. /usr/lib/postgresql/<version>/bin), unset it, or set {PG_URL_ENV} to use an "
+                "existing server"
+            )
+        return chosen
     candidates = sorted(
         Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name), reverse=True
     )
     if candidates:
         return candidates[0].parent
     found = shutil.which("initdb")
-    if found:
+    if found and os.access(Path(found).parent / "postgres", os.X_OK):
         return Path(found).parent
-    raise FileNotFoundError(
-        "no PostgreSQL server binaries found (initdb); install the `postgresql` package, set PG_BIN, "
-        f"or point {PG_URL_ENV} at an existing server"
+    raise PostgresUnavailable(
+        "no PostgreSQL server binaries (initdb, postgres) found: install them (`apt-get install postgresql`), "
+        f"set PG_BIN to their directory, or set {PG_URL_ENV} to use an existing server"
     )
 
 
 def run_as() -> str | None:
-    """The user the server must run as: `postgres` when we are root, else ourselves (None)."""
+    """The user the server must run as: SERVER_USER when we are root, else ourselves (None)."""
     if os.geteuid() != 0:
         return None
     try:
-        pwd.getpwnam("postgres")
-    except KeyError as exc:
-        raise RuntimeError("running as root needs a `postgres` system user to run PostgreSQL as") from exc
-    return "postgres"
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        raise PostgresUnavailable(
+            f"running as root, but there is no `{SERVER_USER}` system user to run PostgreSQL as (it refuses "
+            f"root): install the `postgresql` package (it creates the user) or `useradd --system {SERVER_USER}`, "
+            f"run as a non-root user, or set {PG_URL_ENV} to use an existing server"
+        ) from None
+    return SERVER_USER
+
+
+def _reachable_by(path: Path, entry: pwd.struct_passwd) -> bool:
+    """Can this user enter `path` (search permission on it and every parent), judged from the mode bits?"""
+    groups = {entry.pw_gid, *(g.gr_gid for g in _groups_of(entry.pw_name))}
+    for part in [path, *path.parents]:
+        try:
+            st = part.stat()
+        except OSError:
+            return False
+        if st.st_uid == entry.pw_uid:
+            ok = st.st_mode & stat.S_IXUSR
+        elif st.st_gid in groups:
+            ok = st.st_mode & stat.S_IXGRP
+        else:
+            ok = st.st_mode & stat.S_IXOTH
+        if not ok:
+            return False
+    return True
+
+
+def _groups_of(user: str) -> list:
+    return [g for g in grp.getgrall() if user in g.gr_mem]
+
+
+def private_base(user: str) -> Path:
+    """The directory to create the server user's private directory in: one it can reach."""
+    entry = pwd.getpwnam(user)
+    tried = list(dict.fromkeys(PRIVATE_BASES))
+    for base in tried:
+        if Path(base).is_dir() and _reachable_by(Path(base), entry):
+            return Path(base)
+    raise PostgresUnavailable(
+        f"none of {', '.join(tried)} can be entered by the `{user}` user, which must own the cluster's data: "
+        "make /var/tmp usable by every user (chmod 1777 /var/tmp) or set TMPDIR to a directory it can reach"
+    )
+
+
+def preflight() -> str | None:
+    """Check everything the throwaway cluster needs before anything starts; returns the user the server
+    runs as (None: ourselves). Raises PostgresUnavailable with one line naming the cause and the fix."""
+    bin_dir()
+    if shutil.which("openssl") is None:
+        raise PostgresUnavailable(
+            "openssl not found (the throwaway cluster serves TLS with a self-signed certificate made by it): "
+            f"install it (`apt-get install openssl`) or set {PG_URL_ENV} to use an existing server"
+        )
+    user = run_as()
+    if user is not None:
+        private_base(user)
+    return user
+
+
+def new_private_dir(user: str) -> Path:
+    """A fresh directory owned by the server's user, mode 0700, where that user can reach it."""
+    path = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX, dir=private_base(user)))  # 0700, created by us
+    _chown_to(path, user)
+    return path
+
+
+def data_dir_for(state_dir: Path, saved: dict) -> Path:
+    """Where the cluster of this state dir lives: the recorded data directory when it still exists; else
+    <state dir>/pgdata when not root (or an initialised one from before this layout); else a new
+    directory private to the server's user."""
+    recorded = saved.get("data_dir")
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded)
+    legacy = Path(state_dir) / "pgdata"
+    user = run_as()
+    if user is None or (legacy / "PG_VERSION").exists():
+        return legacy
+    return new_private_dir(user) / "pgdata"
+
+
+def remove_data(state_dir: Path, saved: dict) -> list[Path]:
+    """Delete the cluster's data (stack down --wipe): <state dir>/pgdata and, when the recorded data
+    directory is in a private directory made for the server's user, that whole directory. Returns what was
+    removed."""
+    targets = [Path(state_dir) / "pgdata"]
+    recorded = saved.get("data_dir")
+    if recorded and Path(recorded).parent.name.startswith(PRIVATE_PREFIX):
+        targets.append(Path(recorded).parent)
+    removed = []
+    for target in targets:
+        if target.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+            removed.append(target)
+    return removed
 
 
 def _chown_to(path: Path, user: str | None) -> None:
@@ -111,7 +239,9 @@ def _chown_to(path: Path, user: str | None) -> None:
 
 @dataclass
 class Cluster:
-    """A throwaway cluster living in `data_dir` (created on first use)."""
+    """A throwaway cluster living in `data_dir` (created on first use). Its parent directory is where the
+    server's user works (the subprocesses' cwd: they must be able to enter it) and holds initdb's
+    password file while initdb runs; the TLS key and certificate are in the data directory."""
 
     data_dir: Path
     port: int
@@ -125,14 +255,31 @@ class Cluster:
     def initialized(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
 
+    @property
+    def workdir(self) -> Path:
+        return self.data_dir.parent
+
+    @property
+    def cert_file(self) -> Path:
+        return self.data_dir / "server.crt"
+
+    @property
+    def key_file(self) -> Path:
+        return self.data_dir / "server.key"
+
     def init(self) -> None:
-        """initdb with a superuser `dagster` (password auth over TCP) if the data dir is still empty."""
-        if self.initialized:
-            return
-        user = run_as()
+        """initdb with a superuser `dagster` (scram-sha-256 over TCP) if the data dir is still empty; a
+        self-signed TLS certificate if there is none; TCP logins over TLS only."""
+        user = preflight()
+        if not self.initialized:
+            self._initdb(user)
+        self._ensure_tls(user)
+        self._require_tls()
+
+    def _initdb(self, user: str | None) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
-        pwfile = self.data_dir.parent / ".pgpass-init"
+        pwfile = self.workdir / ".pgpass-init"
         pwfile.write_text(self.password + "\n")
         pwfile.chmod(0o600)
         _chown_to(self.data_dir, user)
@@ -154,13 +301,40 @@ class Cluster:
                     "--no-sync",
                 ],
                 user=user,
+                cwd=self.workdir,  # initdb returns to its cwd: it must be one the server's user can enter
                 capture_output=True,
                 text=True,
+                preexec_fn=procs.child_setup(die_with_parent=True),
             )
         finally:
             pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+
+    def _ensure_tls(self, user: str | None) -> None:
+        """A self-signed certificate for 127.0.0.1; the key is the server user's, mode 0600 (postgres
+        refuses a key others can read)."""
+        if self.cert_file.exists() and self.key_file.exists():
+            return
+        result = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=127.0.0.1",
+             "-keyout", str(self.key_file), "-out", str(self.cert_file)],
+            cwd=self.workdir, capture_output=True, text=True, preexec_fn=procs.child_setup(die_with_parent=True),
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"openssl failed ({result.returncode}): {result.stderr.strip()}")
+        self.key_file.chmod(0o600)
+        self.cert_file.chmod(0o644)
+        _chown_to(self.key_file, user)
+        _chown_to(self.cert_file, user)
+
+    def _require_tls(self) -> None:
+        """pg_hba.conf: TCP logins only over TLS (`hostssl`), like a managed database that forces SSL."""
+        hba = self.data_dir / "pg_hba.conf"
+        text = hba.read_text()
+        required = re.sub(r"^host(\s)", r"hostssl\1", text, flags=re.MULTILINE)
+        if required != text:
+            hba.write_text(required)  # rewriting keeps the file's owner and mode
 
     def server_command(self) -> list[str]:
         """The postgres server in the foreground (the supervisor owns the process)."""
@@ -180,6 +354,12 @@ class Cluster:
             "fsync=off",  # a throwaway cluster: durability across power loss is not the point
             "-c",
             "logging_collector=off",
+            "-c",
+            "ssl=on",
+            "-c",
+            f"ssl_cert_file={self.cert_file}",
+            "-c",
+            f"ssl_key_file={self.key_file}",
         ]
 
 

@@ -5,6 +5,12 @@ recorded in <state_dir>/state.json with its PID and the kernel's start time of t
 signals a recycled PID that now belongs to someone else. Stopping signals the component's whole process
 group (run workers and other children included): SIGTERM (or the component's own stop signal), then
 SIGKILL after a grace period.
+
+Components are meant to outlive `stack up` (it returns once they are ready), but not a `stack up` that never
+finished: inside held_until_ready() a watchdog process stops every component started meanwhile if `stack
+up` dies before the end of start-up, however it dies (SIGKILL included); SIGTERM and SIGHUP stop it like
+Ctrl-C. Starting a process and recording it in state.json happen with the stop signals held back, so a
+signal never lands between the two.
 """
 
 from __future__ import annotations
@@ -15,11 +21,14 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dagster_platform import procs
+
+# The watchdog of a `stack up` in progress (held_until_ready); None otherwise.
+_watchdog: procs.Watchdog | None = None
 
 
 class ComponentFailed(RuntimeError):
@@ -75,7 +84,14 @@ def run_once(
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         result = subprocess.run(
-            list(command), env=dict(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False
+            list(command),
+            env=dict(env),
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            check=False,
+            preexec_fn=procs.child_setup(die_with_parent=True),  # a one-shot step dies with its caller
         )
     if result.returncode != 0:
         step = " ".join(Path(command[0]).name if i == 0 else arg for i, arg in enumerate(command))
@@ -122,31 +138,34 @@ class Supervisor:
         with open(log_path, "ab") as log:
             log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(command)}\n".encode())
             log.flush()
-            proc = subprocess.Popen(
-                list(command),
-                env=dict(env),
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                user=user,
-            )
-        stat = _proc_stat(proc.pid)
-        component = Component(
-            name=name,
-            pid=proc.pid,
-            start_ticks=stat[1] if stat else 0,
-            command=list(command),
-            log=str(log_path),
-            stop_signal=int(stop_signal),
-            info=info or {},
-        )
-        # The Popen object is dropped on purpose: the process outlives this one (stack up returns), and
-        # is_alive() reaps it if it is our child.
-        proc.returncode = 0  # silence "subprocess still running" ResourceWarning on garbage collection
-        self.components[name] = component
-        self.save()
+            with procs.signals_blocked():  # started ⇒ recorded, whatever signal arrives meanwhile
+                proc = subprocess.Popen(
+                    list(command),
+                    env=dict(env),
+                    cwd=cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    user=user,
+                    # No PR_SET_PDEATHSIG: components outlive `stack up` by design; the watchdog covers start-up.
+                    preexec_fn=procs.child_setup(watchdog=_watchdog),
+                )
+                stat = _proc_stat(proc.pid)
+                component = Component(
+                    name=name,
+                    pid=proc.pid,
+                    start_ticks=stat[1] if stat else 0,
+                    command=list(command),
+                    log=str(log_path),
+                    stop_signal=int(stop_signal),
+                    info=info or {},
+                )
+                # The Popen object is dropped on purpose: the process outlives this one (stack up returns),
+                # and is_alive() reaps it if it is our child.
+                proc.returncode = 0  # silence "subprocess still running" ResourceWarning on garbage collection
+                self.components[name] = component
+                self.save()
         return component
 
     def wait_ready(self, name: str, check: Callable[[], bool], timeout: float, interval: float = 0.5) -> float:
@@ -190,6 +209,8 @@ class Supervisor:
             while is_alive(component):
                 time.sleep(0.1)
         self._kill_leftover_group(component)
+        if _watchdog is not None:
+            _watchdog.forget(component.pid)
         return True
 
     def kill(self, name: str, group: bool = True) -> None:
@@ -222,3 +243,30 @@ class Supervisor:
 
     def pids(self) -> dict[str, int]:
         return {name: c.pid for name, c in self.components.items() if is_alive(c)}
+
+
+@contextlib.contextmanager
+def held_until_ready(label: str) -> Iterator[None]:
+    """Around `stack up`: components started inside are stopped if this process ends before the block
+    completes normally: SIGTERM and SIGHUP raise KeyboardInterrupt like Ctrl-C (so up() stops what it
+    started), and a watchdog process stops the rest even when this one is SIGKILLed or its clean-up is cut
+    short. When the block completes, the components are released: they keep running after we exit."""
+    global _watchdog
+    interrupted: list[int] = []
+
+    def interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+        if not interrupted:  # only once: a second signal must not cut up()'s own clean-up short
+            interrupted.append(signum)
+            raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in procs.STOP_SIGNALS}
+    watchdog = procs.Watchdog(label)
+    _watchdog = watchdog
+    try:
+        yield
+        watchdog.release()
+    finally:
+        _watchdog = None
+        watchdog.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
