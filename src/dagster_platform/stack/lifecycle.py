@@ -19,9 +19,9 @@ from pathlib import Path
 
 from dagster_platform import net, procs
 from dagster_platform.paths import ROOT
-from dagster_platform.stack import config, locations, postgres
+from dagster_platform.stack import config, locations, objectstore, postgres
 from dagster_platform.stack.graphql import Client
-from dagster_platform.stack.supervisor import ComponentFailed, Supervisor, run_once
+from dagster_platform.stack.supervisor import ComponentFailed, Supervisor, held_until_ready, run_once
 
 DEFAULT_STATE_DIR = ROOT / ".stack"
 DEFAULT_PORT = 3000
@@ -30,7 +30,19 @@ PLATFORM_BIN = Path(sys.executable).parent  # the platform's .venv: webserver, d
 STOP_ORDER_PREFIX = ("webserver", "daemon")  # then code servers, Postgres last
 
 # Variables from the caller's shell that would make a child use the wrong environment or instance.
-SCRUBBED = ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "PYTHONPATH", "PYTHONHOME", "DAGSTER_HOME")
+# AWS_*: a developer's own cloud credentials must never reach a local process (the object store's
+# throwaway ones are set instead).
+SCRUBBED = (
+    "VIRTUAL_ENV",
+    "UV_PROJECT_ENVIRONMENT",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "DAGSTER_HOME",
+    "AWS_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+)
 
 
 @dataclass
@@ -38,6 +50,8 @@ class Stack:
     state_dir: Path
     url: str
     pg: postgres.PgConnection
+    store: objectstore.ObjectStore
+    env_name: str = config.DEFAULT_ENV
     locations: dict[str, dict] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -58,9 +72,10 @@ def _say(message: str) -> None:
     print(f"[stack] {message}", flush=True)
 
 
-def base_env(dagster_home: Path, pg: postgres.PgConnection) -> dict[str, str]:
+def base_env(dagster_home: Path, pg: postgres.PgConnection, store: objectstore.ObjectStore) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
     env.update(pg.env())
+    env.update(store.env())
     env["DAGSTER_HOME"] = str(dagster_home)
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -85,8 +100,16 @@ def _code_server_command(location_dir: Path, loc: locations.Location, port: int)
     return command
 
 
+def own_tmp(env: dict[str, str], home: Path, name: str) -> dict[str, str]:
+    """A temp dir per component, as each pod has its own disk: step logs staged by a run worker are not
+    on the webserver's disk, so the UI can only show them from the object store, as on the cluster."""
+    tmp = home / "tmp" / name
+    tmp.mkdir(parents=True, exist_ok=True)
+    return {**env, "TMPDIR": str(tmp)}
+
+
 def location_env(env: dict[str, str], loc: locations.Location, location_dir: Path, home: Path) -> dict[str, str]:
-    env = dict(env)
+    env = own_tmp(env, home, f"code-server-{loc.name}")
     env["PATH"] = f"{location_dir / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     # The example location's local mode: its warehouse is a SQLite file (DAGSTER_ENV=local).
     env.setdefault("DAGSTER_ENV", "local")
@@ -109,13 +132,21 @@ def _start_postgres(sup: Supervisor, pg_url: str | None) -> tuple[postgres.PgCon
     if not port or net.port_open(HOST, port):
         port = net.free_port()
     cluster = postgres.Cluster(
-        data_dir=sup.state_dir / "pgdata", port=port, password=saved.get("password") or postgres.new_password()
+        data_dir=postgres.data_dir_for(sup.state_dir, saved),
+        port=port,
+        password=saved.get("password") or postgres.new_password(),
     )
     fresh = not cluster.initialized
-    cluster.init()
-    sup.meta["postgres"] = {"external": False, "port": port, "password": cluster.password}
+    # Recorded before initdb: a restart finds the data dir, `down --wipe` removes it even after a failed init.
+    sup.meta["postgres"] = {
+        "external": False,
+        "port": port,
+        "password": cluster.password,
+        "data_dir": str(cluster.data_dir),
+    }
     sup.save()
     os.chmod(sup.state_file, 0o600)  # it holds the throwaway cluster's password
+    cluster.init()
     start_postgres_server(sup, cluster)
     postgres.ensure_database(cluster.connection)
     _say(
@@ -130,6 +161,7 @@ def start_postgres_server(sup: Supervisor, cluster: postgres.Cluster, timeout: f
         "postgres",
         cluster.server_command(),
         env={"PATH": os.environ.get("PATH", ""), "LANG": "C"},
+        cwd=cluster.workdir,  # a directory the server's user can enter (as root: not the checkout)
         user=postgres.run_as(),
         stop_signal=signal.SIGINT,  # "fast" shutdown: roll back open transactions, then exit cleanly
         info={"port": cluster.port},
@@ -138,11 +170,47 @@ def start_postgres_server(sup: Supervisor, cluster: postgres.Cluster, timeout: f
     postgres.wait_accepting(cluster.connection, timeout=timeout, alive=lambda: sup.alive("postgres"))
 
 
+def _start_object_store(sup: Supervisor, instance_path: Path) -> tuple[objectstore.ObjectStore, float]:
+    """moto's S3 server on loopback, with the bucket the derived instance names."""
+    import yaml
+
+    started = time.monotonic()
+    saved = sup.meta.get("object_store") or {}
+    port = saved.get("port")
+    if not port or net.port_open(HOST, port):
+        port = net.free_port()
+    access, secret = saved.get("access_key"), saved.get("secret_key")
+    if not access:
+        access, secret = objectstore.new_credentials()
+    store = objectstore.ObjectStore(port, access, secret)
+    sup.meta["object_store"] = {"port": port, "access_key": access, "secret_key": secret}
+    sup.save()
+    os.chmod(sup.state_file, 0o600)
+    start_object_store_server(sup, store)
+    bucket = (yaml.safe_load(instance_path.read_text()).get("compute_logs") or {}).get("config", {}).get("bucket")
+    if bucket:
+        store.ensure_bucket(bucket)
+    _say(f"object store: S3 on {store.endpoint_url}, bucket {bucket} ({time.monotonic() - started:.1f}s)")
+    return store, time.monotonic() - started
+
+
+def start_object_store_server(sup: Supervisor, store: objectstore.ObjectStore, timeout: float = 60) -> None:
+    sup.start("object-store", objectstore.server_command(store.port), env=dict(os.environ), info={"port": store.port})
+    sup.wait_ready("object-store", lambda: net.http_ok(f"{store.endpoint_url}/moto-api/"), timeout=timeout)
+
+
+def object_store_from_state(state_dir: Path) -> objectstore.ObjectStore:
+    saved = Supervisor(state_dir).meta["object_store"]
+    return objectstore.ObjectStore(saved["port"], saved["access_key"], saved["secret_key"])
+
+
 def cluster_from_state(state_dir: Path) -> postgres.Cluster:
     saved = Supervisor(state_dir).meta["postgres"]
     if saved.get("external"):
         raise RuntimeError("this stack uses an external PostgreSQL server; it does not manage it")
-    return postgres.Cluster(data_dir=state_dir / "pgdata", port=saved["port"], password=saved["password"])
+    return postgres.Cluster(
+        data_dir=postgres.data_dir_for(state_dir, saved), port=saved["port"], password=saved["password"]
+    )
 
 
 def _migrate(env: dict[str, str], home: Path, sup: Supervisor) -> float:
@@ -157,6 +225,7 @@ def up(
     stack_locations: list[locations.Location] | None = None,
     pg_url: str | None = None,
     timeout: float = 300,
+    env_name: str = config.DEFAULT_ENV,
 ) -> Stack:
     """Start everything and wait until all required locations are LOADED; returns the running stack.
     On failure everything started here is stopped again and ComponentFailed/RuntimeError is raised."""
@@ -171,6 +240,8 @@ def up(
         raise RuntimeError(f"port {port} on {HOST} is already in use; pass another --port")
     stack_locations = stack_locations if stack_locations is not None else locations.default_locations()
     pg_url = pg_url or os.environ.get(postgres.PG_URL_ENV)
+    if not pg_url:
+        postgres.preflight()  # one line naming the cause and the fix, before anything starts
     home = state_dir / "home"
     timings: dict[str, float] = {}
     try:
@@ -184,11 +255,15 @@ def up(
         t_processes = time.monotonic()
         timings["prepare"] = t_processes - t0
         # 2. Postgres, 3. config, 4. schema.
+        # The cluster's dagster.yaml of env_name, with the stack's substitutions only (refuses drift).
+        instance_path = config.write_instance(home, env=env_name, mode="stack")
         pg, timings["postgres"] = _start_postgres(sup, pg_url)
+        store, timings["object_store"] = _start_object_store(sup, instance_path)
+        sup.meta["env_name"] = env_name
+        sup.save()
         loc_ports = {loc.name: net.free_port() for loc in stack_locations}
-        config.write_instance(home)
         config.write_workspace(home, [{"name": n, "host": HOST, "port": p} for n, p in loc_ports.items()])
-        env = base_env(home, pg)
+        env = base_env(home, pg, store)
         timings["migrate"] = _migrate(env, home, sup)
         # 5. Code servers, all started at once, then waited for.
         for loc in stack_locations:
@@ -209,11 +284,16 @@ def up(
             _say(f"code server {loc.name}: serving gRPC on {HOST}:{loc_ports[loc.name]} ({took:.1f}s)")
         # 6. Daemon, then 7. webserver (the schema exists already: no creation race).
         workspace = str(home / "workspace.yaml")
-        sup.start("daemon", [str(PLATFORM_BIN / "dagster-daemon"), "run", "-w", workspace], env=env, cwd=home)
+        sup.start(
+            "daemon",
+            [str(PLATFORM_BIN / "dagster-daemon"), "run", "-w", workspace],
+            env=own_tmp(env, home, "daemon"),
+            cwd=home,
+        )
         sup.start(
             "webserver",
             [str(PLATFORM_BIN / "dagster-webserver"), "-h", HOST, "-p", str(port), "-w", workspace],
-            env=env,
+            env=own_tmp(env, home, "webserver"),
             cwd=home,
             info={"port": port},
         )
@@ -236,6 +316,8 @@ def up(
             state_dir=state_dir,
             url=url,
             pg=pg,
+            store=store,
+            env_name=env_name,
             locations={n: {"port": p, "dir": loc_dirs[n]} for n, p in loc_ports.items()},
             timings=timings,
         )
@@ -258,6 +340,7 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, wipe: bool = False, quiet: bool = 
     state_dir = Path(state_dir).resolve()
     sup = Supervisor(state_dir)
     stopped = []
+    saved_pg = sup.meta.get("postgres") or {}
     for name in stop_order(sup):
         if sup.stop(name):
             stopped.append(name)
@@ -266,7 +349,8 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, wipe: bool = False, quiet: bool = 
     if wipe:
         # Data: the throwaway cluster, the instance directory, logs, state. Location sources/venvs stay
         # (a cache rebuilt from the locks).
-        for path in ("pgdata", "home", "logs", "state.json"):
+        postgres.remove_data(state_dir, saved_pg)  # <state dir>/pgdata, or the server user's own directory
+        for path in ("home", "logs", "state.json"):
             target = state_dir / path
             if target.is_dir():
                 shutil.rmtree(target, ignore_errors=True)
@@ -292,7 +376,10 @@ def restart_component(stack: Stack, name: str, ready: Callable[[], bool], timeou
     if name == "postgres":
         start_postgres_server(sup, cluster_from_state(stack.state_dir), timeout)
         return
-    env = base_env(stack.dagster_home, stack.pg)
+    if name == "object-store":
+        start_object_store_server(sup, stack.store, timeout)
+        return
+    env = own_tmp(base_env(stack.dagster_home, stack.pg, stack.store), stack.dagster_home, name)
     loc_name = component.info.get("location")
     cwd = stack.dagster_home
     if loc_name:
@@ -306,7 +393,12 @@ def restart_component(stack: Stack, name: str, ready: Callable[[], bool], timeou
 # --- CLI -----------------------------------------------------------------------------------------------
 def _up_command(args) -> int:
     try:
-        stack = up(Path(args.state_dir), port=args.port, pg_url=args.pg_url)
+        # Until ready, what up() starts dies with it (signals, SIGKILL); afterwards it keeps running.
+        with held_until_ready(str(Path(args.state_dir).resolve())):
+            stack = up(Path(args.state_dir), port=args.port, pg_url=args.pg_url, env_name=args.env)
+    except KeyboardInterrupt as exc:
+        print(f"stack up interrupted ({exc or 'SIGINT'}); stopped what it had started", file=sys.stderr)
+        return 130
     except (ComponentFailed, RuntimeError, TimeoutError, FileNotFoundError, ValueError) as exc:
         # up() has already printed the error with the component's log tail and stopped what it started.
         print(f"stack up failed: {str(exc).splitlines()[0]}", file=sys.stderr)
@@ -347,6 +439,12 @@ def register(subparsers) -> None:
     up_parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="webserver port (default 3000)")
     up_parser.add_argument(
         "--pg-url", default=None, help=f"use an existing PostgreSQL server (or set {postgres.PG_URL_ENV})"
+    )
+    up_parser.add_argument(
+        "--env",
+        default=config.DEFAULT_ENV,
+        choices=config.ENVIRONMENTS,
+        help=f"whose derived dagster.yaml to run (default {config.DEFAULT_ENV})",
     )
     up_parser.set_defaults(func=_up_command)
     down_parser = actions.add_parser("down", help="stop everything the stack started, by PID")
