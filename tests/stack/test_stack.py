@@ -11,12 +11,22 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from dagster_platform import net
+from dagster_platform import net, procs
 from dagster_platform.stack import lifecycle, postgres
 from tests.stack.conftest import ARTIFACTS, BROKEN, CANARY, EXAMPLE, max_concurrent_runs, wait_until
 
 pytestmark = pytest.mark.slow
+# Debian's chromium, headless, as root, on a machine with no way out: no sandbox, no background traffic.
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def runs_in_postgres(stack) -> dict[str, str]:
@@ -274,17 +284,7 @@ def test_browser_materializes_an_asset_from_the_asset_graph(stack, client):
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "stack-asset-materialized.png"
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.set_default_timeout(90_000)
@@ -309,3 +309,89 @@ def test_browser_materializes_an_asset_from_the_asset_graph(stack, client):
             browser.close()
     assert shot.stat().st_size > 10_000
     assert client.run(run_id)["status"] == "SUCCESS"
+
+
+def _run_processes(run_id: str) -> list[int]:
+    """PIDs whose command line names the run: its run worker (`dagster api execute_run ...`)."""
+    found = []
+    for pid in procs.all_stat_fields():
+        try:
+            if run_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+CAPTURED_LOGS = """
+query Captured($runId: ID!, $key: [String!]!) {
+  logsForRun(runId: $runId) {
+    ... on EventConnection { events { __typename ... on LogsCapturedEvent { fileKey stepKeys } } }
+  }
+  capturedLogs(logKey: $key) { stdout stderr }
+}"""
+
+
+def _file_key(client, run_id: str) -> str:
+    data = client.query(CAPTURED_LOGS, {"runId": run_id, "key": [run_id]})
+    captured = [e for e in data["logsForRun"]["events"] if e["__typename"] == "LogsCapturedEvent"]
+    assert captured and captured[0]["stepKeys"] == ["speak"], captured
+    return captured[0]["fileKey"]
+
+
+def test_step_logs_go_to_the_object_store_and_the_ui_shows_them_after_the_worker_exited(stack, client):
+    """As on the cluster: the run worker uploads stdout/stderr to the bucket (S3ComputeLogManager of the derived
+    instance, loopback endpoint) and exits; the webserver, with its own disk, reads them back from there."""
+    run_id = client.launch_run(CANARY, "speak_job", tags={"test": "step-logs"})
+    assert client.wait_run(run_id, timeout=240)["status"] == "SUCCESS"
+    wait_until(lambda: not _run_processes(run_id), 60, f"the run worker of {run_id} to exit")
+    instance = yaml.safe_load((stack.dagster_home / "dagster.yaml").read_text())
+    bucket, prefix = instance["compute_logs"]["config"]["bucket"], instance["compute_logs"]["config"]["prefix"]
+    file_key = _file_key(client, run_id)
+    keys = stack.store.keys(bucket, f"{prefix}/storage/{run_id}/")
+    assert keys == [
+        f"{prefix}/storage/{run_id}/compute_logs/{file_key}.err",
+        f"{prefix}/storage/{run_id}/compute_logs/{file_key}.out",
+    ]
+    # Nothing of this run is on the webserver's own disk before it is asked: the read must come from the bucket.
+    assert not [p for p in (stack.dagster_home / "tmp" / "webserver").rglob("*") if run_id in str(p)]
+    logs = client.query(CAPTURED_LOGS, {"runId": run_id, "key": [run_id, "compute_logs", file_key]})["capturedLogs"]
+    assert logs["stdout"] == "canary says hello on stdout\n"
+    assert "canary says hello on stderr\n" in logs["stderr"]
+    body = stack.store.client().get_object(Bucket=bucket, Key=keys[1])["Body"].read().decode()
+    assert body == "canary says hello on stdout\n"
+
+
+def test_browser_shows_a_steps_stdout_and_stderr_from_the_object_store(stack, client):
+    from playwright.sync_api import sync_playwright
+
+    run_id = client.launch_run(CANARY, "speak_job", tags={"test": "step-logs-browser"})
+    assert client.wait_run(run_id, timeout=240)["status"] == "SUCCESS"
+    wait_until(lambda: not _run_processes(run_id), 60, f"the run worker of {run_id} to exit")
+    bucket = yaml.safe_load((stack.dagster_home / "dagster.yaml").read_text())["compute_logs"]["config"]["bucket"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "stack-step-logs.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(90_000)
+            page.add_locator_handler(
+                page.get_by_text("Join the Dagster community"),
+                lambda: page.get_by_role("button", name="Skip").click(),
+            )
+            page.goto(f"{stack.url}/runs/{run_id}")
+            page.get_by_text("RUN_SUCCESS").first.wait_for()
+            # The LOGS_CAPTURED event links to the step's captured logs (stderr first).
+            page.get_by_text("View stdout / stderr").first.click()
+            page.get_by_text("canary says hello on stderr").first.wait_for()
+            # The UI names the object it read (in a footer shown on hover).
+            footer = page.get_by_text(f"s3://{bucket}/").first
+            footer.wait_for(state="attached")
+            assert run_id in footer.text_content()
+            page.get_by_text("stdout", exact=True).first.click()
+            page.get_by_text("canary says hello on stdout").first.wait_for()
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
