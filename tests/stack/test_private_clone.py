@@ -26,7 +26,7 @@ from dagster_platform.stack import lifecycle, postgres
 PLATFORM_CLI = Path(sys.executable).parent / "dagster-platform"
 
 # Run by the current venv's Python with PYTHONPATH=<clone>/src and cwd=<clone>: the clone's own code brings
-# the stack's Postgres up (the same _start_postgres as `stack up`), twice, then wipes it.
+# the stack's Postgres up (the same start_postgres as `stack up`), twice, then wipes it.
 CLONE_SCRIPT = r"""
 import json, os, sys
 from pathlib import Path
@@ -37,7 +37,7 @@ from dagster_platform.stack.supervisor import Supervisor
 state_dir = Path(sys.argv[1])
 report = {"package": dagster_platform.__file__}
 sup = Supervisor(state_dir)
-conn, _ = lifecycle._start_postgres(sup, None)
+conn, _ = lifecycle.start_postgres(sup, None)
 data_dir = Path(sup.meta["postgres"]["data_dir"])
 cluster = lifecycle.cluster_from_state(state_dir)
 report["first"] = {
@@ -58,7 +58,7 @@ db.close()
 report["stopped"] = lifecycle.down(state_dir, quiet=True)
 
 sup = Supervisor(state_dir)
-conn, _ = lifecycle._start_postgres(sup, None)
+conn, _ = lifecycle.start_postgres(sup, None)
 report["second"] = {
     "data_dir": sup.meta["postgres"]["data_dir"],
     "kept": postgres.query(conn, "SELECT v FROM kept"),

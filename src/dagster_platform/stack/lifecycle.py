@@ -118,7 +118,7 @@ def location_env(env: dict[str, str], loc: locations.Location, location_dir: Pat
     return env
 
 
-def _start_postgres(sup: Supervisor, pg_url: str | None) -> tuple[postgres.PgConnection, float]:
+def start_postgres(sup: Supervisor, pg_url: str | None) -> tuple[postgres.PgConnection, float]:
     started = time.monotonic()
     if pg_url:
         conn = postgres.from_url(pg_url)
@@ -170,7 +170,7 @@ def start_postgres_server(sup: Supervisor, cluster: postgres.Cluster, timeout: f
     postgres.wait_accepting(cluster.connection, timeout=timeout, alive=lambda: sup.alive("postgres"))
 
 
-def _start_object_store(sup: Supervisor, instance_path: Path) -> tuple[objectstore.ObjectStore, float]:
+def start_object_store(sup: Supervisor, instance_path: Path) -> tuple[objectstore.ObjectStore, float]:
     """moto's S3 server on loopback, with the bucket the derived instance names."""
     import yaml
 
@@ -213,7 +213,7 @@ def cluster_from_state(state_dir: Path) -> postgres.Cluster:
     )
 
 
-def _migrate(env: dict[str, str], home: Path, sup: Supervisor) -> float:
+def migrate(env: dict[str, str], home: Path, sup: Supervisor) -> float:
     took = run_once([str(PLATFORM_BIN / "dagster"), "instance", "migrate"], env, sup.log_dir / "migrate.log", cwd=home)
     _say(f"instance: schema migrated in Postgres ({took:.1f}s)")
     return took
@@ -257,14 +257,14 @@ def up(
         # 2. Postgres, 3. config, 4. schema.
         # The cluster's dagster.yaml of env_name, with the stack's substitutions only (refuses drift).
         instance_path = config.write_instance(home, env=env_name, mode="stack")
-        pg, timings["postgres"] = _start_postgres(sup, pg_url)
-        store, timings["object_store"] = _start_object_store(sup, instance_path)
+        pg, timings["postgres"] = start_postgres(sup, pg_url)
+        store, timings["object_store"] = start_object_store(sup, instance_path)
         sup.meta["env_name"] = env_name
         sup.save()
         loc_ports = {loc.name: net.free_port() for loc in stack_locations}
         config.write_workspace(home, [{"name": n, "host": HOST, "port": p} for n, p in loc_ports.items()])
         env = base_env(home, pg, store)
-        timings["migrate"] = _migrate(env, home, sup)
+        timings["migrate"] = migrate(env, home, sup)
         # 5. Code servers, all started at once, then waited for.
         for loc in stack_locations:
             loc_env = location_env(env, loc, loc_dirs[loc.name], home)

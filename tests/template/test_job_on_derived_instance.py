@@ -1,0 +1,126 @@
+"""A freshly rendered user-code repo runs its job, in its own locked environment, on each environment's derived
+instance (Postgres storage as the chart writes it, step logs to S3), against a real Postgres that accepts TLS
+logins only (`sslmode: require`, as production) and a real S3-compatible server, both on loopback.
+
+This is the run worker of the cluster minus Kubernetes: same image contents (the repo's `uv sync --frozen
+--no-dev` set plus its dev tools), same dagster.yaml apart from the stack's named substitutions (where the
+database and the object store are). The bare-scheme case reproduces the production defect this guards
+against: without `postgresql+psycopg2` no run can open the database.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dagster_platform.paths import ROOT
+from dagster_platform.stack import config, lifecycle, postgres
+from dagster_platform.stack.supervisor import Supervisor
+
+from .conftest import run_make
+
+pytestmark = pytest.mark.slow
+JOB = "orders_job"
+
+
+@pytest.fixture(scope="module")
+def services():
+    """Throwaway TLS-only Postgres and the S3 server, started by the same code as `make stack`."""
+    (ROOT / ".stack").mkdir(exist_ok=True)
+    state_dir = Path(tempfile.mkdtemp(prefix="test-job-", dir=ROOT / ".stack"))
+    sup = Supervisor(state_dir)
+    try:
+        instance = config.write_instance(state_dir / "home", env="production", mode="stack")
+        pg, _ = lifecycle.start_postgres(sup, None)
+        store, _ = lifecycle.start_object_store(sup, instance)
+        # The schema, created as on the cluster (the chart's migrate Job / the stack: `dagster instance migrate`).
+        lifecycle.migrate(lifecycle.base_env(instance.parent, pg, store), instance.parent, sup)
+        for env in config.ENVIRONMENTS:  # each environment's bucket, as the derived instances name them
+            store.ensure_bucket(
+                yaml.safe_load(config.write_instance(state_dir / env, env=env).read_text())["compute_logs"]["config"][
+                    "bucket"
+                ]
+            )
+        yield state_dir, pg, store
+    finally:
+        lifecycle.down(state_dir, wipe=True, quiet=True)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def repo(rendered):
+    repo = rendered["default"]
+    result = run_make(repo, "install")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return repo
+
+
+def execute(repo: Path, home: Path, pg: postgres.PgConnection, store) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in lifecycle.SCRUBBED}
+    env.update(pg.env())
+    env.update(store.env())
+    env.update(DAGSTER_HOME=str(home), DAGSTER_ENV="local", WAREHOUSE_SQLITE_PATH=str(home / "warehouse.sqlite"))
+    return subprocess.run(
+        [str(repo / ".venv/bin/dagster"), "job", "execute", "-m", "example_pipelines.definitions", "-j", JOB],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def runs(pg: postgres.PgConnection) -> dict[str, str]:
+    return dict(postgres.query(pg, "SELECT run_id, status FROM runs WHERE pipeline_name = %s", (JOB,)))
+
+
+@pytest.mark.parametrize("env", config.ENVIRONMENTS)
+def test_rendered_repos_job_succeeds_on_the_derived_instance_over_tls(services, repo, env):
+    state_dir, pg, store = services
+    home = state_dir / env
+    instance = yaml.safe_load((home / "dagster.yaml").read_text())
+    assert instance["run_storage"]["config"]["postgres_db"]["params"] == {"sslmode": "require"}
+    before = runs(pg)
+    result = execute(repo, home, pg, store)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    new = {run_id: status for run_id, status in runs(pg).items() if run_id not in before}
+    assert list(new.values()) == ["SUCCESS"], new
+    (run_id,) = new
+    # Step logs of the run went to this environment's bucket under its prefix.
+    logs = instance["compute_logs"]["config"]
+    assert store.keys(logs["bucket"], f"{logs['prefix']}/storage/{run_id}/")
+    # ...and every login of this server is TLS: the derived `sslmode: require` is what made it work.
+    assert postgres.query(pg, "SELECT bool_and(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)") == [(True,)]
+
+
+def _broken_home(state_dir: Path, name: str, edit) -> Path:
+    home = state_dir / name
+    home.mkdir(exist_ok=True)
+    instance = yaml.safe_load((state_dir / "production" / "dagster.yaml").read_text())
+    for section in ("run_storage", "event_log_storage", "schedule_storage"):
+        edit(instance[section]["config"]["postgres_db"])
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance))
+    return home
+
+
+def test_the_charts_default_scheme_cannot_open_the_database(services, repo):
+    """What production would have run with an empty postgresqlScheme (the chart's default)."""
+    state_dir, pg, store = services
+    home = _broken_home(state_dir, "bare-scheme", lambda db: db.pop("scheme"))
+    result = execute(repo, home, pg, store)
+    assert result.returncode != 0
+    assert "No module named 'psycopg'" in result.stdout + result.stderr
+
+
+def test_a_connection_without_tls_is_refused(services, repo):
+    state_dir, pg, store = services
+    home = _broken_home(state_dir, "no-tls", lambda db: db.update(params={"sslmode": "disable"}))
+    result = execute(repo, home, pg, store)
+    assert result.returncode != 0
+    assert "no encryption" in result.stdout + result.stderr or "pg_hba.conf" in result.stdout + result.stderr
