@@ -397,8 +397,17 @@ def derive_instance(env: str) -> dict[str, Any]:
     )
 
 
+class _IndentedDumper(yaml.SafeDumper):
+    """Block sequences indented under their key, as yamllint's default `indentation` rule wants (the
+    template's repos lint their dagster.yaml)."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False):
+        return super().increase_indent(flow, False)
+
+
 def instance_yaml(instance: Mapping[str, Any], header: str = "") -> str:
-    return header + yaml.safe_dump(dict(instance), sort_keys=False)
+    """The one way a dagster.yaml is written (CLI, local runtime, template)."""
+    return header + yaml.dump(dict(instance), Dumper=_IndentedDumper, sort_keys=False)
 
 
 def instance_differences(expected: Any, actual: Any, path: str = "") -> list[tuple[str, Any, Any]]:

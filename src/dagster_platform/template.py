@@ -56,14 +56,10 @@ TEMPLATE_INSTANCE = TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "dagster.ya
 
 
 def local_instance_text() -> str:
-    import yaml
-
-    from dagster_platform.helm_instance import derive_instance
+    from dagster_platform.helm_instance import derive_instance, instance_yaml
     from dagster_platform.stack.config import DEFAULT_ENV, header, local_instance
 
-    return header(DEFAULT_ENV, "dev") + yaml.safe_dump(
-        local_instance(derive_instance(DEFAULT_ENV), "dev"), sort_keys=False
-    )
+    return instance_yaml(local_instance(derive_instance(DEFAULT_ENV), "dev"), header(DEFAULT_ENV, "dev"))
 
 
 def _instance_command(args) -> int:

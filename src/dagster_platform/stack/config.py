@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from dagster_platform.helm_instance import MISSING, derive_instance, instance_differences
+from dagster_platform.helm_instance import MISSING, derive_instance, instance_differences, instance_yaml
 
 MODES = ("stack", "dev")
 ENVIRONMENTS = ("acceptance", "production")
@@ -150,7 +150,7 @@ def write_instance(dagster_home: Path, env: str = DEFAULT_ENV, mode: str = "stac
     dagster_home.mkdir(parents=True, exist_ok=True)
     target = dagster_home / "dagster.yaml"
     derived = derive_instance(env)
-    target.write_text(header(env, mode) + yaml.safe_dump(local_instance(derived, mode), sort_keys=False))
+    target.write_text(instance_yaml(local_instance(derived, mode), header(env, mode)))
     errors = parity_errors(yaml.safe_load(target.read_text()), env, mode, derived)
     if errors:
         raise ValueError(errors[0])
