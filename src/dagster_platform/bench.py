@@ -613,22 +613,68 @@ def check_figures(runs: int) -> list[Figure]:
 
 
 # --- local stack -------------------------------------------------------------------------------------------
-def stack_figures(runs: int, drain_runs: int) -> list[Figure]:
+def stack_figures(runs: int, drain_runs: int, baseline_rev: str | None = None) -> list[Figure]:
     try:
         from dagster_platform.stack import measure
     except ImportError as exc:
         raise BenchError("dagster_platform.stack.measure is not there yet (the local stack's measuring)") from exc
-    return measure_stack(measure, runs, drain_runs)
+    baseline = baseline_checkout(baseline_rev) if baseline_rev else None
+    return measure_stack(measure, runs, drain_runs, baseline, baseline_rev)
 
 
-def measure_stack(measure: Any, runs: int, drain_runs: int) -> list[Figure]:
-    """`runs` fresh stacks (each up → 3 trivial runs → RSS → down); the drain only on the first (it takes minutes)."""
+# The baseline's own measure(), run in its own checkout and environment; its numbers come back as JSON.
+BASELINE_MEASURE = (
+    "import json; from dagster_platform.stack import measure; "
+    "print(json.dumps(measure.measure(runs=0, latency_samples=3)))"
+)
+
+
+def baseline_checkout(rev: str) -> Path:
+    """A git worktree of `rev` in .bench/baseline-<sha> with its own locked .venv (kept: a cache)."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    tree = BENCH_DIR / f"baseline-{sha}"
+    if not tree.exists():
+        add = ["git", "worktree", "add", "--detach", str(tree), sha]
+        subprocess.run(add, cwd=ROOT, check=True, capture_output=True)
+    env = {k: v for k, v in user_env().items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")}
+    subprocess.run([uv_executable(), "sync", "--frozen", "--compile-bytecode"], cwd=tree, env=env, check=True)
+    return tree
+
+
+def measure_baseline(tree: Path) -> dict[str, Any]:
+    env = {k: v for k, v in user_env().items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")}
+    done = subprocess.run(
+        [str(tree / ".venv/bin/python"), "-c", BASELINE_MEASURE],
+        cwd=tree,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"baseline stack in {tree} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measure_stack(
+    measure: Any, runs: int, drain_runs: int, baseline: Path | None = None, baseline_rev: str | None = None
+) -> list[Figure]:
+    """`runs` fresh stacks (each up → 3 trivial runs → RSS → down); the drain only on the first (it takes minutes).
+    With a baseline checkout, each run is followed by one of the baseline's stack (same machine, same load)."""
     figures: dict[str, Figure] = {}
 
     def add(key: str, label: str, unit: str, value: float, note: str = "") -> None:
         figures.setdefault(key, Figure(key, label, unit, note=note)).samples.append(value)
 
     for i in range(runs):
+        if baseline is not None:
+            old = measure_baseline(baseline)
+            add("stack.up.baseline", f"`make stack` → ready, baseline {baseline_rev}", "s", old["total_s"])
+            label = f"trivial run launch → SUCCESS, baseline {baseline_rev}"
+            for latency in old["run_latency_s"]:
+                add("stack.launch_success.baseline", label, "s", latency)
         try:
             result = measure.measure(runs=drain_runs if i == 0 else 0, latency_samples=3)
         except Exception as exc:  # noqa: BLE001 - any failure of the stack makes the section "not measured"
@@ -729,6 +775,7 @@ def run_bench(
     drain_runs: int,
     merge: bool = False,
     results_dir: Path = RESULTS_DIR,
+    baseline_rev: str | None = None,
 ) -> dict[str, Any]:
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     started = now_iso()
@@ -741,7 +788,7 @@ def run_bench(
         "dev": lambda: dev_figures(runs),
         "template": lambda: template_figures(runs),
         "check": lambda: check_figures(runs),
-        "stack": lambda: stack_figures(runs, drain_runs),
+        "stack": lambda: stack_figures(runs, drain_runs, baseline_rev),
         "test": lambda: test_figures(make_test_runs),
     }
     for section in SECTIONS:
@@ -780,7 +827,9 @@ def parse_only(value: str) -> list[str]:
 
 def _bench_command(args) -> int:
     results_dir = Path(args.results_dir)
-    report = run_bench(args.only, args.runs, args.make_test_runs, args.drain_runs, args.merge, results_dir)
+    report = run_bench(
+        args.only, args.runs, args.make_test_runs, args.drain_runs, args.merge, results_dir, args.stack_baseline
+    )
     dated, latest = write_report(report, results_dir)
     print(render_report(report))
     print(f"wrote {dated} and {latest}")
@@ -809,6 +858,12 @@ def register(subparsers) -> None:
     parser.add_argument("--drain-runs", type=int, default=100, help="queued runs to drain on the local stack")
     parser.add_argument(
         "--merge", action="store_true", help="keep figures of sections not run now from the previous latest.json"
+    )
+    parser.add_argument(
+        "--stack-baseline",
+        default=None,
+        metavar="REV",
+        help="also measure the local stack of this git revision (a worktree in .bench/), alternating with today's",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a figure misses its target")
     parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="where the JSON goes (default bench/results)")
