@@ -22,6 +22,7 @@ import yaml
 from dagster_platform.paths import ROOT
 from dagster_platform.stack import config, lifecycle, postgres
 from dagster_platform.stack.supervisor import Supervisor
+from dagster_platform.template import render
 
 from .conftest import run_make
 
@@ -54,8 +55,9 @@ def services():
 
 
 @pytest.fixture(scope="module")
-def repo(rendered):
-    repo = rendered["default"]
+def repo(tmp_path_factory):
+    # Its own fresh render: the shared `rendered` repos must stay pristine for the leftover checks.
+    repo = render(tmp_path_factory.mktemp("job-on-instance"))
     result = run_make(repo, "install")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return repo
