@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -278,11 +279,11 @@ def test_postgres_restart_loses_nothing_and_the_stack_recovers(stack, client):
     wait_until(lambda: all(client.daemon_health().values()), 120, "all required daemons healthy again")
 
 
-def test_browser_materializes_an_asset_from_the_asset_graph(stack, client):
+@contextmanager
+def ui_page():
+    """A Chromium page on the Dagster UI (Debian's chromium through Playwright), closed afterwards."""
     from playwright.sync_api import sync_playwright
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "stack-asset-materialized.png"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
         try:
@@ -293,20 +294,27 @@ def test_browser_materializes_an_asset_from_the_asset_graph(stack, client):
                 page.get_by_text("Join the Dagster community"),
                 lambda: page.get_by_role("button", name="Skip").click(),
             )
-            page.goto(f"{stack.url}/locations/{CANARY}/asset-groups/canary")
-            page.get_by_text("canary_ping").first.wait_for()
-            page.get_by_role("button", name="Materialize all").click()
-            view = page.get_by_role("link", name="View", exact=True)
-            href = view.first.get_attribute("href")
-            assert href and "/runs/" in href, href
-            run_id = href.rsplit("/", 1)[-1]
-            view.first.click()
-            page.wait_for_url(f"**/runs/{run_id}*")
-            page.get_by_text("Success", exact=True).first.wait_for(timeout=240_000)
-            page.get_by_text("RUN_SUCCESS").first.wait_for()
-            page.screenshot(path=str(shot), full_page=True)
+            yield page
         finally:
             browser.close()
+
+
+def test_browser_materializes_an_asset_from_the_asset_graph(stack, client):
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "stack-asset-materialized.png"
+    with ui_page() as page:
+        page.goto(f"{stack.url}/locations/{CANARY}/asset-groups/canary")
+        page.get_by_text("canary_ping").first.wait_for()
+        page.get_by_role("button", name="Materialize all").click()
+        view = page.get_by_role("link", name="View", exact=True)
+        href = view.first.get_attribute("href")
+        assert href and "/runs/" in href, href
+        run_id = href.rsplit("/", 1)[-1]
+        view.first.click()
+        page.wait_for_url(f"**/runs/{run_id}*")
+        page.get_by_text("Success", exact=True).first.wait_for(timeout=240_000)
+        page.get_by_text("RUN_SUCCESS").first.wait_for()
+        page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
     assert client.run(run_id)["status"] == "SUCCESS"
 
@@ -363,35 +371,23 @@ def test_step_logs_go_to_the_object_store_and_the_ui_shows_them_after_the_worker
 
 
 def test_browser_shows_a_steps_stdout_and_stderr_from_the_object_store(stack, client):
-    from playwright.sync_api import sync_playwright
-
     run_id = client.launch_run(CANARY, "speak_job", tags={"test": "step-logs-browser"})
     assert client.wait_run(run_id, timeout=240)["status"] == "SUCCESS"
     wait_until(lambda: not _run_processes(run_id), 60, f"the run worker of {run_id} to exit")
     bucket = yaml.safe_load((stack.dagster_home / "dagster.yaml").read_text())["compute_logs"]["config"]["bucket"]
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "stack-step-logs.png"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=BROWSER_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(90_000)
-            page.add_locator_handler(
-                page.get_by_text("Join the Dagster community"),
-                lambda: page.get_by_role("button", name="Skip").click(),
-            )
-            page.goto(f"{stack.url}/runs/{run_id}")
-            page.get_by_text("RUN_SUCCESS").first.wait_for()
-            # The LOGS_CAPTURED event links to the step's captured logs (stderr first).
-            page.get_by_text("View stdout / stderr").first.click()
-            page.get_by_text("canary says hello on stderr").first.wait_for()
-            # The UI names the object it read (in a footer shown on hover).
-            footer = page.get_by_text(f"s3://{bucket}/").first
-            footer.wait_for(state="attached")
-            assert run_id in footer.text_content()
-            page.get_by_text("stdout", exact=True).first.click()
-            page.get_by_text("canary says hello on stdout").first.wait_for()
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+    with ui_page() as page:
+        page.goto(f"{stack.url}/runs/{run_id}")
+        page.get_by_text("RUN_SUCCESS").first.wait_for()
+        # The LOGS_CAPTURED event links to the step's captured logs (stderr first).
+        page.get_by_text("View stdout / stderr").first.click()
+        page.get_by_text("canary says hello on stderr").first.wait_for()
+        # The UI names the object it read (in a footer shown on hover).
+        footer = page.get_by_text(f"s3://{bucket}/").first
+        footer.wait_for(state="attached")
+        assert run_id in footer.text_content()
+        page.get_by_text("stdout", exact=True).first.click()
+        page.get_by_text("canary says hello on stdout").first.wait_for()
+        page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000

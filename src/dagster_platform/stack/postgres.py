@@ -54,7 +54,7 @@ class PgConnection:
     sslmode: str = "require"  # as production (platform/values/base.yaml); the throwaway cluster serves TLS only
 
     def env(self) -> dict[str, str]:
-        """The variables dagster.yaml reads (see config.STORAGE): the only way credentials travel."""
+        """The variables the local dagster.yaml reads (config.PG_LOCATION): the only way credentials travel."""
         return {
             "DAGSTER_PG_HOST": self.host,
             "DAGSTER_PG_PORT": str(self.port),
