@@ -10,6 +10,7 @@ against: without `postgresql+psycopg2` no run can open the database.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dagster_platform import helm_instance
 from dagster_platform.paths import ROOT
 from dagster_platform.stack import config, lifecycle, postgres
 from dagster_platform.stack.supervisor import Supervisor
@@ -126,3 +128,41 @@ def test_a_connection_without_tls_is_refused(services, repo):
     result = execute(repo, home, pg, store)
     assert result.returncode != 0
     assert "no encryption" in result.stdout + result.stderr or "pg_hba.conf" in result.stdout + result.stderr
+
+
+LOADED_SETTINGS = """
+import json
+from dagster import DagsterInstance
+i = DagsterInstance.get()
+print(json.dumps({
+    "run_coordinator": [type(i.run_coordinator).__name__, i.run_coordinator.inst_data.config_dict],
+    "run_launcher": type(i.run_launcher).__name__,
+    "compute_logs": type(i.compute_log_manager).__name__,
+    "run_monitoring": i.run_monitoring_settings,
+    "retention": i.get_settings("retention"),
+}))
+"""
+
+
+def test_rendered_repos_local_loop_loads_the_platforms_instance(repo, tmp_path):
+    """`make dev`/`make check` of a user-code repo put the template's dagster.yaml (production's derived
+    instance, dev mode) in DAGSTER_HOME; the repo's own Dagster loads the platform's queue, limits and
+    retention from it."""
+    home = tmp_path / "home"
+    result = run_make(repo, "instance", f"DAGSTER_HOME={home}")
+    assert result.returncode == 0, result.stderr
+    loaded = subprocess.run(
+        [str(repo / ".venv/bin/python"), "-c", LOADED_SETTINGS],
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    settings = json.loads(loaded.stdout.strip().splitlines()[-1])
+    derived = helm_instance.derive_instance(config.DEFAULT_ENV)
+    assert settings["run_coordinator"] == ["QueuedRunCoordinator", derived["run_coordinator"]["config"]]
+    assert settings["run_launcher"] == "DefaultRunLauncher"
+    assert settings["compute_logs"] == "LocalComputeLogManager"
+    assert settings["run_monitoring"] == derived["run_monitoring"]
+    assert settings["retention"] == derived["retention"]
