@@ -1,11 +1,15 @@
-"""platform/instance/instance.yaml <-> the official chart's values, and Dagster's own config checks.
+"""The instance: platform/instance/instance.yaml -> chart values -> the dagster.yaml every process reads.
 
-instance.yaml (dagster.yaml format, also used verbatim by the local stack) is the one place for the
-run queue, run monitoring, run retries, tick retention and telemetry. `instance_to_values` turns
-it into the official chart's values (an overlay generated at render time, never committed);
-`values_to_instance` turns chart values back into the dagster.yaml sections the chart's
-configmap-instance.yaml template writes, so both directions can be checked against Dagster's
-config schemas and against each other.
+instance.yaml (dagster.yaml format) is the one place for the run queue, run monitoring, run retries,
+sensor/schedule threads, tick retention and telemetry. `instance_to_values` turns it into the official
+chart's values (an overlay generated at render time, never committed). `values_to_instance` is the
+derivation: the complete dagster.yaml the chart's configmap-instance.yaml writes for an environment's
+values; `derive_instance(env)` applies it to platform/values, and the local runtime (stack/config.py) runs
+its result with named substitutions. Both directions are checked against Dagster's config schemas, and in
+CI against the chart's real render (`instance_differences`).
+
+Longer than 400 lines on purpose: the transcription of the chart's instance template and its helpers stays
+in one module, so it can be read side by side with them.
 """
 
 from __future__ import annotations
