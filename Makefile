@@ -54,14 +54,16 @@ fmt: install ## apply ruff fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
+# Asks only what a data engineer knows, each answer checked as it is typed; platform facts (registry, CI
+# project, namespaces, Postgres secrets, port) come from platform/usercode.yaml and platform/values/.
 # cruft records the template's origin and commit in .cruft.json, so the new repo can later take template
 # updates with `cruft update`. Set TEMPLATE_URL to the platform repo's Git URL (default: its origin).
 TEMPLATE_URL ?= $(or $(shell git remote get-url origin 2>/dev/null),$(CURDIR))
 TEMPLATE_REF ?= HEAD
 OUT ?= ..
 new-usercode: install ## new user-code repo via cruft in OUT (default ..); NO_INPUT=1 CONTEXT='{"project_name": "X"}'
-	$(RUN) cruft create '$(TEMPLATE_URL)' --directory usercode-template --checkout '$(TEMPLATE_REF)' \
-		--output-dir '$(OUT)' $(if $(NO_INPUT),--no-input) $(if $(CONTEXT),--extra-context '$(CONTEXT)')
+	@$(CLI) template new --template-url '$(TEMPLATE_URL)' --checkout '$(TEMPLATE_REF)' --output-dir '$(OUT)' \
+		$(if $(NO_INPUT),--no-input) $(if $(CONTEXT),--context '$(CONTEXT)')
 
 template-lock: install ## regenerate usercode-template's uv.lock after changing its pyproject.toml
 	$(CLI) template lock

@@ -257,5 +257,5 @@ def platform_projects(project: str | None = None) -> dict[str, Path]:
     import json
 
     if project is None:
-        project = json.loads((ROOT / "usercode-template" / "cookiecutter.json").read_text())["platform_ci_project"]
+        project = json.loads((ROOT / "usercode-template" / "cookiecutter.json").read_text())["_platform_ci_project"]
     return {project: ROOT}

@@ -20,10 +20,10 @@ OTHER_ANSWERS = {
     "project_name": "Sales Forecasts",
     "location_name": "sales-forecasts",
     "package_name": "sales_forecasting",
-    "platform_ci_project": "data/platform",
-    "platform_ci_ref": "v2.3.0",
-    "acceptance_namespace": "analytics-acc",
-    "production_namespace": "analytics-prod",
+    "_platform_ci_project": "data/platform",
+    "_platform_ci_ref": "v2.3.0",
+    "_acceptance_namespace": "analytics-acc",
+    "_production_namespace": "analytics-prod",
 }
 
 

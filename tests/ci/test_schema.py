@@ -52,7 +52,7 @@ def test_include_ref_and_tools_ref_agree(usercode_pipeline):
 def test_other_answers_render_a_valid_pipeline(tmp_path):
     repo = as_checkout(render(tmp_path, OTHER_ANSWERS))
     pipeline = load_pipeline(
-        repo / ".gitlab-ci.yml", projects=platform_projects(OTHER_ANSWERS["platform_ci_project"]), repo_root=repo
+        repo / ".gitlab-ci.yml", projects=platform_projects(OTHER_ANSWERS["_platform_ci_project"]), repo_root=repo
     )
     assert pipeline.problems == []
     assert pipeline.variables["DAGSTER_LOCATION"] == "sales-forecasts"

@@ -6,18 +6,22 @@ import pytest
 
 from dagster_platform.template import render
 
-# The second answer set differs in every answer a data engineer types.
+# The second answer set differs in every answer a data engineer types, and comes from a platform with other
+# settings (the private `_...` variables `make new-usercode` takes from platform/usercode.yaml and values).
 CUSTOM_ANSWERS = {
     "project_name": "Sales Forecasts",
     "location_name": "sales-forecasts",
     "package_name": "sales_forecasting",
     "owner_team": "sales-analytics",
     "owner_email": "sales-analytics@example.org",
-    "image_registry": "registry.example.org/analytics",
-    "acceptance_namespace": "analytics-acc",
-    "production_namespace": "analytics-prod",
-    "acceptance_db_domain": "acc.dwh.example.org",
-    "production_db_domain": "prod.dwh.example.org",
+    "description": "Sales forecasts for finance",
+    "_image_registry": "registry.example.org/analytics",
+    "_acceptance_namespace": "analytics-acc",
+    "_production_namespace": "analytics-prod",
+    "_acceptance_postgres_secret": "analytics-acc-postgresql",
+    "_production_postgres_secret": "analytics-prod-postgresql",
+    "_acceptance_db_domain": "acc.dwh.example.org",
+    "_production_db_domain": "prod.dwh.example.org",
 }
 
 

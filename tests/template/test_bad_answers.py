@@ -1,6 +1,8 @@
 """Every bad answer is refused before anything is kept: a message naming the problem with an example of a
 valid answer, a non-zero exit, and no directory left behind."""
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,12 +33,16 @@ BAD_ANSWERS = [
     ({"project_slug": "other-dir"}, "must equal location_name", "leave it at its default"),
     ({"owner_team": "Data Platform"}, "must be a team slug", "example: data-platform"),
     ({"owner_email": "nobody"}, "is not an e-mail address", "example: team@example.com"),
-    ({"production_namespace": "dagster-acceptance"}, "must differ", "acceptance_namespace"),
-    ({"acceptance_namespace": "Dagster_Acc"}, "is not a Kubernetes namespace name", "example: dagster-acceptance"),
-    ({"acceptance_db_domain": "prod.db.example.internal"}, "must be separate domains", "db_domain"),
-    ({"acceptance_db_domain": "x.prod.db.example.internal"}, "must be separate domains", "db_domain"),
-    ({"production_db_domain": "not a domain"}, "is not a DNS domain", "example: prod.db.example.internal"),
-    ({"image_registry": "registry.example.org/acme/"}, "without a trailing '/'", "example: registry.gitlab.com"),
+    ({"description": 'Say "hi"'}, "without quotes or backslashes", "example: Daily sales"),
+    ({"project_name": "Line\\nbreak \\\\"}, "without quotes or backslashes", "example: Sales Pipelines"),
+    # Platform facts are private variables from the platform's settings; passed by hand, they are still checked.
+    ({"_production_namespace": "dagster-acceptance"}, "must differ", "_acceptance_namespace"),
+    ({"_acceptance_namespace": "Dagster_Acc"}, "is not a Kubernetes name", "example: dagster-acceptance"),
+    ({"_acceptance_db_domain": "prod.db.example.internal"}, "must be separate domains", "db_domain"),
+    ({"_acceptance_db_domain": "x.prod.db.example.internal"}, "must be separate domains", "db_domain"),
+    ({"_production_db_domain": "not a domain"}, "is not a DNS domain", "_production_db_domain"),
+    ({"_image_registry": "registry.example.org/acme/"}, "without a trailing '/'", "_image_registry"),
+    ({"_grpc_port": "80"}, "must be a port number in 1024..65535", "_grpc_port"),
     ({"project_name": 'Quote " and \\ backslash'}, "is not a Kubernetes DNS-1123 label", "example: sales-pipelines"),
 ]
 
@@ -78,3 +84,78 @@ def test_valid_answers_render(tmp_path):
     result = run_cookiecutter(tmp_path, {"project_name": "Sales Pipelines"})
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "sales-pipelines/src/sales_pipelines/definitions.py").exists()
+
+
+# --- what cookiecutter leaves in the temp dir: it renders the hook, answers included, into a temporary file
+# it never deletes; the hook removes its own rendered copy (for people running cookiecutter/cruft directly).
+@pytest.mark.parametrize("answers", [{"owner_email": "secret-team@example.org"}, {"owner_email": "secret-team"}])
+def test_hook_leaves_no_answers_in_the_temp_dir(tmp_path, answers):
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    out = tmp_path / "out"
+    args = [f"{key}={value}" for key, value in answers.items()]
+    env = {**os.environ, "TMPDIR": str(temp)}  # tempfile.gettempdir() of cookiecutter: this empty directory
+    subprocess.run([*COOKIECUTTER, "--output-dir", str(out), *args], env=env, capture_output=True, timeout=120)
+    assert list(temp.iterdir()) == []
+
+
+# --- `dagster-platform template new` (make new-usercode) without a terminal: refusals before cruft runs ------
+def template_new(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dagster_platform.cli", "template", "new", "--output-dir", str(tmp_path), *args],
+        input=stdin, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("context", "expected"),
+    [
+        ({"project_name": "Bad", "location_name": "Bad_Name"}, "location_name 'Bad_Name' is not a Kubernetes"),
+        ({"project_name": "Sales", "owner_email": "nobody"}, "owner_email 'nobody' is not an e-mail address"),
+        ({"project_name": "Sales", "acceptance_namespace": "x"}, "'acceptance_namespace' is a platform setting"),
+        ({"projet_name": "Sales"}, "'projet_name' is not a question of the template"),
+    ],
+)
+def test_no_input_refusal_is_one_block_without_traceback(tmp_path, context, expected):
+    result = template_new(tmp_path, "--no-input", "--context", json.dumps(context))
+    assert result.returncode == 1
+    assert expected in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "Nothing was generated" in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert all(line.startswith("ERROR: ") for line in lines[:-1]) and len(lines) <= 3, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refusal_of_a_context_that_is_not_json(tmp_path):
+    result = template_new(tmp_path, "--no-input", "--context", "{project_name: Sales}")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line
+    assert "CONTEXT is not JSON" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_end_of_input_while_asking_is_refused_in_one_line(tmp_path):
+    result = template_new(tmp_path, stdin="Sales Pipelines\n")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "ERROR: no answer (end of input). Nothing was generated."
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_template_defaults_are_the_platform_settings():
+    """cookiecutter.json's private variables equal what `make new-usercode` passes from the platform's own
+    settings, so a plain `cookiecutter usercode-template` renders the same repository."""
+    from dagster_platform.template import default_answers, platform_context
+
+    platform = platform_context()
+    defaults = default_answers()
+    assert {key: defaults[key] for key in platform} == platform
+    assert platform["_acceptance_namespace"] == "dagster-acceptance"  # from platform/values/acceptance.yaml
+
+
+def test_prompt_and_hook_share_one_set_of_validators():
+    from dagster_platform.template import QUESTIONS, validators
+
+    checks = validators()
+    assert list(checks.FIELDS) == list(QUESTIONS)
+    assert checks.RENDERED is False  # imported unrendered: it must not delete the template's own file
+    assert (TEMPLATE_DIR / "hooks/pre_gen_project.py").exists()

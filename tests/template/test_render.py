@@ -42,7 +42,7 @@ def test_custom_answers_land_where_they_belong(rendered):
     assert "registry.example.org/analytics/sales-forecasts" in values
     assert "sales-forecasts-warehouse-production" in values
     settings = (repo / "src/sales_forecasting/settings.py").read_text()
-    assert CUSTOM_ANSWERS["production_db_domain"] in settings
+    assert CUSTOM_ANSWERS["_production_db_domain"] in settings
 
 
 @pytest.mark.parametrize("answers", ["default", "custom"])
@@ -75,6 +75,6 @@ def test_default_deploy_values_match_the_platform_environment(rendered, env):
     values = yaml.safe_load((rendered["default"] / f"deploy/values-{env}.yaml").read_text())
     assert values["postgresqlSecretName"] == platform["global"]["postgresqlSecretName"]
     answers = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text())
-    assert answers[f"{env}_namespace"] == platform["environment"]["namespace"]
+    assert answers[f"_{env}_namespace"] == platform["environment"]["namespace"]
     (deployment,) = values["deployments"]
     assert {"name": "DAGSTER_ENV", "value": env} in deployment["env"]

@@ -1,18 +1,31 @@
-"""Validate the answers before cookiecutter keeps anything.
+"""Validate the answers before cookiecutter keeps anything — the template's one set of validators.
 
-Runs inside the freshly created project directory; a non-zero exit makes cookiecutter delete that
-directory again, so a refused answer leaves nothing behind. Each refusal names the answer, says what is
-wrong and gives an example of a valid one.
+Two users:
+- cookiecutter/cruft run the rendered copy of this file inside the freshly created project directory; a
+  non-zero exit makes cookiecutter delete that directory again, so a refused answer leaves nothing behind.
+- the platform's `dagster-platform template new` (`make new-usercode`) imports this file unrendered and
+  checks each answer with FIELDS as it is typed, so its prompt and this hook never disagree.
+
+Each refusal names the answer, says what is wrong and gives an example of a valid one. No Jinja outside
+`rendered_answers()` and `RENDERED`: the file must stay importable as plain Python.
 """
 
+import contextlib
 import importlib.metadata
 import json
 import keyword
+import os
 import re
 import sys
 
-# The answers as JSON inside a raw string: valid Python whatever was typed (Jinja's tojson escapes quotes).
-ANSWERS = json.loads(r"""{{ cookiecutter | tojson }}""")
+# True only in the copy cookiecutter renders; False when the platform CLI imports the template's own file.
+RENDERED = "{{ 'rendered' }}" == "rendered"
+
+if __name__ == "__main__" and RENDERED:
+    # cookiecutter writes this rendered copy, answers included, to a temporary file it never deletes
+    # (hooks.run_script_with_context, delete=False). Python has read it; remove it before anything else.
+    with contextlib.suppress(OSError):
+        os.unlink(__file__)
 
 # A DNS-1123 label (it names the Kubernetes Service and Deployment); 53 is Helm's release-name limit.
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -21,6 +34,8 @@ PACKAGE = re.compile(r"^[a-z_][a-z0-9_]*$")
 TEAM = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
 DOMAIN = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$")
+# Free text lands in pyproject.toml ("...") and a docstring ("""..."""): one line, no quote or backslash.
+FREE_TEXT = re.compile(r'^[^"\\\n\r\t]{1,120}$')
 # Names the platform itself uses, or that shadow what every code location imports.
 RESERVED_LOCATIONS = {"dagster", "dagster-webserver", "dagster-daemon", "dagit", "postgresql", "test", "tests"}
 RESERVED_PACKAGES = {"dagster", "dagit", "test", "tests", "src", "setup", "conftest"}
@@ -33,65 +48,139 @@ def installed_top_level_names() -> set[str]:
     return {name.lower() for name in names}
 
 
-def problems(answers: dict[str, str]) -> list[str]:
-    found = []
-    location = answers["location_name"]
-    if not DNS_LABEL.match(location) or len(location) > MAX_LOCATION_LENGTH:
-        found.append(
-            f"location_name {location!r} is not a Kubernetes DNS-1123 label (lowercase letters, digits and "
+# --- one check per answer a data engineer gives: None when valid, else the problem ----------------------
+def check_project_name(value: str) -> str | None:
+    if not FREE_TEXT.match(value) or not value.strip():
+        return (
+            f"project_name {value!r} must be one line of at most 120 characters without quotes or backslashes; "
+            "example: Sales Pipelines"
+        )
+    return None
+
+
+def check_location_name(value: str) -> str | None:
+    if not DNS_LABEL.match(value) or len(value) > MAX_LOCATION_LENGTH:
+        return (
+            f"location_name {value!r} is not a Kubernetes DNS-1123 label (lowercase letters, digits and "
             f"'-', starting and ending with a letter or digit, at most {MAX_LOCATION_LENGTH} characters); "
             "example: sales-pipelines"
         )
-    elif location in RESERVED_LOCATIONS or location.startswith("dagster-"):
-        found.append(f"location_name {location!r} is reserved by the platform; example: sales-pipelines")
-    if answers["project_slug"] != location:
-        found.append(
-            f"project_slug {answers['project_slug']!r} must equal location_name {location!r} (leave it at its default)"
-        )
+    if value in RESERVED_LOCATIONS or value.startswith("dagster-"):
+        return f"location_name {value!r} is reserved by the platform; example: sales-pipelines"
+    return None
 
-    package = answers["package_name"]
-    if not PACKAGE.match(package) or keyword.iskeyword(package):
-        found.append(
-            f"package_name {package!r} is not a valid Python package name (lowercase letters, digits and "
+
+def check_package_name(value: str) -> str | None:
+    if not PACKAGE.match(value) or keyword.iskeyword(value):
+        return (
+            f"package_name {value!r} is not a valid Python package name (lowercase letters, digits and "
             "'_', not starting with a digit, not a keyword); example: sales_pipelines"
         )
-    elif package in RESERVED_PACKAGES or package.startswith("dagster"):
-        found.append(f"package_name {package!r} is reserved (it would shadow Dagster); example: sales_pipelines")
-    elif package in installed_top_level_names():
-        found.append(
-            f"package_name {package!r} clashes with an installed or standard-library package of that name; "
+    if value in RESERVED_PACKAGES or value.startswith("dagster"):
+        return f"package_name {value!r} is reserved (it would shadow Dagster); example: sales_pipelines"
+    if value in installed_top_level_names():
+        return (
+            f"package_name {value!r} clashes with an installed or standard-library package of that name; "
             "example: sales_pipelines"
         )
+    return None
 
-    if not TEAM.match(answers["owner_team"]):
-        found.append(f"owner_team {answers['owner_team']!r} must be a team slug; example: data-platform")
-    if not EMAIL.match(answers["owner_email"]):
-        found.append(f"owner_email {answers['owner_email']!r} is not an e-mail address; example: team@example.com")
-    for key in ("acceptance_namespace", "production_namespace"):
-        if not DNS_LABEL.match(answers[key]):
-            found.append(f"{key} {answers[key]!r} is not a Kubernetes namespace name; example: dagster-acceptance")
-    if answers["acceptance_namespace"] == answers["production_namespace"]:
-        found.append("acceptance_namespace and production_namespace must differ")
-    for key in ("acceptance_db_domain", "production_db_domain"):
-        if not DOMAIN.match(answers[key]):
-            found.append(f"{key} {answers[key]!r} is not a DNS domain; example: prod.db.example.internal")
-    acc, prod = answers["acceptance_db_domain"], answers["production_db_domain"]
-    if acc == prod or acc.endswith("." + prod) or prod.endswith("." + acc):
-        found.append("acceptance_db_domain and production_db_domain must be separate domains")
-    if answers["image_registry"].endswith("/") or " " in answers["image_registry"] or not answers["image_registry"]:
-        found.append(
-            f"image_registry {answers['image_registry']!r} must be a registry path without a trailing '/'; "
-            "example: registry.gitlab.com/acme/dagster"
+
+def check_owner_team(value: str) -> str | None:
+    if not TEAM.match(value):
+        return f"owner_team {value!r} must be a team slug; example: data-platform"
+    return None
+
+
+def check_owner_email(value: str) -> str | None:
+    if not EMAIL.match(value):
+        return f"owner_email {value!r} is not an e-mail address; example: team@example.com"
+    return None
+
+
+def check_description(value: str) -> str | None:
+    if not FREE_TEXT.match(value) or not value.strip():
+        return (
+            f"description {value!r} must be one line of at most 120 characters without quotes or backslashes; "
+            "example: Daily sales figures for finance"
         )
+    return None
+
+
+# The questions, in the order they are asked; the platform CLI prompts exactly these.
+FIELDS = {
+    "project_name": check_project_name,
+    "location_name": check_location_name,
+    "package_name": check_package_name,
+    "owner_team": check_owner_team,
+    "owner_email": check_owner_email,
+    "description": check_description,
+}
+
+# Platform facts (private variables): the platform passes them from its own settings; checked in case
+# someone passes other values by hand.
+PLATFORM_KEYS = (
+    "_image_registry",
+    "_platform_ci_project",
+    "_platform_ci_ref",
+    "_grpc_port",
+    "_acceptance_namespace",
+    "_production_namespace",
+    "_acceptance_postgres_secret",
+    "_production_postgres_secret",
+    "_acceptance_db_domain",
+    "_production_db_domain",
+)
+
+
+def platform_problems(answers: dict) -> list[str]:
+    found = []
+    for env in ("acceptance", "production"):
+        for key in (f"_{env}_namespace", f"_{env}_postgres_secret"):
+            if not DNS_LABEL.match(str(answers[key])):
+                found.append(f"{key} {answers[key]!r} is not a Kubernetes name; example: dagster-{env}")
+        if not DOMAIN.match(str(answers[f"_{env}_db_domain"])):
+            found.append(f"_{env}_db_domain {answers[f'_{env}_db_domain']!r} is not a DNS domain")
+    if answers["_acceptance_namespace"] == answers["_production_namespace"]:
+        found.append("_acceptance_namespace and _production_namespace must differ")
+    acc, prod = str(answers["_acceptance_db_domain"]), str(answers["_production_db_domain"])
+    if acc == prod or acc.endswith("." + prod) or prod.endswith("." + acc):
+        found.append("_acceptance_db_domain and _production_db_domain must be separate domains")
+    registry = str(answers["_image_registry"])
+    if not registry or registry.endswith("/") or " " in registry:
+        found.append(f"_image_registry {registry!r} must be a registry path without a trailing '/'")
+    if not str(answers["_grpc_port"]).isdigit() or not 1024 <= int(answers["_grpc_port"]) <= 65535:
+        found.append(f"_grpc_port {answers['_grpc_port']!r} must be a port number in 1024..65535")
     return found
 
 
+def problems(answers: dict) -> list[str]:
+    """Every problem of a complete set of answers (cookiecutter's context), all at once."""
+    found = [problem for key, check in FIELDS.items() for problem in [check(str(answers[key]))] if problem]
+    if answers["project_slug"] != answers["location_name"]:
+        found.append(
+            f"project_slug {answers['project_slug']!r} must equal location_name {answers['location_name']!r} "
+            "(leave it at its default)"
+        )
+    return found + platform_problems(answers)
+
+
+def refusal(found: list[str]) -> str:
+    """One block: a line per problem, then what happened."""
+    lines = [f"ERROR: {problem}" for problem in found]
+    lines.append("Nothing was generated. Fix the answers above and run the template again.")
+    return "\n".join(lines)
+
+
+def rendered_answers() -> dict:
+    # The answers as JSON inside a raw string: valid Python whatever was typed (Jinja's tojson escapes quotes).
+    return json.loads(r"""{{ cookiecutter | tojson }}""")
+
+
 def main() -> int:
-    found = problems(ANSWERS)
-    for problem in found:
-        print(f"ERROR: {problem}", file=sys.stderr)
+    found = problems(rendered_answers())
     if found:
-        print("Nothing was generated. Fix the answers above and run the template again.", file=sys.stderr)
+        print(refusal(found), file=sys.stderr)
         return 1
     return 0
 

@@ -17,8 +17,8 @@ ENVIRONMENTS = ("local", "acceptance", "production")
 # A database host is accepted only inside its environment's domain, so an acceptance deployment can never
 # be pointed at the production warehouse (or the other way round) by a copy-pasted secret.
 DATABASE_DOMAINS = {
-    "acceptance": "{{ cookiecutter.acceptance_db_domain }}",
-    "production": "{{ cookiecutter.production_db_domain }}",
+    "acceptance": "{{ cookiecutter._acceptance_db_domain }}",
+    "production": "{{ cookiecutter._production_db_domain }}",
 }
 
 # Connection settings for acceptance/production; all come from the environment (a Kubernetes secret).
