@@ -117,9 +117,9 @@ def _relock_command(args) -> int:
 # --- `make new-usercode`: ask only what a data engineer knows, check each answer as it is given ----------
 QUESTIONS = {
     "project_name": "Project name, human-readable",
-    "location_name": "Code location name (Kubernetes name)",
+    "location_name": "Code location name, a Kubernetes name",
     "package_name": "Python package name",
-    "owner_team": "Owning team (slug, owner of every asset)",
+    "owner_team": "Owning team, a slug (owner of every asset)",
     "owner_email": "Team e-mail for alerts",
     "description": "One-line description",
 }
