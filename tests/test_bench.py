@@ -74,6 +74,7 @@ def test_every_issue_target_is_stated():
         "dev.make_dev_daemon": ("<=", 10.0),
         "template.green": ("<=", 60.0),
         "stack.launch_success": ("<=", 3.0),
+        "runs.example_job": ("<=", 5.0),
         "test.make_test": ("<=", 600.0),
     }
 

@@ -11,6 +11,8 @@ pass/FAIL against it. Sections (`--only`):
             cold first run (render + install) and how long Ctrl-C takes until no process is left.
 - template: render a new repo from usercode-template/ and run its `make lint test` (warm uv cache).
 - check:    `dg check defs` on the example location vs the bare scaffold.
+- runs:     the example job (orders_job, three assets and a check) launched from `make dev`'s UI (GraphQL):
+            launch → SUCCESS, one run after the other, on a fresh dev dir rendered from the current template.
 - stack:    the production-like local stack (dagster_platform.stack.measure): up until all locations
             LOADED, launch→SUCCESS of a trivial run, draining N queued runs, RSS per process.
 - test:     wall time of the platform's own `make test` (a few minutes, so one run unless asked).
@@ -49,7 +51,7 @@ RESULTS_DIR = ROOT / "bench" / "results"  # git-ignored
 SCAFFOLD_DIR = BENCH_DIR / "bare-scaffold"
 DEV_DIR = BENCH_DIR / "dev"
 LOG_DIR = BENCH_DIR / "logs"
-SECTIONS = ("dev", "template", "check", "stack", "test")
+SECTIONS = ("dev", "template", "check", "runs", "stack", "test")
 SCHEMA_VERSION = 1
 
 # Targets from issue 6, for the 2-core machines: figure key → (operator, value), checked on the median.
@@ -58,6 +60,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "dev.make_dev_daemon": ("<=", 10.0),
     "template.green": ("<=", 60.0),
     "stack.launch_success": ("<=", 3.0),
+    "runs.example_job": ("<=", 5.0),  # issue 11
     "test.make_test": ("<=", 600.0),
 }
 
@@ -372,13 +375,20 @@ def _tail(path: Path, lines: int = 25) -> str:
 
 
 def time_server(
-    argv: list[str], cwd: Path, env: dict[str, str], port: int, log: Path, timeout: float = 300.0
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    port: int,
+    log: Path,
+    timeout: float = 300.0,
+    then: Callable[[str], dict[str, float]] | None = None,
 ) -> dict[str, float]:
     """Start a dev server command in its own session and time it, the same way for `make dev` and `dg dev`:
 
     webserver = /server_info answers; ready = that AND every location LOADED; daemon = every required
     daemon healthy with a heartbeat from this session; stop = SIGINT to its process group (a terminal's
-    Ctrl-C) until no process of its tree is left. Seconds from the start of the command.
+    Ctrl-C) until no process of its tree is left. Seconds from the start of the command. `then(url)`, when
+    given, runs once everything is ready (before the stop); its values are added to the result.
     """
     url = f"http://127.0.0.1:{port}"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -406,6 +416,8 @@ def time_server(
                     result["daemon"] = time.monotonic() - started
             tree.update(descendants(proc.pid))
             time.sleep(0.1)
+        if then is not None:
+            result.update(then(url))
     finally:
         tree.update(descendants(proc.pid))
         result["stop"] = stop_tree(proc, tree)
@@ -612,6 +624,61 @@ def check_figures(runs: int) -> list[Figure]:
     ]
 
 
+# --- the example job, launched from make dev's UI ----------------------------------------------------------
+EXAMPLE_JOB = ("example-pipelines", "orders_job")
+
+
+def launch_runs(url: str, count: int, idle: float = 10.0) -> dict[str, float]:
+    """After `idle` seconds (the daemon's first iterations compete for the CPUs right after start-up), launch
+    the example job `count` times one after the other: seconds launch → SUCCESS as the client sees it, and
+    the run's own start → end (its run worker and steps, without the queue)."""
+    from dagster_platform.stack.graphql import Client
+
+    time.sleep(idle)
+    client = Client(url)
+    values: dict[str, float] = {}
+    for i in range(count):
+        began = time.monotonic()
+        run_id = client.launch_run(*EXAMPLE_JOB)
+        run = client.wait_run(run_id, timeout=240, interval=0.1)
+        took = time.monotonic() - began
+        if run["status"] != "SUCCESS":
+            raise BenchError(f"{EXAMPLE_JOB[1]} run {run_id} ended {run['status']} after {took:.1f}s")
+        values[f"launch_success_{i}"] = took
+        values[f"execution_{i}"] = run["endTime"] - run["startTime"]
+    return values
+
+
+def measure_example_job(dev_dir: Path, log: Path, count: int = 3) -> dict[str, float]:
+    """`make dev` on a free port with `dev_dir`; once ready, `count` runs of the example job."""
+    port = free_port()
+    argv = ["make", "--no-print-directory", "dev", f"DEV_FLAGS=--port {port} --dev-dir {dev_dir}"]
+    return time_server(argv, ROOT, user_env(), port, log, then=lambda url: launch_runs(url, count))
+
+
+def runs_figures(runs: int, per_session: int = 3) -> list[Figure]:
+    dev_dir = BENCH_DIR / "runs-dev"
+    shutil.rmtree(dev_dir, ignore_errors=True)  # rendered from the current template on the first start
+    launch: list[float] = []
+    execution: list[float] = []
+    for i in range(runs):
+        values = measure_example_job(dev_dir, LOG_DIR / f"runs-{i}.log", per_session)
+        launch += [values[f"launch_success_{n}"] for n in range(per_session)]
+        execution += [values[f"execution_{n}"] for n in range(per_session)]
+        _say(f"example job session {i + 1}/{runs}: " + ", ".join(f"{v:.2f}s" for v in launch[-per_session:]))
+    note = f"`make dev`, {per_session} runs per session one after the other, after 10 s idle"
+    return [
+        Figure("runs.example_job", f"`{EXAMPLE_JOB[1]}` launch → SUCCESS (`make dev`)", "s", launch, note),
+        Figure(
+            "runs.example_job_execution",
+            f"`{EXAMPLE_JOB[1]}` run start → end",
+            "s",
+            execution,
+            "the run's own startTime → endTime: run worker and steps, without the queue",
+        ),
+    ]
+
+
 # --- local stack -------------------------------------------------------------------------------------------
 def stack_figures(runs: int, drain_runs: int, baseline_rev: str | None = None) -> list[Figure]:
     try:
@@ -788,6 +855,7 @@ def run_bench(
         "dev": lambda: dev_figures(runs),
         "template": lambda: template_figures(runs),
         "check": lambda: check_figures(runs),
+        "runs": lambda: runs_figures(runs),
         "stack": lambda: stack_figures(runs, drain_runs, baseline_rev),
         "test": lambda: test_figures(make_test_runs),
     }
