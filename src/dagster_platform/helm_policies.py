@@ -647,7 +647,10 @@ def check_workspace(values: Mapping[str, Any], locations: list[Mapping[str, Any]
     return out
 
 
-def check_code_location_registry(locations: list[Mapping[str, Any]]) -> list[Violation]:
+def check_code_location_registry(locations: list[Mapping[str, Any]], served_port: int | None = None) -> list[Violation]:
+    from dagster_platform.template import grpc_port
+
+    served = grpc_port() if served_port is None else served_port
     out = []
     where = "platform/code-locations.yaml"
     dns1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -666,6 +669,18 @@ def check_code_location_registry(locations: list[Mapping[str, Any]]) -> list[Vio
             out.append(Violation("registry", where, f"{name}: image must be a repository without tag"))
         if not isinstance(loc.get("port"), int) or not 1024 <= loc["port"] <= 65535:
             out.append(Violation("registry", where, f"{name}: port must be an integer in 1024..65535"))
+        elif loc["port"] != served:
+            # The workspace dials this port; the location's code server (template Dockerfile and
+            # deploy/values-*.yaml, rendered from the same setting) listens on the other one.
+            out.append(
+                Violation(
+                    "registry",
+                    where,
+                    f"{name}: port {loc['port']} is not the port user-code repos serve ({served}, "
+                    "platform/usercode.yaml grpc_port = the template's deploy/values-*.yaml port); "
+                    f"register it with port: {served}",
+                )
+            )
     return out
 
 

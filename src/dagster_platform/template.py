@@ -19,13 +19,22 @@ def default_answers() -> dict[str, str]:
     return json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text())
 
 
-def platform_context() -> dict[str, object]:
-    """The template's private variables as this platform repository's own settings define them."""
+def usercode_settings() -> dict:
     import yaml
 
+    return yaml.safe_load(USERCODE_SETTINGS.read_text())
+
+
+def grpc_port() -> int:
+    """The port every user-code code server serves; platform/code-locations.yaml must register it."""
+    return int(usercode_settings()["grpc_port"])
+
+
+def platform_context() -> dict[str, object]:
+    """The template's private variables as this platform repository's own settings define them."""
     from dagster_platform.helm_values import environment_values
 
-    settings = yaml.safe_load(USERCODE_SETTINGS.read_text())
+    settings = usercode_settings()
     context: dict[str, object] = {
         "_image_registry": settings["image_registry"],
         "_platform_ci_project": settings["ci_project"],
