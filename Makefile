@@ -33,8 +33,10 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 
 install: $(VENV)/.synced ## install the locked platform environment (.venv)
 
-dev: install ## serve the Dagster UI on http://127.0.0.1:3000 with the example code location (SQLite)
-	$(CLI) dev $(DEV_FLAGS)
+# make dev's port, named as in user-code repos: make dev PORT=3001 (not read from the environment).
+PORT := 3000
+dev: install ## serve the Dagster UI on http://127.0.0.1:3000 with the example code location (SQLite; PORT=3001 for another port)
+	$(CLI) dev --port $(PORT) $(DEV_FLAGS)
 
 test: install ## everything CI checks: lint, then the whole test suite
 	$(MAKE) --no-print-directory lint
