@@ -75,6 +75,7 @@ def test_every_issue_target_is_stated():
         "template.green": ("<=", 60.0),
         "stack.launch_success": ("<=", 3.0),
         "runs.example_job": ("<=", 5.0),
+        "dev.repo_ratio": ("<=", 0.3),
         "test.make_test": ("<=", 600.0),
     }
 
