@@ -1,6 +1,6 @@
 """A generated repo's `make dev` (scripts/dev.py, its own .venv only): ready with the location LOADED and the
-daemon healthy, on the platform's instance (the template's dagster.yaml); Ctrl-C or a SIGKILL of the runner
-leaves no process and frees the port; a busy port is refused in one line before anything starts.
+daemon healthy, on the platform's instance (the template's dagster.yaml); Ctrl-C, SIGTERM of make or a SIGKILL
+of the runner leaves no process and frees the port; a busy port is refused in one line before anything starts.
 
 A process "of the repo" is any process whose command line or working directory is in the rendered repo, or
 whose environment has its DAGSTER_HOME (the code server's gRPC subprocess included)."""
@@ -159,13 +159,27 @@ def test_make_dev_ready_on_the_platforms_instance_and_stops_clean(repo, tmp_path
     assert_nothing_left(repo, port, "Ctrl-C")
     assert "SIGINT received, stopping" in log.read_text()
 
-    # A SIGKILL of the runner (no chance to clean up): its children die with it (PR_SET_PDEATHSIG) and the
-    # watchdog stops what they spawned. The second start skips the migration (stamp per Dagster version).
+    # `kill <make>` (SIGTERM to make only, which passes it on to the runner). A restart skips the migration
+    # (stamp per Dagster version).
     log2 = tmp_path / "make-dev-2.log"
     process = start_dev(repo, port, log2)
     try:
         wait_for(lambda: f"location {LOCATION} LOADED" in log2.read_text(), "LOADED after a restart", process)
         assert "creating/migrating" not in log2.read_text()
+        process.terminate()
+        process.wait(timeout=60)
+        assert_nothing_left(repo, port, "SIGTERM of make")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=60)
+
+    # A SIGKILL of the runner (no chance to clean up): its children die with it (PR_SET_PDEATHSIG) and the
+    # watchdog stops what they spawned.
+    log3 = tmp_path / "make-dev-3.log"
+    process = start_dev(repo, port, log3)
+    try:
+        wait_for(lambda: f"location {LOCATION} LOADED" in log3.read_text(), "LOADED after a restart", process)
         runner = [pid for pid, cmd in of_repo(repo).items() if "scripts/dev.py" in cmd]
         assert len(runner) == 1, of_repo(repo)
         os.kill(runner[0], signal.SIGKILL)
