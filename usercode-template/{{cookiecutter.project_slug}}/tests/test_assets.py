@@ -96,3 +96,11 @@ def test_check_fails_when_totals_lose_orders(tmp_path, warehouse):
 
 def test_summarize_handles_no_data():
     assert summarize([])["days"] == 0
+
+
+def test_orders_lineage(defs):
+    """raw_orders → daily_order_totals → order_summary, whatever else the location defines."""
+    graph = defs.resolve_asset_graph()
+    assert graph.get(raw_orders.key).parent_keys == set()
+    assert graph.get(daily_order_totals.key).parent_keys == {raw_orders.key}
+    assert graph.get(order_summary.key).parent_keys == {daily_order_totals.key}
