@@ -9,8 +9,9 @@ Faster than `dg dev` because each process starts directly and in the order that 
   2. the daemon (schedules, sensors, run queue) once the webserver answers, so its start-up does not compete
      with theirs.
 Nothing outlives it: SIGINT/SIGTERM/SIGHUP only record a stop request (checked before each start and while
-waiting), then every process group is stopped in reverse order. Each child gets PR_SET_PDEATHSIG, so a
-SIGKILL of this runner kills them too, and a small watchdog process stops what they spawned (their groups).
+waiting), then every process group is stopped (SIGTERM, SIGKILL after 5 s). Each child gets
+PR_SET_PDEATHSIG, so a SIGKILL of this runner kills them too, and a small watchdog process stops what they
+spawned (their groups).
 Logs: $DAGSTER_HOME/dev-logs/<process>.log ($DAGSTER_HOME/logs is Dagster's own and gets moved away).
 """
 
@@ -111,7 +112,7 @@ class Runner:
         self.check()  # nothing starts once a stop was requested
         self.logs.mkdir(parents=True, exist_ok=True)
         with open(self.logs / f"{name}.log", "ab") as log:  # the child keeps its own copy
-            # Own session: Ctrl-C reaches only this runner, which stops the groups in order (a group also
+            # Own session: Ctrl-C reaches only this runner, which then stops every group (a group also
             # holds what the process spawned, e.g. the code server's gRPC subprocess and run workers).
             proc = subprocess.Popen(
                 argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=own_group,
