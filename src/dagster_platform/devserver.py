@@ -166,12 +166,13 @@ def wait_until(condition, processes: list[Process], timeout: float, what: str, s
 
 def serve(host: str, port: int, dev_dir: Path = DEV_DIR, until_ready: bool = False, env_name: str = DEFAULT_ENV) -> int:
     started = time.monotonic()
+    dev_dir = Path(dev_dir).resolve()  # children run in other directories: a relative --dev-dir must not move
     # From here on a stop signal is a request, honoured before anything more starts (see StopRequest).
     stop = StopRequest()
     if port_open(host, port):
         print(
             f"dev: FAILED: {host}:{port} is already in use (another `make dev` or `make stack`?); "
-            'stop it, or pick another port: make dev DEV_FLAGS="--port 3001"',
+            f"stop it, or pick another port: make dev PORT={port + 1}",
             file=sys.stderr,
         )
         return 1
