@@ -119,6 +119,9 @@ def webserver(tmp_path_factory):
         f"  - grpc_server: {{host: 127.0.0.1, port: {dead_port}, location_name: broken}}\n"
     )
     env = {**os.environ, "DAGSTER_HOME": str(home)}
+    # The schema first, as make dev does: two processes creating a fresh SQLite instance at once race
+    # ("more than one head present"), and the code server then never answers.
+    subprocess.run([BIN / "dagster", "instance", "migrate"], cwd=home, env=env, check=True, capture_output=True)
     logs = [open(home / name, "w") for name in ("grpc.log", "web.log")]  # noqa: SIM115 - closed below
     grpc = subprocess.Popen(
         [BIN / "dagster", "api", "grpc", "--python-file", "defs.py", "--host", "127.0.0.1", "--port", str(grpc_port)],

@@ -19,8 +19,14 @@ pytestmark = pytest.mark.slow
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+def user_shell_env(**extra: str) -> dict[str, str]:
+    """The environment of a user's own shell: no outer make (under `make test` make would print `make[1]:`)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    return {**env, **extra}
+
+
 def new_usercode(out, context: dict, tmpdir: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TMPDIR": str(tmpdir)} if tmpdir else None
+    env = user_shell_env(**({"TMPDIR": str(tmpdir)} if tmpdir else {}))
     return subprocess.run(
         ["make", "--no-print-directory", "new-usercode", "NO_INPUT=1", f"OUT={out}", f"CONTEXT={json.dumps(context)}",
          f"TEMPLATE_URL={ROOT}"],
@@ -40,7 +46,7 @@ class Terminal:
 
     def __init__(self, out: Path, tmpdir: Path):
         self.master, slave = pty.openpty()
-        env = {**os.environ, "TMPDIR": str(tmpdir), "TERM": "dumb"}
+        env = user_shell_env(TMPDIR=str(tmpdir), TERM="dumb")
         self.proc = subprocess.Popen(
             ["make", "--no-print-directory", "new-usercode", f"OUT={out}", f"TEMPLATE_URL={ROOT}"],
             cwd=ROOT, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
