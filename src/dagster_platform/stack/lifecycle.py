@@ -101,15 +101,17 @@ def _code_server_command(location_dir: Path, loc: locations.Location, port: int)
 
 
 def own_tmp(env: dict[str, str], home: Path, name: str) -> dict[str, str]:
-    """A temp dir per component, as each pod has its own disk: step logs staged by a run worker are not
-    on the webserver's disk, so the UI can only show them from the object store, as on the cluster."""
+    """The webserver's own temp dir, as each pod has its own disk: step logs staged by a run worker (in the
+    system temp dir) are not on the webserver's disk, so the UI can only show them from the object store, as
+    on the cluster. Only the webserver gets one: code servers and run workers keep the short system temp dir,
+    where the forkserver executor's Unix socket path must stay under 108 bytes."""
     tmp = home / "tmp" / name
     tmp.mkdir(parents=True, exist_ok=True)
     return {**env, "TMPDIR": str(tmp)}
 
 
 def location_env(env: dict[str, str], loc: locations.Location, location_dir: Path, home: Path) -> dict[str, str]:
-    env = own_tmp(env, home, f"code-server-{loc.name}")
+    env = dict(env)
     env["PATH"] = f"{location_dir / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     # The example location's local mode: its warehouse is a SQLite file (DAGSTER_ENV=local).
     env.setdefault("DAGSTER_ENV", "local")
@@ -287,7 +289,7 @@ def up(
         sup.start(
             "daemon",
             [str(PLATFORM_BIN / "dagster-daemon"), "run", "-w", workspace],
-            env=own_tmp(env, home, "daemon"),
+            env=env,
             cwd=home,
         )
         sup.start(
@@ -379,7 +381,9 @@ def restart_component(stack: Stack, name: str, ready: Callable[[], bool], timeou
     if name == "object-store":
         start_object_store_server(sup, stack.store, timeout)
         return
-    env = own_tmp(base_env(stack.dagster_home, stack.pg, stack.store), stack.dagster_home, name)
+    env = base_env(stack.dagster_home, stack.pg, stack.store)
+    if name == "webserver":
+        env = own_tmp(env, stack.dagster_home, name)
     loc_name = component.info.get("location")
     cwd = stack.dagster_home
     if loc_name:
