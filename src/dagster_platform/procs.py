@@ -37,6 +37,38 @@ def all_stat_fields() -> dict[int, list[str]]:
     return table
 
 
+def live_cmdlines() -> dict[int, str]:
+    """PID → command line of every live process but this one: no zombies, no kernel threads (no cmdline)."""
+    found = {}
+    for pid, fields in all_stat_fields().items():
+        if pid == os.getpid() or fields[STATE] in ("Z", "X"):
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # gone meanwhile
+            continue
+        if cmdline:
+            found[pid] = cmdline
+    return found
+
+
+def processes_of(directory: Path, dagster_home: Path) -> dict[int, str]:
+    """PID → command line of every live process that belongs to `directory`: its command line or working
+    directory is in it, or its environment has DAGSTER_HOME=`dagster_home` (so a code server's gRPC
+    subprocess and run workers count). For proving that nothing was left behind."""
+    marker, home = str(directory), f"DAGSTER_HOME={dagster_home}".encode()
+    found = {}
+    for pid, cmdline in live_cmdlines().items():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if marker in cmdline or cwd == marker or cwd.startswith(marker + "/") or home in environ:
+            found[pid] = cmdline[:200]
+    return found
+
+
 def rss_mib(pid: int) -> float:
     """Resident memory of a process, in MiB (VmRSS); 0 when it is gone."""
     try:

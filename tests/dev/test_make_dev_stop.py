@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from dagster_platform import procs
 from dagster_platform.net import free_port, http_ok, port_open
 from dagster_platform.paths import ROOT
 
@@ -32,25 +33,7 @@ EXIT_TIMEOUT = 90
 
 def started_by(dev_dir: Path) -> dict[int, str]:
     """PID → command line of every process that belongs to this dev dir (see the module docstring)."""
-    home = f"DAGSTER_HOME={dev_dir / 'dagster_home'}".encode()
-    marker = str(dev_dir)
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        proc = Path("/proc") / entry
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            if state in ("Z", "X") or not cmdline:  # zombies (reaped by their parent) and kernel threads
-                continue
-            environ = (proc / "environ").read_bytes().split(b"\0")
-            cwd = os.readlink(proc / "cwd")
-        except OSError:  # gone meanwhile
-            continue
-        if marker in cmdline or cwd == marker or cwd.startswith(marker + "/") or home in environ:
-            found[int(entry)] = cmdline[:200]
-    return found
+    return procs.processes_of(dev_dir, dev_dir / "dagster_home")
 
 
 def wait_for(condition, timeout: float, interval: float = 0.05) -> bool:

@@ -321,14 +321,7 @@ def test_browser_materializes_an_asset_from_the_asset_graph(stack, client):
 
 def _run_processes(run_id: str) -> list[int]:
     """PIDs whose command line names the run: its run worker (`dagster api execute_run ...`)."""
-    found = []
-    for pid in procs.all_stat_fields():
-        try:
-            if run_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(pid)
-        except OSError:
-            continue
-    return found
+    return [pid for pid, cmdline in procs.live_cmdlines().items() if run_id in cmdline]
 
 
 CAPTURED_LOGS = """

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from dagster_platform import procs
 from dagster_platform.net import free_port, http_ok
 from dagster_platform.smoke import SmokeError, graphql, location_state
 from dagster_platform.template import render
@@ -41,24 +42,7 @@ def repo(tmp_path_factory) -> Path:
 
 def of_repo(repo: Path) -> dict[int, str]:
     """PID → command line of every live process that belongs to the repo (see the module docstring)."""
-    home = f"DAGSTER_HOME={repo / '.dagster_home'}".encode()
-    marker, found = str(repo), {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        proc = Path("/proc") / entry
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            if state in ("Z", "X") or not cmdline:
-                continue
-            environ = (proc / "environ").read_bytes().split(b"\0")
-            cwd = os.readlink(proc / "cwd")
-        except OSError:
-            continue
-        if marker in cmdline or cwd == marker or cwd.startswith(marker + "/") or home in environ:
-            found[int(entry)] = cmdline[:200]
-    return found
+    return procs.processes_of(repo, repo / ".dagster_home")
 
 
 def port_free(port: int) -> bool:
