@@ -758,17 +758,15 @@ def baseline_checkout(rev: str) -> Path:
     if not tree.exists():
         add = ["git", "worktree", "add", "--detach", str(tree), sha]
         subprocess.run(add, cwd=ROOT, check=True, capture_output=True)
-    env = {k: v for k, v in user_env().items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")}
-    subprocess.run([uv_executable(), "sync", "--frozen", "--compile-bytecode"], cwd=tree, env=env, check=True)
+    subprocess.run([uv_executable(), "sync", "--frozen", "--compile-bytecode"], cwd=tree, env=user_env(), check=True)
     return tree
 
 
 def measure_baseline(tree: Path) -> dict[str, Any]:
-    env = {k: v for k, v in user_env().items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")}
     done = subprocess.run(
         [str(tree / ".venv/bin/python"), "-c", BASELINE_MEASURE],
         cwd=tree,
-        env=env,
+        env=user_env(),
         capture_output=True,
         text=True,
         timeout=1800,

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from dagster_platform import paths
+from dagster_platform.mappings import deep_merge
 
 # instance.yaml sections this module translates; any other section makes the translation fail
 # (so a setting added to instance.yaml cannot silently miss the cluster).
@@ -248,8 +249,6 @@ def values_to_instance(dagster_values: Mapping[str, Any], *, namespace: str, rel
 
 
 def _with_defaults(dagster_values: Mapping[str, Any]) -> dict[str, Any]:
-    from dagster_platform.mappings import deep_merge
-
     return deep_merge(CHART_DEFAULTS, dagster_values)
 
 

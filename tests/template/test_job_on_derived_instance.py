@@ -44,12 +44,9 @@ def services():
         store, _ = lifecycle.start_object_store(sup, instance)
         # The schema, created as on the cluster (the chart's migrate Job / the stack: `dagster instance migrate`).
         lifecycle.migrate(lifecycle.base_env(instance.parent, pg, store), instance.parent, sup)
-        for env in config.ENVIRONMENTS:  # each environment's bucket, as the derived instances name them
-            store.ensure_bucket(
-                yaml.safe_load(config.write_instance(state_dir / env, env=env).read_text())["compute_logs"]["config"][
-                    "bucket"
-                ]
-            )
+        for env in config.ENVIRONMENTS:  # each environment's home, with the bucket its derived instance names
+            local = yaml.safe_load(config.write_instance(state_dir / env, env=env).read_text())
+            store.ensure_bucket(local["compute_logs"]["config"]["bucket"])
         yield state_dir, pg, store
     finally:
         lifecycle.down(state_dir, wipe=True, quiet=True)

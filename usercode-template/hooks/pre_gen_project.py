@@ -49,13 +49,18 @@ def installed_top_level_names() -> set[str]:
 
 
 # --- one check per answer a data engineer gives: None when valid, else the problem ----------------------
-def check_project_name(value: str) -> str | None:
+def _free_text(key: str, value: str, example: str) -> str | None:
+    """One line of text that lands inside quoted TOML/YAML strings (no quotes, backslashes or tabs)."""
     if not FREE_TEXT.match(value) or not value.strip():
         return (
-            f"project_name {value!r} must be one line of at most 120 characters without quotes or backslashes; "
-            "example: Sales Pipelines"
+            f"{key} {value!r} must be one line of at most 120 characters without quotes or backslashes; "
+            f"example: {example}"
         )
     return None
+
+
+def check_project_name(value: str) -> str | None:
+    return _free_text("project_name", value, "Sales Pipelines")
 
 
 def check_location_name(value: str) -> str | None:
@@ -99,12 +104,7 @@ def check_owner_email(value: str) -> str | None:
 
 
 def check_description(value: str) -> str | None:
-    if not FREE_TEXT.match(value) or not value.strip():
-        return (
-            f"description {value!r} must be one line of at most 120 characters without quotes or backslashes; "
-            "example: Daily sales figures for finance"
-        )
-    return None
+    return _free_text("description", value, "Daily sales figures for finance")
 
 
 # The questions, in the order they are asked; the platform CLI prompts exactly these.
