@@ -28,10 +28,11 @@ import yaml
 
 from dagster_platform import procs, template
 from dagster_platform.helm_instance import InstanceTranslationError
+from dagster_platform.helm_values import ENVIRONMENTS
 from dagster_platform.net import free_port, http_ok, port_open
 from dagster_platform.paths import DEV_DIR, dagster_version
 from dagster_platform.smoke import location_state
-from dagster_platform.stack.config import DEFAULT_ENV, ENVIRONMENTS, write_instance
+from dagster_platform.stack.config import DEFAULT_ENV, write_instance
 from dagster_platform.stack.supervisor import ComponentFailed, run_once
 
 EXAMPLE_LOCATION = "example-pipelines"

@@ -71,6 +71,10 @@ _QUEUED_CLASSES = {
 }
 
 
+# The three Postgres-backed storages the chart writes, all with the same `postgres_db` connection.
+STORAGE_SECTIONS = ("run_storage", "event_log_storage", "schedule_storage")
+
+
 class InstanceTranslationError(Exception):
     """instance.yaml holds something the chart values cannot express."""
 

@@ -16,6 +16,7 @@ from functools import cache
 from typing import Any
 
 from dagster_platform import paths
+from dagster_platform.helm_instance import STORAGE_SECTIONS
 
 # docker.io/dagster/dagster-celery-k8s installs these (its Dockerfile in dagster-io/dagster:
 # python_modules/automation/automation/docker/images/dagster-celery-k8s/Dockerfile), with their
@@ -50,7 +51,6 @@ SCHEME_DRIVERS = {
     "postgresql+psycopg2": "psycopg2",
     "postgresql+pg8000": "pg8000",
 }
-STORAGE_SECTIONS = ("run_storage", "event_log_storage", "schedule_storage")
 
 
 def _normalize(name: str) -> str:

@@ -7,12 +7,12 @@ import os
 import sys
 from pathlib import Path
 
+from dagster_platform.helm_values import ENVIRONMENTS
 from dagster_platform.paths import PLATFORM_DIR, ROOT, TEMPLATE_DIR, uv_executable
 
 # Platform facts a data engineer is never asked (registry, CI project, port, warehouse domains).
 USERCODE_SETTINGS = PLATFORM_DIR / "usercode.yaml"
 HOOK = TEMPLATE_DIR / "hooks" / "pre_gen_project.py"
-ENVIRONMENTS = ("acceptance", "production")
 
 
 def default_answers() -> dict[str, str]:

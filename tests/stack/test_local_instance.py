@@ -12,9 +12,10 @@ import pytest
 import yaml
 
 from dagster_platform import helm_instance, template
+from dagster_platform.helm_values import ENVIRONMENTS
 from dagster_platform.stack import config
 
-ENVS = config.ENVIRONMENTS
+ENVS = ENVIRONMENTS
 
 
 @pytest.mark.parametrize("mode", config.MODES)

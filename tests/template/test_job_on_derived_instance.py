@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from dagster_platform import helm_instance
+from dagster_platform.helm_values import ENVIRONMENTS
 from dagster_platform.paths import ROOT
 from dagster_platform.stack import config, lifecycle, postgres
 from dagster_platform.stack.supervisor import Supervisor
@@ -44,7 +45,7 @@ def services():
         store, _ = lifecycle.start_object_store(sup, instance)
         # The schema, created as on the cluster (the chart's migrate Job / the stack: `dagster instance migrate`).
         lifecycle.migrate(lifecycle.base_env(instance.parent, pg, store), instance.parent, sup)
-        for env in config.ENVIRONMENTS:  # each environment's home, with the bucket its derived instance names
+        for env in ENVIRONMENTS:  # each environment's home, with the bucket its derived instance names
             local = yaml.safe_load(config.write_instance(state_dir / env, env=env).read_text())
             store.ensure_bucket(local["compute_logs"]["config"]["bucket"])
         yield state_dir, pg, store
@@ -81,7 +82,7 @@ def runs(pg: postgres.PgConnection) -> dict[str, str]:
     return dict(postgres.query(pg, "SELECT run_id, status FROM runs WHERE pipeline_name = %s", (JOB,)))
 
 
-@pytest.mark.parametrize("env", config.ENVIRONMENTS)
+@pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_rendered_repos_job_succeeds_on_the_derived_instance_over_tls(services, repo, env):
     state_dir, pg, store = services
     home = state_dir / env

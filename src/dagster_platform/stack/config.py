@@ -24,12 +24,16 @@ from typing import Any
 
 import yaml
 
-from dagster_platform.helm_instance import MISSING, derive_instance, instance_differences, instance_yaml
+from dagster_platform.helm_instance import (
+    MISSING,
+    STORAGE_SECTIONS,
+    derive_instance,
+    instance_differences,
+    instance_yaml,
+)
 
 MODES = ("stack", "dev")
-ENVIRONMENTS = ("acceptance", "production")
 DEFAULT_ENV = "production"  # the strictest environment: what must not fail is what runs locally
-STORAGE_SECTIONS = ("run_storage", "event_log_storage", "schedule_storage")
 # Where the loopback database is and who we are there: environment variables set by the local runtime
 # (throwaway credentials), never a value from platform/values.
 PG_LOCATION = {

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dagster_platform import net, procs
+from dagster_platform.helm_values import ENVIRONMENTS
 from dagster_platform.paths import ROOT
 from dagster_platform.stack import config, locations, objectstore, postgres
 from dagster_platform.stack.graphql import Client
@@ -447,7 +448,7 @@ def register(subparsers) -> None:
     up_parser.add_argument(
         "--env",
         default=config.DEFAULT_ENV,
-        choices=config.ENVIRONMENTS,
+        choices=ENVIRONMENTS,
         help=f"whose derived dagster.yaml to run (default {config.DEFAULT_ENV})",
     )
     up_parser.set_defaults(func=_up_command)
