@@ -111,7 +111,7 @@ ci-check: install ## GitLab CI files: GitLab schema (offline), structure rules, 
 # in bench/results/. Takes a while (make test alone is minutes): BENCH_FLAGS='--runs 5 --only dev,check'.
 .PHONY: bench
 bench: install ## measure make dev vs dg dev, template → green, dg check, local stack, make test (BENCH_FLAGS=...)
-	$(CLI) bench $(BENCH_FLAGS)
+	$(RUN) python -m bench.bench $(BENCH_FLAGS)
 
 # Production-like local stack (docs/stack.md): Postgres, daemon, webserver on :3000 and one gRPC code server
 # per location, from the platform's instance settings. STACK_FLAGS='--port 3001' or '--pg-url postgresql://...'.

@@ -15,7 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from dagster_platform import bench, net
+from bench import bench
+from dagster_platform import net
 
 
 def cmdline(pid: int) -> str:

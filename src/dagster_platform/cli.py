@@ -9,12 +9,11 @@ import sys
 # Each module registers its own subcommands: `register(subparsers)` adds parsers whose
 # `func(args) -> int` does the work. Keep this list the only place that knows them all.
 COMMAND_MODULES = [
-    "dagster_platform.devserver",
-    "dagster_platform.template",
-    "dagster_platform.helm_cli",
-    "dagster_platform.ci_cli",
-    "dagster_platform.bench",
-    "dagster_platform.stack.lifecycle",
+    "dagster_platform.local.dev",
+    "dagster_platform.template.generate",
+    "dagster_platform.helm.cli",
+    "dagster_platform.ci.cli",
+    "dagster_platform.local.lifecycle",
 ]
 
 

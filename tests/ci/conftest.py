@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from dagster_platform.ci_config import Pipeline, load_pipeline, platform_projects
+from dagster_platform.ci.config import Pipeline, load_pipeline, platform_projects
 from dagster_platform.net import free_port, http_ok
 from dagster_platform.paths import ROOT
-from dagster_platform.template import render
+from dagster_platform.template.generate import render
 
 PLATFORM_CI = ROOT / ".gitlab-ci.yml"
 USERCODE_CI = ROOT / "ci" / "usercode.gitlab-ci.yml"

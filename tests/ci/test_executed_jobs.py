@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dagster_platform.ci_runner import host_environment, run_job
+from dagster_platform.ci.runner import host_environment, run_job
 from dagster_platform.paths import dagster_version
 
 from .conftest import git
@@ -71,7 +71,7 @@ def test_version_guard_job_passes_on_the_rendered_lock(rendered_repo, usercode_p
     result = _run_tools_job(usercode_pipeline, "version-guard", workdir, platform_remote)
     assert result.ok, result.output
     assert f"OK: dagster=={dagster_version()}" in result.output
-    assert (workdir / ".platform-ci" / "src" / "dagster_platform" / "version_guard.py").is_file()
+    assert (workdir / ".platform-ci" / "src" / "dagster_platform" / "ci" / "version_guard.py").is_file()
 
 
 def test_version_guard_job_fails_on_a_newer_dagster(rendered_repo, usercode_pipeline, platform_remote, tmp_path):

@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from dagster_platform.ci_config import flatten, load_pipeline
-from dagster_platform.ci_runner import run_job
+from dagster_platform.ci.config import flatten, load_pipeline
+from dagster_platform.ci.runner import run_job
 from dagster_platform.paths import ROOT
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from dagster_platform.ci_scan_gate import ScanGateError, evaluate, load_allowlist, load_findings, main
+from dagster_platform.ci.scan_gate import ScanGateError, evaluate, load_allowlist, load_findings, main
 
 TODAY = "2026-06-01"
 

@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from dagster_platform.ci_config import load_pipeline, platform_projects, schema_check
+from dagster_platform.ci.config import load_pipeline, platform_projects, schema_check
 
 from .conftest import OTHER_ANSWERS, PLATFORM_CI, USERCODE_CI, as_checkout, load_usercode, render
 

@@ -4,8 +4,8 @@ import copy
 
 import pytest
 
-from dagster_platform.ci_config import Pipeline
-from dagster_platform.ci_policy import job_scripts, shellcheck
+from dagster_platform.ci.config import Pipeline
+from dagster_platform.ci.policy import job_scripts, shellcheck
 
 
 def test_platform_job_scripts_pass_shellcheck(platform_pipeline):

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
+from dagster_platform.ci.smoke import SmokeError, _headers_from_env, check_location, location_state
 from dagster_platform.net import free_port
 from dagster_platform.paths import ROOT
-from dagster_platform.smoke import SmokeError, _headers_from_env, check_location, location_state
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,7 @@ def test_cli_as_the_deploy_job_runs_it(webserver):
     command = [sys.executable, "-I", "-S", "-c"]
     code = (
         "import sys, runpy; sys.path.insert(0, sys.argv.pop(1)); "
-        "runpy.run_module('dagster_platform.smoke', run_name='__main__')"
+        "runpy.run_module('dagster_platform.ci.smoke', run_name='__main__')"
     )
     ok = subprocess.run(
         [*command, code, str(ROOT / "src"), "--url", webserver, "--location", "good", "--reload", "--timeout", "60"],

@@ -6,9 +6,9 @@ import copy
 import pytest
 import yaml
 
-from dagster_platform.ci_config import Pipeline
-from dagster_platform.ci_policy import STAGES, check, image_pinned
-from dagster_platform.ci_runner import job_when, predefined_variables
+from dagster_platform.ci.config import Pipeline
+from dagster_platform.ci.policy import STAGES, check, image_pinned
+from dagster_platform.ci.runner import job_when, predefined_variables
 from dagster_platform.paths import dagster_version
 
 
@@ -175,7 +175,7 @@ USERCODE_BREAKAGES = {
         "container_scanning: CS_IMAGE must be $IMAGE",
     ),
     "scan may fail": (_set(["container_scanning", "allow_failure"], True), "container_scanning: allow_failure"),
-    "no scan gate": (_set(["scan-gate"], _DELETE), "job 'scan-gate' must run dagster_platform.ci_scan_gate"),
+    "no scan gate": (_set(["scan-gate"], _DELETE), "job 'scan-gate' must run dagster_platform.ci.scan_gate"),
     "no version guard": (_set(["version-guard"], _DELETE), "job 'version-guard' must run"),
     "template version drifted from the platform pin": (
         _set(["variables", "DAGSTER_PLATFORM_VERSION"], "1.0.0"),
@@ -205,7 +205,7 @@ def _helm_line(transform):
 
 def _smoke_first(config):
     script = config[".deploy"]["script"]
-    smoke = [line for line in script if "dagster_platform.smoke" in line]
+    smoke = [line for line in script if "dagster_platform.ci.smoke" in line]
     config[".deploy"]["script"] = smoke + [line for line in script if line not in smoke]
 
 
@@ -224,7 +224,7 @@ HELM_BREAKAGES = {
         _helm_line(lambda s: s.replace('--set "deployments[0].image.tag=$CI_COMMIT_SHA"', "")),
         "must --set deployments[0].image.tag=$CI_COMMIT_SHA",
     ),
-    "smoke before deploy": (_smoke_first, "the smoke check (dagster_platform.smoke) must run after helm upgrade"),
+    "smoke before deploy": (_smoke_first, "the smoke check (dagster_platform.ci.smoke) must run after helm upgrade"),
 }
 
 

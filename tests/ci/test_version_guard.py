@@ -5,9 +5,9 @@ import sys
 
 import pytest
 
+from dagster_platform.ci.version_guard import VersionGuardError, check, locked_version, version_key
 from dagster_platform.cli import main as cli
 from dagster_platform.paths import ROOT, TEMPLATE_DIR, dagster_version
-from dagster_platform.version_guard import VersionGuardError, check, locked_version, version_key
 
 TEMPLATE_LOCK = TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "uv.lock"
 
@@ -82,7 +82,7 @@ def test_runs_standalone_with_the_standard_library_only(tmp_path):
             "-S",
             "-c",
             "import sys; sys.path.insert(0, sys.argv[1]); "
-            "from dagster_platform.version_guard import main; sys.exit(main(sys.argv[2:]))",
+            "from dagster_platform.ci.version_guard import main; sys.exit(main(sys.argv[2:]))",
             str(ROOT / "src"),
             "--lock",
             str(lock),

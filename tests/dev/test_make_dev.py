@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from dagster_platform.devserver import EXAMPLE_LOCATION
+from dagster_platform.ci.smoke import graphql, location_state
+from dagster_platform.local.dev import EXAMPLE_LOCATION
 from dagster_platform.net import free_port, http_ok
 from dagster_platform.paths import ROOT, dagster_version
-from dagster_platform.smoke import graphql, location_state
 
 pytestmark = pytest.mark.slow
 

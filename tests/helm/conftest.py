@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from dagster_platform import helm_values
-from dagster_platform.helm_engine import HelmEngine, split_manifests
+from dagster_platform.helm import values as helm_values
+from dagster_platform.helm.engine import HelmEngine, split_manifests
 
 ENVS = helm_values.ENVIRONMENTS
 

@@ -12,8 +12,8 @@ import shutil
 import pytest
 import yaml
 
-from dagster_platform import helm_values
-from dagster_platform.helm_engine import HelmEngineError
+from dagster_platform.helm import values as helm_values
+from dagster_platform.helm.engine import HelmEngineError
 from dagster_platform.paths import dagster_version
 
 from .conftest import ENVS, objects_of, render

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dagster_platform import helm_cli, helm_values
 from dagster_platform.cli import main
+from dagster_platform.helm import cli as helm_cli
+from dagster_platform.helm import values as helm_values
 
 
 @pytest.mark.slow

@@ -8,10 +8,11 @@ import copy
 import pytest
 import yaml
 
-from dagster_platform import helm_instance, helm_values
-from dagster_platform import helm_policies as hp
 from dagster_platform.cli import main
-from dagster_platform.instance_images import instance_image_errors, usercode_image
+from dagster_platform.helm import instance as helm_instance
+from dagster_platform.helm import policies as hp
+from dagster_platform.helm import values as helm_values
+from dagster_platform.helm.images import instance_image_errors, usercode_image
 
 from .conftest import ENVS
 

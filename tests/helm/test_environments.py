@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from dagster_platform import helm_cli, helm_values
-from dagster_platform import helm_policies as hp
 from dagster_platform.cli import main
+from dagster_platform.helm import cli as helm_cli
+from dagster_platform.helm import policies as hp
+from dagster_platform.helm import values as helm_values
 
 from .conftest import ENVS, edit_yaml
 

@@ -7,8 +7,9 @@ import copy
 
 import pytest
 
-from dagster_platform import helm_instance, helm_values
-from dagster_platform import helm_policies as hp
+from dagster_platform.helm import instance as helm_instance
+from dagster_platform.helm import policies as hp
+from dagster_platform.helm import values as helm_values
 
 from .conftest import ENVS
 

@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
-from dagster_platform import helm_policies as hp
-from dagster_platform import helm_values
+from dagster_platform.helm import policies as hp
+from dagster_platform.helm import values as helm_values
 
 from .conftest import ENVS, edit_yaml, objects_of
 

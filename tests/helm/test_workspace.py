@@ -7,11 +7,11 @@ import copy
 
 import pytest
 
-from dagster_platform import helm_policies as hp
-from dagster_platform import helm_values
+from dagster_platform.ci.version_guard import VersionGuardError, check
+from dagster_platform.helm import policies as hp
+from dagster_platform.helm import values as helm_values
 from dagster_platform.mappings import deep_merge
 from dagster_platform.paths import TEMPLATE_DIR, dagster_version
-from dagster_platform.version_guard import VersionGuardError, check
 
 from .conftest import ENVS, objects_of
 

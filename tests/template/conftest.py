@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from dagster_platform.template import render
+from dagster_platform.template.generate import render
 
 # The second answer set differs in every answer a data engineer types, and comes from a platform with other
 # settings (the private `_...` variables `make new-usercode` takes from platform/usercode.yaml and values).

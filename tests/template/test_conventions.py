@@ -3,7 +3,7 @@ assets: a correct new asset needs no test change; one that breaks a rule fails n
 
 import pytest
 
-from dagster_platform.template import render
+from dagster_platform.template.generate import render
 
 from .conftest import run_make
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from dagster_platform import procs
+from dagster_platform.ci.smoke import SmokeError, graphql, location_state
 from dagster_platform.net import free_port, http_ok
-from dagster_platform.smoke import SmokeError, graphql, location_state
-from dagster_platform.template import render
+from dagster_platform.template.generate import render
 
 from .conftest import run_make
 

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from dagster_platform.template import render
+from dagster_platform.template.generate import render
 
 from .conftest import run_make
 

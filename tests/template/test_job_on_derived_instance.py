@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dagster_platform import helm_instance
-from dagster_platform.helm_values import ENVIRONMENTS
+from dagster_platform.helm import instance as helm_instance
+from dagster_platform.helm.values import ENVIRONMENTS
+from dagster_platform.local import config, lifecycle, postgres
+from dagster_platform.local.supervisor import Supervisor
 from dagster_platform.paths import ROOT
-from dagster_platform.stack import config, lifecycle, postgres
-from dagster_platform.stack.supervisor import Supervisor
-from dagster_platform.template import render
+from dagster_platform.template.generate import render
 
 from .conftest import run_make
 

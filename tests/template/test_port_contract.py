@@ -7,9 +7,12 @@ import copy
 
 import yaml
 
-from dagster_platform import helm_cli, helm_policies, helm_values, paths
+from dagster_platform import paths
 from dagster_platform.cli import build_parser
-from dagster_platform.template import grpc_port, render
+from dagster_platform.helm import cli as helm_cli
+from dagster_platform.helm import policies as helm_policies
+from dagster_platform.helm import values as helm_values
+from dagster_platform.template.generate import grpc_port, render
 
 
 def test_template_serves_the_platform_port(tmp_path):

@@ -69,7 +69,7 @@ def test_default_deploy_values_match_the_platform_environment(rendered, env):
     """A repo made with the default answers deploys into the platform's namespace with its Postgres secret."""
     import yaml
 
-    from dagster_platform.helm_values import environment_values
+    from dagster_platform.helm.values import environment_values
 
     platform = environment_values(env)
     values = yaml.safe_load((rendered["default"] / f"deploy/values-{env}.yaml").read_text())

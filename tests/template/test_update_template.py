@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from dagster_platform import template
 from dagster_platform.paths import ROOT, TEMPLATE_DIR, uv_executable
+from dagster_platform.template import generate as template
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""The platform's canary code location, run only by the local stack (`make stack`, tests/stack).
+"""The platform's canary code location, run only by the local stack (`make stack`, tests/local).
 
 It is deliberately different from the example location rendered from the template: its own lock (another
 `requests` version), trivial fast jobs for latency and concurrency measurements, a schedule that ticks

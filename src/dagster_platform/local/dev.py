@@ -26,14 +26,15 @@ from pathlib import Path
 
 import yaml
 
-from dagster_platform import procs, template
-from dagster_platform.helm_instance import InstanceTranslationError
-from dagster_platform.helm_values import ENVIRONMENTS
+from dagster_platform import procs
+from dagster_platform.ci.smoke import location_state
+from dagster_platform.helm.instance import InstanceTranslationError
+from dagster_platform.helm.values import ENVIRONMENTS
+from dagster_platform.local.config import DEFAULT_ENV, write_instance
+from dagster_platform.local.supervisor import ComponentFailed, run_once
 from dagster_platform.net import free_port, http_ok, port_open
 from dagster_platform.paths import DEV_DIR, dagster_version
-from dagster_platform.smoke import location_state
-from dagster_platform.stack.config import DEFAULT_ENV, write_instance
-from dagster_platform.stack.supervisor import ComponentFailed, run_once
+from dagster_platform.template import generate as template
 
 EXAMPLE_LOCATION = "example-pipelines"
 EXAMPLE_MODULE = "example_pipelines.definitions"

@@ -13,7 +13,7 @@ pass/FAIL against it. Sections (`--only`):
 - check:    `dg check defs` on the example location vs the bare scaffold.
 - runs:     the example job (orders_job, three assets and a check) launched from `make dev`'s UI (GraphQL):
             launch → SUCCESS, one run after the other, on a fresh dev dir rendered from the current template.
-- stack:    the production-like local stack (dagster_platform.stack.measure): up until all locations
+- stack:    the production-like local stack (dagster_platform.local.measure): up until all locations
             LOADED, launch→SUCCESS of a trivial run, draining N queued runs, RSS per process.
 - test:     wall time of the platform's own `make test` (a few minutes, so one run unless asked).
 
@@ -347,7 +347,7 @@ DAEMON_QUERY = "{ instance { daemonHealth { allDaemonStatuses { daemonType requi
 
 def all_locations_loaded(url: str) -> bool:
     """Every location of the webserver's workspace is LOADED (there is at least one)."""
-    from dagster_platform.smoke import SmokeError, graphql, location_state
+    from dagster_platform.ci.smoke import SmokeError, graphql, location_state
 
     try:
         data = graphql(url, WORKSPACE_QUERY, {}, {}, timeout=5)["workspaceOrError"]
@@ -361,7 +361,7 @@ def all_locations_loaded(url: str) -> bool:
 def daemons_healthy(url: str, since: float) -> bool:
     """Every required daemon is healthy with a heartbeat written after `since` (epoch seconds): a persistent
     instance still holds the previous session's heartbeats, which count as healthy for a while."""
-    from dagster_platform.smoke import SmokeError, graphql
+    from dagster_platform.ci.smoke import SmokeError, graphql
 
     try:
         statuses = graphql(url, DAEMON_QUERY, {}, {}, timeout=5)["instance"]["daemonHealth"]["allDaemonStatuses"]
@@ -597,7 +597,7 @@ def dev_figures(runs: int, fresh: bool = True) -> list[Figure]:
 
 # --- template → green, dg check defs -----------------------------------------------------------------------
 def _render(out: Path, answers: dict[str, str] | None = None) -> Path:
-    from dagster_platform import template
+    from dagster_platform.template import generate as template
 
     return template.render(out, answers)
 
@@ -685,7 +685,7 @@ def launch_runs(url: str, count: int, idle: float = 10.0) -> dict[str, float]:
     """After `idle` seconds (the daemon's first iterations compete for the CPUs right after start-up), launch
     the example job `count` times one after the other: seconds launch → SUCCESS as the client sees it, and
     the run's own start → end (its run worker and steps, without the queue)."""
-    from dagster_platform.stack.graphql import Client
+    from dagster_platform.local.graphql import Client
 
     time.sleep(idle)
     client = Client(url)
@@ -735,16 +735,16 @@ def runs_figures(runs: int, per_session: int = 3) -> list[Figure]:
 # --- local stack -------------------------------------------------------------------------------------------
 def stack_figures(runs: int, drain_runs: int, baseline_rev: str | None = None) -> list[Figure]:
     try:
-        from dagster_platform.stack import measure
+        from dagster_platform.local import measure
     except ImportError as exc:
-        raise BenchError("dagster_platform.stack.measure is not there yet (the local stack's measuring)") from exc
+        raise BenchError("dagster_platform.local.measure is not there yet (the local stack's measuring)") from exc
     baseline = baseline_checkout(baseline_rev) if baseline_rev else None
     return measure_stack(measure, runs, drain_runs, baseline, baseline_rev)
 
 
 # The baseline's own measure(), run in its own checkout and environment; its numbers come back as JSON.
 BASELINE_MEASURE = (
-    "import json; from dagster_platform.stack import measure; "
+    "import json; from dagster_platform.local import measure; "
     "print(json.dumps(measure.measure(runs=0, latency_samples=3)))"
 )
 
@@ -957,10 +957,9 @@ def _bench_command(args) -> int:
     return 1 if args.strict and not report["passed"] else 0
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "bench",
-        help="measure the dev loop and the platform side by side with plain Dagster (Markdown + JSON)",
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="make bench",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -986,4 +985,12 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a figure misses its target")
     parser.add_argument("--results-dir", default=str(RESULTS_DIR), help="where the JSON goes (default bench/results)")
-    parser.set_defaults(func=_bench_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return _bench_command(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

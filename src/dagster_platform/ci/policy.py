@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from dagster_platform.ci_config import Pipeline, expand_vars, flatten, job_commands, referenced_variables
+from dagster_platform.ci.config import Pipeline, expand_vars, flatten, job_commands, referenced_variables
 from dagster_platform.paths import dagster_version
 
 STAGES = {
@@ -247,9 +247,9 @@ def _check_helm_deploy(name: str, env: str, commands: list[str], job_vars: dict[
         problems.append(f"{name}: must --set deployments[0].image.tag=$CI_COMMIT_SHA")
     if job_vars.get("DEPLOY_ENV") != env:
         problems.append(f"{name}: DEPLOY_ENV must be {env} (selects deploy/values-{env}.yaml)")
-    smoke = [i for i, c in enumerate(commands) if "dagster_platform.smoke" in c]
+    smoke = [i for i, c in enumerate(commands) if "dagster_platform.ci.smoke" in c]
     if not smoke or smoke[-1] < helm_index:
-        problems.append(f"{name}: the smoke check (dagster_platform.smoke) must run after helm upgrade")
+        problems.append(f"{name}: the smoke check (dagster_platform.ci.smoke) must run after helm upgrade")
     return problems
 
 
@@ -289,13 +289,13 @@ def _check_usercode(pipeline: Pipeline, jobs: dict[str, dict], variables: dict[s
     if scan.get("stage") != "scan":
         problems.append("container_scanning: must run in stage scan")
     gate = jobs.get("scan-gate")
-    if gate is None or "dagster_platform.ci_scan_gate" not in " ".join(job_commands(gate)):
-        problems.append("job 'scan-gate' must run dagster_platform.ci_scan_gate")
+    if gate is None or "dagster_platform.ci.scan_gate" not in " ".join(job_commands(gate)):
+        problems.append("job 'scan-gate' must run dagster_platform.ci.scan_gate")
     elif gate.get("allow_failure"):
         problems.append("scan-gate: must not allow failure")
     guard = jobs.get("version-guard")
-    if guard is None or "dagster_platform.version_guard" not in " ".join(job_commands(guard)):
-        problems.append("job 'version-guard' must run dagster_platform.version_guard")
+    if guard is None or "dagster_platform.ci.version_guard" not in " ".join(job_commands(guard)):
+        problems.append("job 'version-guard' must run dagster_platform.ci.version_guard")
     elif guard.get("allow_failure"):
         problems.append("version-guard: must not allow failure")
     return problems

@@ -4,7 +4,7 @@ The local dagster.yaml is the cluster's: `helm_instance.derive_instance(env)` (e
 chart writes into the environment's instance ConfigMap), changed only by the substitutions in
 SUBSTITUTIONS below, per mode:
 
-  stack  Postgres + S3-compatible object store on loopback (`make stack`, tests/stack)
+  stack  Postgres + S3-compatible object store on loopback (`make stack`, tests/local)
   dev    the embedded SQLite default (`make dev`: nothing to start but Dagster itself)
 
 Everything else (Postgres scheme and TLS params, run queue, monitoring, retries, retention, step-log
@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from dagster_platform.helm_instance import (
+from dagster_platform.helm.instance import (
     MISSING,
     STORAGE_SECTIONS,
     derive_instance,
@@ -126,7 +126,7 @@ def parity_errors(local: Mapping[str, Any], env: str, mode: str, derived: Mappin
         if rule:
             errors.append(
                 f"{where} is {got!r}; substitution {rule.name!r} ({rule.why}) makes it {want!r} — "
-                "write the instance with dagster_platform.stack.config.write_instance"
+                "write the instance with dagster_platform.local.config.write_instance"
             )
         else:
             cluster = derived

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from dagster_platform import paths
-from dagster_platform.helm_instance import instance_to_values, load_instance
+from dagster_platform.helm.instance import instance_to_values, load_instance
 from dagster_platform.mappings import deep_merge
 
 CHART_DIR = paths.HELM_DIR / "dagster-platform"

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dagster_platform.ci_config import Pipeline, expand_vars, flatten, job_commands
+from dagster_platform.ci.config import Pipeline, expand_vars, flatten, job_commands
 
 ZERO_SHA = "0" * 40
 

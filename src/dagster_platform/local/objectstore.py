@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster_platform.stack.config import S3_ENDPOINT_ENV
+from dagster_platform.local.config import S3_ENDPOINT_ENV
 
 HOST = "127.0.0.1"
 REGION = "us-east-1"

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from dagster_platform import net
+from dagster_platform.local import lifecycle, locations
 from dagster_platform.paths import INSTANCE_YAML, ROOT
-from dagster_platform.stack import lifecycle, locations
 
 HERE = Path(__file__).parent
 EXAMPLE = "example-pipelines"

@@ -6,7 +6,7 @@ first (`reloadRepositoryLocation`), so a fresh deploy is picked up now rather th
 Exit 0 when loaded; 1 when the location is missing, failed to load or is still loading at the deadline.
 
 Standard library only: deploy jobs run this file straight from a checkout of the platform repo
-(`PYTHONPATH=<platform>/src python3 -m dagster_platform.smoke ...`).
+(`PYTHONPATH=<platform>/src python3 -m dagster_platform.ci.smoke ...`).
 """
 
 from __future__ import annotations

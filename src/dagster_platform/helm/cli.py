@@ -18,8 +18,11 @@ from typing import Any
 
 import yaml
 
-from dagster_platform import helm_instance, helm_policies, helm_values, paths
-from dagster_platform.helm_engine import HelmEngine, HelmEngineError, split_manifests, strip_source
+from dagster_platform import paths
+from dagster_platform.helm import instance as helm_instance
+from dagster_platform.helm import policies as helm_policies
+from dagster_platform.helm import values as helm_values
+from dagster_platform.helm.engine import HelmEngine, HelmEngineError, split_manifests, strip_source
 
 # Timeout of `helm upgrade --wait` and of the migration Job.
 UPGRADE_TIMEOUT = "15m"

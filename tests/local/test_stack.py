@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from dagster_platform import net, procs
-from dagster_platform.stack import lifecycle, postgres
-from tests.stack.conftest import ARTIFACTS, BROKEN, CANARY, EXAMPLE, max_concurrent_runs, wait_until
+from dagster_platform.local import lifecycle, postgres
+from tests.local.conftest import ARTIFACTS, BROKEN, CANARY, EXAMPLE, max_concurrent_runs, wait_until
 
 pytestmark = pytest.mark.slow
 # Debian's chromium, headless, as root, on a machine with no way out: no sandbox, no background traffic.
@@ -223,7 +223,7 @@ def test_twenty_runs_never_exceed_the_concurrency_limit_and_all_finish(stack, cl
 
 def test_bench_measures_latency_drain_and_memory_on_the_real_stack(stack, client):
     """`make bench` reports these numbers; here they are computed against the real processes (no timing asserted)."""
-    from dagster_platform.stack import measure
+    from dagster_platform.local import measure
 
     latencies = measure.run_latency(client, *measure.TRIVIAL, samples=1)  # raises unless the run succeeded
     assert len(latencies) == 1 and latencies[0] > 0

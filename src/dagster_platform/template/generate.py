@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from dagster_platform.helm_values import ENVIRONMENTS
+from dagster_platform.helm.values import ENVIRONMENTS
 from dagster_platform.paths import PLATFORM_DIR, ROOT, TEMPLATE_DIR, uv_executable
 
 # Platform facts a data engineer is never asked (registry, CI project, port, warehouse domains).
@@ -32,7 +32,7 @@ def grpc_port() -> int:
 
 def platform_context() -> dict[str, object]:
     """The template's private variables as this platform repository's own settings define them."""
-    from dagster_platform.helm_values import environment_values
+    from dagster_platform.helm.values import environment_values
 
     settings = usercode_settings()
     context: dict[str, object] = {
@@ -103,8 +103,8 @@ TEMPLATE_INSTANCE = TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "dagster.ya
 
 
 def local_instance_text() -> str:
-    from dagster_platform.helm_instance import derive_instance, instance_yaml
-    from dagster_platform.stack.config import DEFAULT_ENV, header, local_instance
+    from dagster_platform.helm.instance import derive_instance, instance_yaml
+    from dagster_platform.local.config import DEFAULT_ENV, header, local_instance
 
     return instance_yaml(local_instance(derive_instance(DEFAULT_ENV), "dev"), header(DEFAULT_ENV, "dev"))
 

@@ -16,7 +16,7 @@ from functools import cache
 from typing import Any
 
 from dagster_platform import paths
-from dagster_platform.helm_instance import STORAGE_SECTIONS
+from dagster_platform.helm.instance import STORAGE_SECTIONS
 
 # docker.io/dagster/dagster-celery-k8s installs these (its Dockerfile in dagster-io/dagster:
 # python_modules/automation/automation/docker/images/dagster-celery-k8s/Dockerfile), with their

@@ -11,9 +11,10 @@ import copy
 import pytest
 import yaml
 
-from dagster_platform import helm_instance, template
-from dagster_platform.helm_values import ENVIRONMENTS
-from dagster_platform.stack import config
+from dagster_platform.helm import instance as helm_instance
+from dagster_platform.helm.values import ENVIRONMENTS
+from dagster_platform.local import config
+from dagster_platform.template import generate as template
 
 ENVS = ENVIRONMENTS
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from dagster_platform import net, procs
+from dagster_platform.local import lifecycle, postgres
 from dagster_platform.paths import ROOT
-from dagster_platform.stack import lifecycle, postgres
 
 PLATFORM_CLI = Path(sys.executable).parent / "dagster-platform"
 
@@ -31,8 +31,8 @@ CLONE_SCRIPT = r"""
 import json, os, sys
 from pathlib import Path
 import dagster_platform
-from dagster_platform.stack import lifecycle, postgres
-from dagster_platform.stack.supervisor import Supervisor
+from dagster_platform.local import lifecycle, postgres
+from dagster_platform.local.supervisor import Supervisor
 
 state_dir = Path(sys.argv[1])
 report = {"package": dagster_platform.__file__}

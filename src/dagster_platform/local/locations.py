@@ -1,7 +1,7 @@
 """The code locations of the local stack and their virtualenvs.
 
 - Every entry of platform/code-locations.yaml whose name is what the template renders with its default
-  answers comes from the template (`dagster_platform.template.render`), i.e. the example location.
+  answers comes from the template (`dagster_platform.template.generate.render`), i.e. the example location.
 - Every directory under platform/local/ with a pyproject.toml is a local-only location (the canary).
 
 Each is copied or rendered under <state_dir>/locations/<name>/ and gets its own .venv from its own lock
@@ -45,7 +45,7 @@ def registry() -> list[dict]:
 
 
 def _template_default_name() -> str:
-    from dagster_platform.template import default_answers
+    from dagster_platform.template.generate import default_answers
 
     answers = default_answers()
     # Mirrors cookiecutter.json's location_name expression.
@@ -83,7 +83,7 @@ def prepare(location: Location, locations_dir: Path) -> Path:
     if location.venv_from:
         return locations_dir / location.venv_from
     if location.source == "template":
-        from dagster_platform.template import render
+        from dagster_platform.template.generate import render
 
         staging = locations_dir / ".render"
         shutil.rmtree(staging, ignore_errors=True)

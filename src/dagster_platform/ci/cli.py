@@ -6,12 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from dagster_platform import ci_scan_gate, smoke, version_guard
+from dagster_platform.ci import scan_gate, smoke, version_guard
 from dagster_platform.paths import ROOT
 
 
 def _pipelines(repo: Path | None):
-    from dagster_platform.ci_config import load_pipeline, platform_projects
+    from dagster_platform.ci.config import load_pipeline, platform_projects
 
     if repo is None:
         return [("platform", load_pipeline(ROOT / ".gitlab-ci.yml"))], [
@@ -23,8 +23,8 @@ def _pipelines(repo: Path | None):
 
 
 def check_command(args: argparse.Namespace) -> int:
-    from dagster_platform.ci_config import schema_check
-    from dagster_platform.ci_policy import check, shellcheck
+    from dagster_platform.ci.config import schema_check
+    from dagster_platform.ci.policy import check, shellcheck
 
     pipelines, files = _pipelines(args.repo)
     ok, output = schema_check(files)
@@ -41,7 +41,7 @@ def check_command(args: argparse.Namespace) -> int:
 
 
 def run_job_command(args: argparse.Namespace) -> int:
-    from dagster_platform.ci_runner import run_job
+    from dagster_platform.ci.runner import run_job
 
     pipelines, _ = _pipelines(args.repo)
     (_, pipeline) = pipelines[0]
@@ -64,7 +64,7 @@ def run_job_command(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     version_guard.register(subparsers)
     smoke.register(subparsers)
-    ci_scan_gate.register(subparsers)
+    scan_gate.register(subparsers)
 
     parser = subparsers.add_parser(
         "ci-check", help="validate GitLab CI files: schema (offline), structure rules, shellcheck of job scripts"

@@ -4,7 +4,7 @@ instance.yaml (dagster.yaml format) is the one place for the run queue, run moni
 sensor/schedule threads, tick retention and telemetry. `instance_to_values` turns it into the official
 chart's values (an overlay generated at render time, never committed). `values_to_instance` is the
 derivation: the complete dagster.yaml the chart's configmap-instance.yaml writes for an environment's
-values; `derive_instance(env)` applies it to platform/values, and the local runtime (stack/config.py) runs
+values; `derive_instance(env)` applies it to platform/values, and the local runtime (local/config.py) runs
 its result with named substitutions. Both directions are checked against Dagster's config schemas, and in
 CI against the chart's real render (`instance_differences`).
 
@@ -88,7 +88,7 @@ def _map_keys(section: str, data: Mapping[str, Any], mapping: Mapping[str, str])
     if unknown:
         raise InstanceTranslationError(
             f"instance.yaml {section}: {unknown} have no mapping to the dagster chart's values "
-            f"(known: {sorted(mapping)}); extend dagster_platform.helm_instance"
+            f"(known: {sorted(mapping)}); extend dagster_platform.helm.instance"
         )
     return {mapping[key]: value for key, value in data.items()}
 
@@ -396,7 +396,7 @@ def _load_class(module: str, name: str):
 
 def derive_instance(env: str) -> dict[str, Any]:
     """The dagster.yaml every cluster process of `env` reads, from platform/instance + platform/values."""
-    from dagster_platform import helm_values
+    from dagster_platform.helm import values as helm_values
 
     values = helm_values.environment_values(env)
     return values_to_instance(

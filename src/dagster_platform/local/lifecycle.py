@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dagster_platform import net, procs
-from dagster_platform.helm_values import ENVIRONMENTS
+from dagster_platform.helm.values import ENVIRONMENTS
+from dagster_platform.local import config, locations, objectstore, postgres
+from dagster_platform.local.graphql import Client
+from dagster_platform.local.supervisor import ComponentFailed, Supervisor, held_until_ready, run_once
 from dagster_platform.paths import ROOT
-from dagster_platform.stack import config, locations, objectstore, postgres
-from dagster_platform.stack.graphql import Client
-from dagster_platform.stack.supervisor import ComponentFailed, Supervisor, held_until_ready, run_once
 
 DEFAULT_STATE_DIR = ROOT / ".stack"
 DEFAULT_PORT = 3000

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 from dagster_platform import net, procs
+from dagster_platform.local import lifecycle, locations, postgres
+from dagster_platform.local.graphql import TERMINAL, Client
 from dagster_platform.paths import ROOT
-from dagster_platform.stack import lifecycle, locations, postgres
-from dagster_platform.stack.graphql import TERMINAL, Client
 
 TRIVIAL = ("platform-canary", "canary_job")
 NAP = ("platform-canary", "nap_job")

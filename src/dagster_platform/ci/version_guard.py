@@ -4,7 +4,7 @@ The webserver and daemon of the platform talk to every code server over gRPC; a 
 newer Dagster than the platform is not supported, so its pipeline stops before building an image.
 
 Standard library only: user-code pipelines run this file straight from a checkout of the platform repo
-(`PYTHONPATH=<platform>/src python3 -m dagster_platform.version_guard ...`), without installing the platform.
+(`PYTHONPATH=<platform>/src python3 -m dagster_platform.ci.version_guard ...`), without installing the platform.
 """
 
 from __future__ import annotations

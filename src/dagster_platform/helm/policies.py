@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from dagster_platform import helm_instance, helm_values, paths
-from dagster_platform.helm_engine import strip_source
+from dagster_platform import paths
+from dagster_platform.helm import instance as helm_instance
+from dagster_platform.helm import values as helm_values
+from dagster_platform.helm.engine import strip_source
 
 # The Kubernetes version the manifests are validated against (kubernetes-validate's schemas).
 KUBE_VERSION = "1.31.0"
@@ -648,7 +650,7 @@ def check_workspace(values: Mapping[str, Any], locations: list[Mapping[str, Any]
 
 
 def check_code_location_registry(locations: list[Mapping[str, Any]], served_port: int | None = None) -> list[Violation]:
-    from dagster_platform.template import grpc_port
+    from dagster_platform.template.generate import grpc_port
 
     served = grpc_port() if served_port is None else served_port
     out = []
@@ -697,7 +699,7 @@ def check_instance_config(env: str, values: Mapping[str, Any], instance: Mapping
     for err in helm_instance.dagster_config_errors(described):
         out.append(Violation("instance-config", f"{env} values", err))
     out.extend(compare_instance_sections(instance, described, f"{env} values"))
-    from dagster_platform.instance_images import instance_image_errors
+    from dagster_platform.helm.images import instance_image_errors
 
     out.extend(Violation("instance-images", "platform/values", err) for err in instance_image_errors(env, described))
     return out

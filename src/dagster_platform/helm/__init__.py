@@ -1,0 +1,1 @@
+"""The platform on Kubernetes: merged Helm values, the instance derivation, policy checks, the helm CLI."""
