@@ -15,7 +15,7 @@ RUN := $(UV) run --frozen --no-sync
 CLI := $(RUN) dagster-platform
 git_files = git ls-files -z --cached --others --exclude-standard -- $(1)
 
-.PHONY: help install dev test lint fmt new-usercode template-lock template-instance clean
+.PHONY: help install dev test test-fast lint fmt new-usercode template-lock template-instance clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]*):.*## /  \1\t/' | sort
@@ -41,6 +41,11 @@ dev: install ## serve the Dagster UI on http://127.0.0.1:3000 with the example c
 test: install ## everything CI checks: lint, then the whole test suite
 	$(MAKE) --no-print-directory lint
 	$(RUN) pytest
+
+# The inner loop: every test that needs no real Postgres, processes, browser or rendered repo (marker `slow`).
+test-fast: install ## the fast lane (under a minute): lint + every test not marked slow
+	$(MAKE) --no-print-directory lint
+	$(RUN) pytest -m "not slow"
 
 lint: install ## ruff, sqlfluff, yamllint, hadolint, shellcheck over the repo
 	$(RUN) ruff check .
