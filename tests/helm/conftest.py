@@ -1,4 +1,4 @@
-"""Shared fixtures for tests/helm: environment values, and renders by the real Helm engine."""
+"""Fixtures for tests/helm: environment values, and renders by the real Helm engine (helpers: helpers.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from dagster_platform.helm import values as helm_values
-from dagster_platform.helm.engine import HelmEngine, split_manifests
+from dagster_platform.helm.engine import HelmEngine
 
-ENVS = helm_values.ENVIRONMENTS
+from .helpers import ENVS, render
 
 
 @pytest.fixture(scope="session")
@@ -26,13 +25,6 @@ def engine() -> HelmEngine:
 def env_values() -> dict[str, dict[str, Any]]:
     """The user-supplied values of each environment (base + env + generated)."""
     return {env: helm_values.environment_values(env) for env in ENVS}
-
-
-def render(engine: HelmEngine, values: dict[str, Any], namespace: str | None = None) -> list[dict[str, Any]]:
-    namespace = namespace or values["environment"]["namespace"]
-    return split_manifests(
-        engine.render(helm_values.CHART_DIR, values, release=helm_values.RELEASE_NAME, namespace=namespace)
-    )
 
 
 @pytest.fixture(scope="session")
@@ -53,13 +45,3 @@ def values_dir(tmp_path) -> Path:
     target = tmp_path / "values"
     shutil.copytree(helm_values.VALUES_DIR, target)
     return target
-
-
-def edit_yaml(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
-    data = yaml.safe_load(path.read_text()) or {}
-    edit(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
-def objects_of(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
-    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}

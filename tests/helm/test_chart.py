@@ -16,7 +16,7 @@ from dagster_platform.helm import values as helm_values
 from dagster_platform.helm.engine import HelmEngineError
 from dagster_platform.paths import dagster_version
 
-from .conftest import ENVS, objects_of, render
+from .helpers import ENVS, objects_of, render
 
 CHART = helm_values.CHART_DIR
 

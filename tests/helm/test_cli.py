@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from dagster_platform.cli import main
-from dagster_platform.helm import cli as helm_cli
+from dagster_platform.helm import checks
 from dagster_platform.helm import values as helm_values
 
 
@@ -20,9 +20,9 @@ def test_check_passes_for_every_environment(capsys):
 
 
 def test_full_check_needs_the_official_chart_here():
-    if helm_cli.official_chart_present():
+    if checks.official_chart_present():
         pytest.skip("the official chart is present (after `make platform-deps`): `make platform-verify` runs it")
-    problems = helm_cli.check_environment("acceptance", full=True)
+    problems = checks.check_environment("acceptance", full=True)
     assert any("official dagster chart is not in helm/dagster-platform/charts/" in p for p in problems)
 
 

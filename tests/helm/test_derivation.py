@@ -9,12 +9,12 @@ import pytest
 import yaml
 
 from dagster_platform.cli import main
+from dagster_platform.helm import checks
 from dagster_platform.helm import instance as helm_instance
-from dagster_platform.helm import policies as hp
 from dagster_platform.helm import values as helm_values
 from dagster_platform.helm.images import instance_image_errors, usercode_image
 
-from .conftest import ENVS
+from .helpers import ENVS
 
 CHART_SECTIONS = [
     "scheduler",
@@ -82,7 +82,7 @@ def _errors_after(env, edit):
     values = copy.deepcopy(helm_values.environment_values(env))
     edit(values["dagster"])
     derived = helm_instance.values_to_instance(values["dagster"], namespace="ns", release="dagster")
-    return [str(v) for v in hp.check_instance_config(env, values, helm_instance.load_instance())], derived
+    return [str(v) for v in checks.check_instance_config(env, values, helm_values.load_instance())], derived
 
 
 @pytest.mark.parametrize(
@@ -158,7 +158,7 @@ def _config_map(instance):
 
 def test_verify_accepts_a_rendered_instance_equal_to_the_derivation(env_values):
     derived = helm_instance.derive_instance("acceptance")
-    found = hp.check_manifests("acceptance", [_config_map(derived)], env_values["acceptance"])
+    found = checks.check_manifests("acceptance", [_config_map(derived)], env_values["acceptance"])
     assert [str(v) for v in found if v.rule in ("instance-derivation", "instance-drift", "instance-config")] == []
 
 
@@ -166,7 +166,7 @@ def test_verify_names_every_key_where_the_chart_and_the_derivation_differ(env_va
     rendered = helm_instance.derive_instance("acceptance")
     rendered["run_storage"]["config"]["postgres_db"].pop("scheme")
     rendered["compute_logs"]["config"]["prefix"] = "elsewhere"
-    found = [str(v) for v in hp.check_manifests("acceptance", [_config_map(rendered)], env_values["acceptance"])]
+    found = [str(v) for v in checks.check_manifests("acceptance", [_config_map(rendered)], env_values["acceptance"])]
     derivation = [line for line in found if line.startswith("[instance-derivation]")]
     assert derivation == [
         "[instance-derivation] acceptance rendered dagster.yaml: run_storage.config.postgres_db.scheme: the chart "

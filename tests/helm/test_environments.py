@@ -7,10 +7,10 @@ import pytest
 
 from dagster_platform.cli import main
 from dagster_platform.helm import cli as helm_cli
-from dagster_platform.helm import policies as hp
+from dagster_platform.helm import separation as hs
 from dagster_platform.helm import values as helm_values
 
-from .conftest import ENVS, edit_yaml
+from .helpers import ENVS, edit_yaml
 
 OTHER = {"acceptance": "production", "production": "acceptance"}
 
@@ -22,13 +22,13 @@ def other_env_files(env, values_dir=None):
 
 @pytest.mark.parametrize("env", ENVS)
 def test_environments_are_separated(env_values, rendered, env):
-    found = hp.check_environment_separation(env, env_values[env], other_env_files(env), rendered[env])
+    found = hs.check_environment_separation(env, env_values[env], other_env_files(env), rendered[env])
     assert [str(v) for v in found] == []
 
 
 def test_environments_differ_in_identity():
     markers = {
-        env: set(hp.identity_markers(helm_values.load_yaml(helm_values.VALUES_DIR / f"{env}.yaml"))) for env in ENVS
+        env: set(hs.identity_markers(helm_values.load_yaml(helm_values.VALUES_DIR / f"{env}.yaml"))) for env in ENVS
     }
     assert markers["acceptance"] and markers["production"]
     assert markers["acceptance"].isdisjoint(markers["production"])
@@ -74,7 +74,7 @@ def test_value_pointing_at_the_other_environment_fails(values_of, env, path, lea
     for part in path[:-1]:
         node = node[part]
     node[path[-1]] = leak
-    found = hp.check_environment_separation(env, values, other_env_files(env))
+    found = hs.check_environment_separation(env, values, other_env_files(env))
     assert {v.rule for v in found} == {"environment-separation"}
     assert f"names {OTHER[env]}'s" in "\n".join(map(str, found))
 
@@ -85,14 +85,14 @@ def test_rendered_object_naming_the_other_environment_fails(rendered):
     objects = copy.deepcopy(rendered["acceptance"])
     ingress = next(o for o in objects if o["kind"] == "Ingress")
     ingress["spec"]["rules"][0]["host"] = "dagster-admin.acme.com"
-    found = hp.check_environment_separation("acceptance", {}, other_env_files("acceptance"), objects)
+    found = hs.check_environment_separation("acceptance", {}, other_env_files("acceptance"), objects)
     assert "Ingress/dagster-webserver-admin" in "\n".join(map(str, found))
 
 
 def test_environment_name_must_match_the_file(values_dir):
     edit_yaml(values_dir / "acceptance.yaml", lambda d: d["environment"].update({"name": "production"}))
     values = helm_values.merge_layers(helm_values.values_layers("acceptance", values_dir=values_dir))
-    found = hp.check_environment_separation("acceptance", values, other_env_files("acceptance"))
+    found = hs.check_environment_separation("acceptance", values, other_env_files("acceptance"))
     assert "environment.name is 'production', not 'acceptance'" in "\n".join(map(str, found))
 
 

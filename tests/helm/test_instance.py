@@ -7,16 +7,16 @@ import copy
 
 import pytest
 
+from dagster_platform.helm import checks
 from dagster_platform.helm import instance as helm_instance
-from dagster_platform.helm import policies as hp
 from dagster_platform.helm import values as helm_values
 
-from .conftest import ENVS
+from .helpers import ENVS
 
 
 @pytest.fixture(scope="module")
 def instance():
-    return helm_instance.load_instance()
+    return helm_values.load_instance()
 
 
 def test_instance_yaml_is_valid_for_dagster(instance):
@@ -25,7 +25,7 @@ def test_instance_yaml_is_valid_for_dagster(instance):
 
 @pytest.mark.parametrize("env", ENVS)
 def test_values_describe_exactly_instance_yaml_and_dagster_accepts_them(env_values, instance, env):
-    assert [str(v) for v in hp.check_instance_config(env, env_values[env], instance)] == []
+    assert [str(v) for v in checks.check_instance_config(env, env_values[env], instance)] == []
     described = helm_instance.values_to_instance(env_values[env]["dagster"], namespace="ns", release="dagster")
     # The run launcher (from base.yaml) is valid for dagster-k8s's K8sRunLauncher too.
     assert described["run_launcher"]["class"] == "K8sRunLauncher"
@@ -58,7 +58,7 @@ def test_changing_instance_yaml_changes_every_environment(instance):
         queued = values["dagster"]["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
         assert queued["maxConcurrentRuns"] == 17
         # ...and the committed instance.yaml no longer matches what these values describe.
-        drift = hp.check_instance_config(env, values, instance)
+        drift = checks.check_instance_config(env, values, instance)
         assert "max_concurrent_runs" in "\n".join(map(str, drift))
 
 
@@ -99,7 +99,7 @@ def test_typo_in_instance_config_fails_against_dagsters_schema(instance, section
 def test_invalid_run_launcher_values_fail_against_dagster_k8s(values_of, instance, edit, expected):
     values = values_of("acceptance")
     edit(values["dagster"]["runLauncher"]["config"]["k8sRunLauncher"])
-    found = hp.check_instance_config("acceptance", values, instance)
+    found = checks.check_instance_config("acceptance", values, instance)
     assert found and expected in "\n".join(map(str, found))
 
 
@@ -107,7 +107,7 @@ def test_values_drifting_from_instance_yaml_fail(values_of, instance):
     values = values_of("production")
     values["dagster"]["dagsterDaemon"]["runMonitoring"]["pollIntervalSeconds"] = 5
     values["dagster"]["retention"]["schedule"]["purgeAfterDays"] = 7
-    found = hp.check_instance_config("production", values, instance)
+    found = checks.check_instance_config("production", values, instance)
     assert {v.rule for v in found} == {"instance-drift"}
     text = "\n".join(map(str, found))
     assert "run_monitoring" in text and "retention" in text
@@ -115,16 +115,16 @@ def test_values_drifting_from_instance_yaml_fail(values_of, instance):
 
 def test_instance_yaml_section_without_a_helm_mapping_fails(instance):
     with pytest.raises(helm_instance.InstanceTranslationError, match="neither translated"):
-        helm_instance.instance_to_values({**instance, "code_servers": {"local_startup_timeout": 60}})
+        helm_values.instance_to_values({**instance, "code_servers": {"local_startup_timeout": 60}})
     broken = copy.deepcopy(instance)
     broken["run_monitoring"]["max_runtime_seconds"] = 10
     with pytest.raises(helm_instance.InstanceTranslationError, match="max_runtime_seconds"):
-        helm_instance.instance_to_values(broken)
+        helm_values.instance_to_values(broken)
 
 
 def test_instance_yaml_must_not_hold_storage_or_launcher(instance):
     with pytest.raises(helm_instance.InstanceTranslationError, match="place-specific"):
-        helm_instance.instance_to_values({**instance, "run_launcher": {"module": "x", "class": "Y"}})
+        helm_values.instance_to_values({**instance, "run_launcher": {"module": "x", "class": "Y"}})
 
 
 def test_rendered_instance_config_map_is_checked_when_present(env_values, instance):
@@ -141,5 +141,5 @@ def test_rendered_instance_config_map_is_checked_when_present(env_values, instan
     }
     rendered = helm_instance.instance_from_manifests([config_map])
     assert rendered == described
-    drift = hp.compare_instance_sections(instance, rendered, "rendered")
+    drift = checks.compare_instance_sections(instance, rendered, "rendered")
     assert "max_concurrent_runs" in "\n".join(map(str, drift))

@@ -6,20 +6,22 @@ import copy
 
 import pytest
 
+from dagster_platform.helm import checks
+from dagster_platform.helm import manifests as hm
 from dagster_platform.helm import policies as hp
 from dagster_platform.helm import values as helm_values
 
-from .conftest import ENVS, edit_yaml, objects_of
+from .helpers import ENVS, edit_yaml, objects_of
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_committed_values_pass_every_value_policy(env):
-    assert [str(v) for v in hp.check_values(env)] == []
+    assert [str(v) for v in checks.check_values(env)] == []
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_rendered_objects_pass_every_manifest_policy(rendered, env_values, env):
-    assert [str(v) for v in hp.check_manifests(env, rendered[env], env_values[env])] == []
+    assert [str(v) for v in checks.check_manifests(env, rendered[env], env_values[env])] == []
 
 
 def rules(violations):
@@ -51,7 +53,7 @@ def test_misspelled_dagster_key_fails(values_dir, file, path, key):
 
     edit_yaml(values_dir / file, edit)
     env = "acceptance" if file != "production.yaml" else "production"
-    found = hp.check_values(env, layers=helm_values.values_layers(env, values_dir=values_dir))
+    found = checks.check_values(env, layers=helm_values.values_layers(env, values_dir=values_dir))
     unknown = [v for v in found if v.rule == "unknown-key"]
     assert unknown, messages(found)
     assert f"{'.'.join(path)}.{key} is not a value of the official dagster chart" in messages(unknown)
@@ -105,7 +107,7 @@ def test_secret_names_are_not_secrets(env_values):
 
 def test_rendered_secret_with_data_fails(rendered):
     objects = [*rendered["acceptance"], {"kind": "Secret", "metadata": {"name": "pg"}, "data": {"p": "aHVudGVyMg=="}}]
-    assert rules(hp.check_manifest_secrets(objects)) == {"plaintext-secret"}
+    assert rules(hm.check_manifest_secrets(objects)) == {"plaintext-secret"}
 
 
 # -- image tags -------------------------------------------------------------------------------------
@@ -171,7 +173,7 @@ NON_ROOT = {"runAsNonRoot": True}
     ],
 )
 def test_rendered_pod_policies_fail(container, pod_security, rule):
-    found = hp.check_manifest_pods([pod("bad", container, pod_security)])
+    found = hm.check_manifest_pods([pod("bad", container, pod_security)])
     assert rules(found) == {rule}, messages(found)
     assert "Deployment/bad" in messages(found)
 
@@ -182,22 +184,22 @@ def test_helm_test_hook_pods_are_not_deployed_so_not_checked():
         "metadata": {"name": "t", "annotations": {"helm.sh/hook": "test-success"}},
         "spec": {"containers": [{"name": "wget", "image": "busybox:1.28"}]},
     }
-    assert hp.check_manifest_pods([test_pod]) == []
+    assert hm.check_manifest_pods([test_pod]) == []
     test_pod["metadata"]["annotations"] = {"helm.sh/hook": "pre-install"}
-    assert {v.rule for v in hp.check_manifest_pods([test_pod])} == {"resources", "run-as-non-root"}
+    assert {v.rule for v in hm.check_manifest_pods([test_pod])} == {"resources", "run-as-non-root"}
 
 
 def test_rendered_pod_with_everything_passes():
     container = {"name": "c", "image": "repo/x:1.0@sha256:" + "0" * 64, "resources": GOOD_RESOURCES}
-    assert hp.check_manifest_pods([pod("ok", container, NON_ROOT)]) == []
+    assert hm.check_manifest_pods([pod("ok", container, NON_ROOT)]) == []
 
 
 def test_init_container_without_resources_needs_the_limit_range(rendered):
     init = {"name": "check-db-ready", "image": "postgres:16.4"}
     deployment = pod("web", {"name": "c", "image": "x:1", "resources": GOOD_RESOURCES}, NON_ROOT, init=init)
-    assert hp.check_manifest_pods([deployment]) != []
+    assert hm.check_manifest_pods([deployment]) != []
     with_limit_range = [*objects_of(rendered["acceptance"], "LimitRange").values(), deployment]
-    assert hp.check_manifest_pods(with_limit_range) == []
+    assert hm.check_manifest_pods(with_limit_range) == []
 
 
 @pytest.mark.parametrize(
@@ -277,7 +279,7 @@ def test_image_tag_drifting_from_pyproject_fails(values_of):
 @pytest.mark.slow
 @pytest.mark.parametrize("env", ENVS)
 def test_every_rendered_object_is_valid_kubernetes(rendered, env):
-    assert hp.check_kubernetes_schemas(rendered[env]) == []
+    assert hm.check_kubernetes_schemas(rendered[env]) == []
 
 
 def test_invalid_rendered_object_fails_kubernetes_validation(rendered):
@@ -285,7 +287,7 @@ def test_invalid_rendered_object_fails_kubernetes_validation(rendered):
     policy["spec"]["polcyTypes"] = policy["spec"].pop("policyTypes")
     pdb = copy.deepcopy(next(iter(objects_of(rendered["production"], "PodDisruptionBudget").values())))
     pdb["spec"]["selector"] = "component=dagster-webserver"
-    found = hp.check_kubernetes_schemas([policy, pdb])
+    found = hm.check_kubernetes_schemas([policy, pdb])
     assert rules(found) == {"kubernetes-schema"}
     assert "polcyTypes" in messages(found) and "PodDisruptionBudget" in messages(found)
 
@@ -293,7 +295,7 @@ def test_invalid_rendered_object_fails_kubernetes_validation(rendered):
 def test_external_secret_with_unknown_field_fails(rendered):
     (es,) = copy.deepcopy(list(objects_of(rendered["acceptance"], "ExternalSecret").values()))
     es["spec"]["secretStoreRf"] = es["spec"].pop("secretStoreRef")
-    assert "secretStoreRf" in messages(hp.check_kubernetes_schemas([es]))
+    assert "secretStoreRf" in messages(hm.check_kubernetes_schemas([es]))
 
 
 # -- references from our objects to the official chart's (checked on the full render in CI) -------------
@@ -321,8 +323,8 @@ def test_references_hold_when_the_official_objects_are_named_as_expected(rendere
         service("dagster-dagster-webserver"),
         service("dagster-dagster-webserver-read-only"),
     ]
-    assert hp.check_references([*rendered["production"], *official]) == []
-    assert hp.check_references(rendered["production"]) == []  # without the official chart: nothing to check
+    assert hm.check_references([*rendered["production"], *official]) == []
+    assert hm.check_references(rendered["production"]) == []  # without the official chart: nothing to check
 
 
 def test_references_fail_when_names_or_labels_differ(rendered):
@@ -331,7 +333,7 @@ def test_references_fail_when_names_or_labels_differ(rendered):
         official_like_deployment("dagster-daemon", "dagster-daemon", secret="dagster-postgresql-secret"),
         service("dagster-webserver"),
     ]
-    found = hp.check_references([*rendered["acceptance"], *official])
+    found = hm.check_references([*rendered["acceptance"], *official])
     text = messages(found)
     assert "no Service dagster-dagster-webserver" in text
     assert "PodDisruptionBudget/dagster-dagster-webserver" in text and "selects no pod" in text

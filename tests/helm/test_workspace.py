@@ -8,12 +8,12 @@ import copy
 import pytest
 
 from dagster_platform.ci.version_guard import VersionGuardError, check
-from dagster_platform.helm import policies as hp
+from dagster_platform.helm import registry
 from dagster_platform.helm import values as helm_values
 from dagster_platform.mappings import deep_merge
 from dagster_platform.paths import TEMPLATE_DIR, dagster_version
 
-from .conftest import ENVS, objects_of
+from .helpers import ENVS, objects_of
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +23,12 @@ def locations():
 
 def test_registry_is_valid(locations):
     assert locations
-    assert hp.check_code_location_registry(locations) == []
+    assert registry.check_code_location_registry(locations) == []
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_every_registered_location_is_in_the_workspace(env_values, rendered, locations, env):
-    assert hp.check_workspace(env_values[env], locations, env) == []
+    assert registry.check_workspace(env_values[env], locations, env) == []
     servers = env_values[env]["dagster"]["dagsterWebserver"]["workspace"]["servers"]
     assert [s["name"] for s in servers] == [loc["name"] for loc in locations]
     policies = objects_of(rendered[env], "NetworkPolicy")
@@ -41,9 +41,9 @@ def test_adding_a_location_is_one_registry_entry(locations):
     workspace = helm_values.workspace_values(added)
     for env in ENVS:
         values = deep_merge(helm_values.environment_values(env), workspace)
-        assert hp.check_workspace(values, added, env) == []
+        assert registry.check_workspace(values, added, env) == []
         # ...and an environment whose workspace misses it fails.
-        found = hp.check_workspace(helm_values.environment_values(env), added, env)
+        found = registry.check_workspace(helm_values.environment_values(env), added, env)
         assert "registered location sales-forecasts (sales-forecasts:4001) is not in the workspace" in "\n".join(
             map(str, found)
         )
@@ -55,7 +55,7 @@ def test_workspace_server_that_is_not_registered_fails(env_values, locations):
         {"name": "rogue", "host": "rogue", "port": 4000}
     )
     assert "workspace server rogue (rogue:4000) is not registered" in "\n".join(
-        map(str, hp.check_workspace(values, locations, "acceptance"))
+        map(str, registry.check_workspace(values, locations, "acceptance"))
     )
 
 
@@ -69,12 +69,12 @@ def test_workspace_server_that_is_not_registered_fails(env_values, locations):
     ],
 )
 def test_invalid_registry_entry_fails(locations, entry, expected):
-    found = hp.check_code_location_registry([*locations, entry])
+    found = registry.check_code_location_registry([*locations, entry])
     assert expected in "\n".join(map(str, found))
 
 
 def test_duplicate_location_fails(locations):
-    assert "registered twice" in "\n".join(map(str, hp.check_code_location_registry([*locations, locations[0]])))
+    assert "registered twice" in "\n".join(map(str, registry.check_code_location_registry([*locations, locations[0]])))
 
 
 # -- user-code Dagster version vs the platform's -----------------------------------------------------

@@ -10,7 +10,7 @@ import yaml
 from dagster_platform import paths
 from dagster_platform.cli import build_parser
 from dagster_platform.helm import cli as helm_cli
-from dagster_platform.helm import policies as helm_policies
+from dagster_platform.helm import registry as helm_registry
 from dagster_platform.helm import values as helm_values
 from dagster_platform.template.generate import grpc_port, render
 
@@ -29,7 +29,7 @@ def test_template_serves_the_platform_port(tmp_path):
 def test_registry_port_mismatch_is_one_violation():
     locations = copy.deepcopy(helm_values.load_code_locations())
     locations.append({"name": "sales-pipelines", "team": "s", "image": "r/sales", "port": 4001, "module": "m"})
-    (violation,) = helm_policies.check_code_location_registry(locations)
+    (violation,) = helm_registry.check_code_location_registry(locations)
     assert str(violation) == (
         "[registry] platform/code-locations.yaml: sales-pipelines: port 4001 is not the port user-code repos serve "
         "(4000, platform/usercode.yaml grpc_port = the template's deploy/values-*.yaml port); register it with "

@@ -20,9 +20,9 @@ import yaml
 
 from dagster_platform import paths
 from dagster_platform.helm import instance as helm_instance
-from dagster_platform.helm import policies as helm_policies
 from dagster_platform.helm import values as helm_values
-from dagster_platform.helm.engine import HelmEngine, HelmEngineError, split_manifests, strip_source
+from dagster_platform.helm.checks import check_environment, official_chart_present, render_environment
+from dagster_platform.helm.engine import HelmEngine, HelmEngineError, strip_source
 
 # Timeout of `helm upgrade --wait` and of the migration Job.
 UPGRADE_TIMEOUT = "15m"
@@ -30,54 +30,6 @@ UPGRADE_TIMEOUT = "15m"
 
 class GuardError(Exception):
     """The kube context or namespace does not belong to the environment."""
-
-
-# ---------------------------------------------------------------------------------------------
-# rendering and checks
-# ---------------------------------------------------------------------------------------------
-def official_chart_present(engine: HelmEngine | None = None) -> bool:
-    engine = engine or HelmEngine()
-    status = engine.dependency_status(helm_values.CHART_DIR)
-    return bool(status) and all(dep["status"] == "ok" for dep in status)
-
-
-def render_environment(env: str, *, full: bool, engine: HelmEngine | None = None) -> list[dict[str, Any]]:
-    """Rendered objects of `env`. full=True requires the official chart in charts/ (CI)."""
-    engine = engine or HelmEngine()
-    if full and not official_chart_present(engine):
-        raise HelmEngineError(
-            "the official dagster chart is not in helm/dagster-platform/charts/: run `make platform-deps` "
-            "(helm dependency build; needs https://dagster-io.github.io/helm)"
-        )
-    values = helm_values.environment_values(env)
-    rendered = engine.render(
-        helm_values.CHART_DIR,
-        values,
-        release=helm_values.RELEASE_NAME,
-        namespace=values["environment"]["namespace"],
-    )
-    return split_manifests(rendered)
-
-
-def check_environment(env: str, *, full: bool, engine: HelmEngine | None = None) -> list[str]:
-    """Every policy for `env`; returns problems (empty = pass)."""
-    engine = engine or HelmEngine()
-    problems = [str(v) for v in helm_policies.check_values(env)]
-    values = helm_values.environment_values(env)
-    try:
-        objects = render_environment(env, full=full, engine=engine)
-    except HelmEngineError as exc:
-        return [*problems, f"[render] {env}: {exc}"]
-    problems += [str(v) for v in helm_policies.check_manifests(env, objects, values)]
-    report = engine.lint(helm_values.CHART_DIR, values, namespace=values["environment"]["namespace"])
-    problems += [f"[helm-lint] {env}: {e}" for e in report.errors]
-    if full:
-        problems += [f"[helm-lint] {env}: {w}" for w in report.warnings]
-        kinds = {(o["kind"], o["metadata"].get("name")) for o in objects}
-        for kind in ("Deployment", "ConfigMap"):
-            if not any(k == kind for k, _ in kinds):
-                problems.append(f"[render] {env}: the full render has no {kind}: is the official chart rendered?")
-    return problems
 
 
 def manifests_text(objects: list[dict[str, Any]]) -> str:

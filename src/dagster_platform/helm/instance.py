@@ -1,15 +1,10 @@
-"""The instance: platform/instance/instance.yaml -> chart values -> the dagster.yaml every process reads.
+"""The derivation: chart values -> the dagster.yaml every process of an environment reads.
 
-instance.yaml (dagster.yaml format) is the one place for the run queue, run monitoring, run retries,
-sensor/schedule threads, tick retention and telemetry. `instance_to_values` turns it into the official
-chart's values (an overlay generated at render time, never committed). `values_to_instance` is the
-derivation: the complete dagster.yaml the chart's configmap-instance.yaml writes for an environment's
-values; `derive_instance(env)` applies it to platform/values, and the local runtime (local/config.py) runs
-its result with named substitutions. Both directions are checked against Dagster's config schemas, and in
-CI against the chart's real render (`instance_differences`).
-
-Longer than 400 lines on purpose: the transcription of the chart's instance template and its helpers stays
-in one module, so it can be read side by side with them.
+`values_to_instance` is the complete dagster.yaml the official chart's configmap-instance.yaml writes for an
+environment's values (instance.yaml reaches them as the generated layer, helm/values.py);
+`derive_instance(env)` applies it to platform/values, and the local runtime (local/config.py) runs its result
+with named substitutions. Checked against Dagster's config schemas, and in CI against the chart's real
+render (`instance_differences`).
 """
 
 from __future__ import annotations
@@ -20,144 +15,17 @@ from typing import Any
 
 import yaml
 
-from dagster_platform import paths
+from dagster_platform.helm import values as helm_values
+from dagster_platform.helm.values import (
+    MONITORING_KEYS,
+    QUEUED_KEYS,
+    RETENTION_KEYS,
+    InstanceTranslationError,
+)
 from dagster_platform.mappings import deep_merge
-
-# instance.yaml sections this module translates; any other section makes the translation fail
-# (so a setting added to instance.yaml cannot silently miss the cluster).
-TRANSLATED_SECTIONS = (
-    "run_coordinator",
-    "run_monitoring",
-    "run_retries",
-    "sensors",
-    "schedules",
-    "retention",
-    "telemetry",
-)
-# dagster.yaml sections that legitimately differ between the cluster and the local stack.
-PLACE_SPECIFIC_SECTIONS = (
-    "run_launcher",
-    "storage",
-    "run_storage",
-    "event_log_storage",
-    "schedule_storage",
-    "compute_logs",
-    "local_artifact_storage",
-    "scheduler",
-)
-
-_QUEUED_KEYS = {
-    "max_concurrent_runs": "maxConcurrentRuns",
-    "tag_concurrency_limits": "tagConcurrencyLimits",
-    "dequeue_interval_seconds": "dequeueIntervalSeconds",
-    "dequeue_use_threads": "dequeueUseThreads",
-    "dequeue_num_workers": "dequeueNumWorkers",
-}
-_MONITORING_KEYS = {
-    "enabled": "enabled",
-    "start_timeout_seconds": "startTimeoutSeconds",
-    "cancel_timeout_seconds": "cancelTimeoutSeconds",
-    "max_resume_run_attempts": "maxResumeRunAttempts",
-    "poll_interval_seconds": "pollIntervalSeconds",
-    "free_slots_after_run_end_seconds": "freeSlotsAfterRunEndSeconds",
-}
-_RETRIES_KEYS = {"enabled": "enabled", "max_retries": "maxRetries"}
-_THREADS_KEYS = {"use_threads": "useThreads", "num_workers": "numWorkers", "num_submit_workers": "numSubmitWorkers"}
-_RETENTION_KEYS = {"schedule": "schedule", "sensor": "sensor", "auto_materialize": "autoMaterialize"}
-_QUEUED_CLASSES = {
-    ("dagster.core.run_coordinator", "QueuedRunCoordinator"),
-    ("dagster._core.run_coordinator", "QueuedRunCoordinator"),
-    ("dagster._core.run_coordinator.queued_run_coordinator", "QueuedRunCoordinator"),
-}
-
 
 # The three Postgres-backed storages the chart writes, all with the same `postgres_db` connection.
 STORAGE_SECTIONS = ("run_storage", "event_log_storage", "schedule_storage")
-
-
-class InstanceTranslationError(Exception):
-    """instance.yaml holds something the chart values cannot express."""
-
-
-def load_instance(path=None) -> dict[str, Any]:
-    return yaml.safe_load((path or paths.INSTANCE_YAML).read_text()) or {}
-
-
-def _map_keys(section: str, data: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
-    unknown = sorted(set(data) - set(mapping))
-    if unknown:
-        raise InstanceTranslationError(
-            f"instance.yaml {section}: {unknown} have no mapping to the dagster chart's values "
-            f"(known: {sorted(mapping)}); extend dagster_platform.helm.instance"
-        )
-    return {mapping[key]: value for key, value in data.items()}
-
-
-def _default_tick_retention(kind: str) -> dict[str, int]:
-    """Dagster's own defaults per tick status (the chart wants all four when given a mapping)."""
-    from dagster._core.definitions.run_request import InstigatorType
-    from dagster._core.instance.config import get_default_tick_retention_settings
-
-    instigator = InstigatorType.SCHEDULE if kind == "schedule" else InstigatorType.SENSOR
-    return {status.value.lower(): days for status, days in get_default_tick_retention_settings(instigator).items()}
-
-
-def instance_to_values(instance: Mapping[str, Any]) -> dict[str, Any]:
-    """The `dagster:` values overlay that makes the chart write instance.yaml's sections."""
-    extra = sorted(set(instance) - set(TRANSLATED_SECTIONS) - set(PLACE_SPECIFIC_SECTIONS))
-    if extra:
-        raise InstanceTranslationError(
-            f"instance.yaml sections {extra} are neither translated to Helm values nor place-specific"
-        )
-    place_specific = sorted(set(instance) & set(PLACE_SPECIFIC_SECTIONS))
-    if place_specific:
-        raise InstanceTranslationError(
-            f"instance.yaml must not hold place-specific sections {place_specific}: "
-            "storage and the run launcher come from the Helm values on the cluster"
-        )
-    daemon: dict[str, Any] = {}
-    dagster: dict[str, Any] = {"dagsterDaemon": daemon}
-
-    coordinator = instance.get("run_coordinator")
-    if coordinator:
-        if (coordinator.get("module"), coordinator.get("class")) not in _QUEUED_CLASSES:
-            raise InstanceTranslationError(
-                f"instance.yaml run_coordinator {coordinator.get('module')}.{coordinator.get('class')}: "
-                "the platform runs the QueuedRunCoordinator"
-            )
-        config = _map_keys("run_coordinator.config", coordinator.get("config") or {}, _QUEUED_KEYS)
-        daemon["runCoordinator"] = {
-            "enabled": True,
-            "type": "QueuedRunCoordinator",
-            "config": {"queuedRunCoordinator": config},
-        }
-    else:
-        daemon["runCoordinator"] = {"enabled": False}
-
-    if "run_monitoring" in instance:
-        daemon["runMonitoring"] = _map_keys("run_monitoring", instance["run_monitoring"], _MONITORING_KEYS)
-    if "run_retries" in instance:
-        daemon["runRetries"] = _map_keys("run_retries", instance["run_retries"], _RETRIES_KEYS)
-
-    for kind in ("sensors", "schedules"):
-        if kind in instance:
-            daemon[kind] = _map_keys(kind, instance[kind], _THREADS_KEYS)
-
-    if "retention" in instance:
-        retention: dict[str, Any] = {"enabled": True}
-        _map_keys("retention", instance["retention"], _RETENTION_KEYS)  # rejects unknown sections
-        for section, data in instance["retention"].items():
-            key = _RETENTION_KEYS[section]
-            purge = (data or {}).get("purge_after_days")
-            if isinstance(purge, Mapping):
-                # The chart's schema requires every tick status; unstated ones keep Dagster's default.
-                purge = {**_default_tick_retention(section), **purge}
-            retention[key] = {"purgeAfterDays": purge}
-        dagster["retention"] = retention
-
-    if "telemetry" in instance:
-        dagster["telemetry"] = {"enabled": bool(instance["telemetry"].get("enabled"))}
-    return {"dagster": dagster}
 
 
 def _inverse(mapping: Mapping[str, str]) -> dict[str, str]:
@@ -214,7 +82,7 @@ def values_to_instance(dagster_values: Mapping[str, Any], *, namespace: str, rel
         config = (coordinator.get("config") or {}).get("queuedRunCoordinator") or {}
         out["run_coordinator"] = {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}
         if any(v not in (None, "", [], {}) for v in config.values()):
-            out["run_coordinator"]["config"] = {_inverse(_QUEUED_KEYS)[k]: v for k, v in config.items() if v}
+            out["run_coordinator"]["config"] = {_inverse(QUEUED_KEYS)[k]: v for k, v in config.items() if v}
     out["compute_logs"] = _compute_log_manager(values["computeLogManager"])
     if values.get("pythonLogs"):
         raise InstanceTranslationError("pythonLogs is not derived; add it to helm_instance.values_to_instance")
@@ -223,7 +91,7 @@ def values_to_instance(dagster_values: Mapping[str, Any], *, namespace: str, rel
         section = {"enabled": True, "start_timeout_seconds": monitoring.get("startTimeoutSeconds")}
         for key in ("cancelTimeoutSeconds", "maxResumeRunAttempts"):
             if monitoring.get(key) is not None:
-                section[_inverse(_MONITORING_KEYS)[key]] = monitoring[key]
+                section[_inverse(MONITORING_KEYS)[key]] = monitoring[key]
         section["poll_interval_seconds"] = monitoring.get("pollIntervalSeconds")
         section["free_slots_after_run_end_seconds"] = monitoring.get("freeSlotsAfterRunEndSeconds")
         out["run_monitoring"] = section
@@ -243,7 +111,7 @@ def values_to_instance(dagster_values: Mapping[str, Any], *, namespace: str, rel
     retention = values.get("retention") or {}
     if retention.get("enabled"):
         out["retention"] = {
-            _inverse(_RETENTION_KEYS)[key]: {"purge_after_days": retention[key]["purgeAfterDays"]}
+            _inverse(RETENTION_KEYS)[key]: {"purge_after_days": retention[key]["purgeAfterDays"]}
             for key in ("sensor", "schedule", "autoMaterialize")
             if retention.get(key)
         }
@@ -396,8 +264,6 @@ def _load_class(module: str, name: str):
 
 def derive_instance(env: str) -> dict[str, Any]:
     """The dagster.yaml every cluster process of `env` reads, from platform/instance + platform/values."""
-    from dagster_platform.helm import values as helm_values
-
     values = helm_values.environment_values(env)
     return values_to_instance(
         values.get("dagster") or {}, namespace=values["environment"]["namespace"], release=helm_values.RELEASE_NAME

@@ -1,6 +1,11 @@
 """Values of one environment's release: base.yaml + <env>.yaml + what is generated from the
 platform's single sources (instance.yaml, code-locations.yaml).
 
+instance.yaml (dagster.yaml format) is the one place for the run queue, run monitoring, run retries,
+sensor/schedule threads, tick retention and telemetry; `instance_to_values` turns it into the official
+chart's values. The reverse (values -> the dagster.yaml the chart writes) is helm/instance.py, which
+imports this module (never the other way round).
+
 The layers are applied in this order, later wins, maps merge and lists are replaced (like
 `helm -f a -f b -f c`). The generated layer goes last, and a policy check fails when base or an
 environment file sets one of the generated keys, so each setting is stated in exactly one file.
@@ -15,7 +20,6 @@ from typing import Any
 import yaml
 
 from dagster_platform import paths
-from dagster_platform.helm.instance import instance_to_values, load_instance
 from dagster_platform.mappings import deep_merge
 
 CHART_DIR = paths.HELM_DIR / "dagster-platform"
@@ -44,6 +48,139 @@ GENERATED_KEYS = (
 
 def load_yaml(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
+
+
+# instance.yaml sections this module translates; any other section makes the translation fail
+# (so a setting added to instance.yaml cannot silently miss the cluster).
+TRANSLATED_SECTIONS = (
+    "run_coordinator",
+    "run_monitoring",
+    "run_retries",
+    "sensors",
+    "schedules",
+    "retention",
+    "telemetry",
+)
+# dagster.yaml sections that legitimately differ between the cluster and the local stack.
+PLACE_SPECIFIC_SECTIONS = (
+    "run_launcher",
+    "storage",
+    "run_storage",
+    "event_log_storage",
+    "schedule_storage",
+    "compute_logs",
+    "local_artifact_storage",
+    "scheduler",
+)
+
+QUEUED_KEYS = {
+    "max_concurrent_runs": "maxConcurrentRuns",
+    "tag_concurrency_limits": "tagConcurrencyLimits",
+    "dequeue_interval_seconds": "dequeueIntervalSeconds",
+    "dequeue_use_threads": "dequeueUseThreads",
+    "dequeue_num_workers": "dequeueNumWorkers",
+}
+MONITORING_KEYS = {
+    "enabled": "enabled",
+    "start_timeout_seconds": "startTimeoutSeconds",
+    "cancel_timeout_seconds": "cancelTimeoutSeconds",
+    "max_resume_run_attempts": "maxResumeRunAttempts",
+    "poll_interval_seconds": "pollIntervalSeconds",
+    "free_slots_after_run_end_seconds": "freeSlotsAfterRunEndSeconds",
+}
+_RETRIES_KEYS = {"enabled": "enabled", "max_retries": "maxRetries"}
+_THREADS_KEYS = {"use_threads": "useThreads", "num_workers": "numWorkers", "num_submit_workers": "numSubmitWorkers"}
+RETENTION_KEYS = {"schedule": "schedule", "sensor": "sensor", "auto_materialize": "autoMaterialize"}
+_QUEUED_CLASSES = {
+    ("dagster.core.run_coordinator", "QueuedRunCoordinator"),
+    ("dagster._core.run_coordinator", "QueuedRunCoordinator"),
+    ("dagster._core.run_coordinator.queued_run_coordinator", "QueuedRunCoordinator"),
+}
+
+
+class InstanceTranslationError(Exception):
+    """instance.yaml holds something the chart values cannot express."""
+
+
+def load_instance(path: Path | None = None) -> dict[str, Any]:
+    return load_yaml(path or paths.INSTANCE_YAML)
+
+
+def _map_keys(section: str, data: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
+    unknown = sorted(set(data) - set(mapping))
+    if unknown:
+        raise InstanceTranslationError(
+            f"instance.yaml {section}: {unknown} have no mapping to the dagster chart's values "
+            f"(known: {sorted(mapping)}); extend dagster_platform.helm.values"
+        )
+    return {mapping[key]: value for key, value in data.items()}
+
+
+def default_tick_retention(kind: str) -> dict[str, int]:
+    """Dagster's own defaults per tick status (the chart wants all four when given a mapping)."""
+    from dagster._core.definitions.run_request import InstigatorType
+    from dagster._core.instance.config import get_default_tick_retention_settings
+
+    instigator = InstigatorType.SCHEDULE if kind == "schedule" else InstigatorType.SENSOR
+    return {status.value.lower(): days for status, days in get_default_tick_retention_settings(instigator).items()}
+
+
+def instance_to_values(instance: Mapping[str, Any]) -> dict[str, Any]:
+    """The `dagster:` values overlay that makes the chart write instance.yaml's sections."""
+    extra = sorted(set(instance) - set(TRANSLATED_SECTIONS) - set(PLACE_SPECIFIC_SECTIONS))
+    if extra:
+        raise InstanceTranslationError(
+            f"instance.yaml sections {extra} are neither translated to Helm values nor place-specific"
+        )
+    place_specific = sorted(set(instance) & set(PLACE_SPECIFIC_SECTIONS))
+    if place_specific:
+        raise InstanceTranslationError(
+            f"instance.yaml must not hold place-specific sections {place_specific}: "
+            "storage and the run launcher come from the Helm values on the cluster"
+        )
+    daemon: dict[str, Any] = {}
+    dagster: dict[str, Any] = {"dagsterDaemon": daemon}
+
+    coordinator = instance.get("run_coordinator")
+    if coordinator:
+        if (coordinator.get("module"), coordinator.get("class")) not in _QUEUED_CLASSES:
+            raise InstanceTranslationError(
+                f"instance.yaml run_coordinator {coordinator.get('module')}.{coordinator.get('class')}: "
+                "the platform runs the QueuedRunCoordinator"
+            )
+        config = _map_keys("run_coordinator.config", coordinator.get("config") or {}, QUEUED_KEYS)
+        daemon["runCoordinator"] = {
+            "enabled": True,
+            "type": "QueuedRunCoordinator",
+            "config": {"queuedRunCoordinator": config},
+        }
+    else:
+        daemon["runCoordinator"] = {"enabled": False}
+
+    if "run_monitoring" in instance:
+        daemon["runMonitoring"] = _map_keys("run_monitoring", instance["run_monitoring"], MONITORING_KEYS)
+    if "run_retries" in instance:
+        daemon["runRetries"] = _map_keys("run_retries", instance["run_retries"], _RETRIES_KEYS)
+
+    for kind in ("sensors", "schedules"):
+        if kind in instance:
+            daemon[kind] = _map_keys(kind, instance[kind], _THREADS_KEYS)
+
+    if "retention" in instance:
+        retention: dict[str, Any] = {"enabled": True}
+        _map_keys("retention", instance["retention"], RETENTION_KEYS)  # rejects unknown sections
+        for section, data in instance["retention"].items():
+            key = RETENTION_KEYS[section]
+            purge = (data or {}).get("purge_after_days")
+            if isinstance(purge, Mapping):
+                # The chart's schema requires every tick status; unstated ones keep Dagster's default.
+                purge = {**default_tick_retention(section), **purge}
+            retention[key] = {"purgeAfterDays": purge}
+        dagster["retention"] = retention
+
+    if "telemetry" in instance:
+        dagster["telemetry"] = {"enabled": bool(instance["telemetry"].get("enabled"))}
+    return {"dagster": dagster}
 
 
 def load_code_locations(path: Path | None = None) -> list[dict[str, Any]]:

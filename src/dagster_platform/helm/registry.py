@@ -1,0 +1,66 @@
+"""platform/code-locations.yaml, the registry of code locations: valid entries, served on the port the
+user-code template serves, and exactly the registered locations in each workspace and NetworkPolicy."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from dagster_platform.helm import values as helm_values
+from dagster_platform.helm.policies import Violation
+
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_WHERE = "platform/code-locations.yaml"
+
+
+def check_workspace(values: Mapping[str, Any], locations: list[Mapping[str, Any]], where: str) -> list[Violation]:
+    """Every registered location is a workspace server and a NetworkPolicy target, and nothing else is."""
+    out = []
+    workspace = helm_values.get_path(values, "dagster.dagsterWebserver.workspace") or {}
+    if not workspace.get("enabled"):
+        out.append(Violation("workspace", where, "dagster.dagsterWebserver.workspace.enabled is not true"))
+    servers = {(s.get("name"), s.get("host"), s.get("port")) for s in workspace.get("servers") or []}
+    policy_targets = {(c.get("name"), c.get("port")) for c in values.get("codeLocations") or []}
+    registered = {(loc["name"], loc["name"], int(loc["port"])) for loc in locations}
+    for name, host, port in sorted(registered - servers):
+        out.append(Violation("workspace", where, f"registered location {name} ({host}:{port}) is not in the workspace"))
+    for name, host, port in sorted(servers - registered):
+        out.append(Violation("workspace", where, f"workspace server {name} ({host}:{port}) is not registered"))
+    for name, _host, port in sorted(registered):
+        if (name, port) not in policy_targets:
+            out.append(Violation("workspace", where, f"location {name}:{port} has no NetworkPolicy target"))
+    return out
+
+
+def check_code_location_registry(locations: list[Mapping[str, Any]], served_port: int | None = None) -> list[Violation]:
+    from dagster_platform.template.generate import grpc_port
+
+    served = grpc_port() if served_port is None else served_port
+    out = []
+    seen: set[str] = set()
+    for loc in locations:
+        name = str(loc.get("name", ""))
+        problems = []
+        missing = sorted({"name", "team", "image", "port", "module"} - set(loc))
+        if missing:
+            problems.append(f"location {name or '?'} lacks {missing}")
+        if not _DNS1123.match(name) or len(name) > 53:
+            problems.append(f"{name!r} is not a DNS-1123 label of at most 53 characters")
+        if name in seen:
+            problems.append(f"{name!r} is registered twice")
+        seen.add(name)
+        if ":" in str(loc.get("image", "")).rsplit("/", 1)[-1]:
+            problems.append(f"{name}: image must be a repository without tag")
+        if not isinstance(loc.get("port"), int) or not 1024 <= loc["port"] <= 65535:
+            problems.append(f"{name}: port must be an integer in 1024..65535")
+        elif loc["port"] != served:
+            # The workspace dials this port; the location's code server (template Dockerfile and
+            # deploy/values-*.yaml, rendered from the same setting) listens on the other one.
+            problems.append(
+                f"{name}: port {loc['port']} is not the port user-code repos serve ({served}, "
+                "platform/usercode.yaml grpc_port = the template's deploy/values-*.yaml port); "
+                f"register it with port: {served}"
+            )
+        out += [Violation("registry", _WHERE, problem) for problem in problems]
+    return out

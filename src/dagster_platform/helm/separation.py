@@ -1,0 +1,72 @@
+"""Environment separation: no value or rendered object of one environment names another's namespace, kube
+context, database, secrets, hosts or CIDRs. The chart cannot know this (it renders one environment at a
+time); the render-time namespace guard in our templates is the other half."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dagster_platform.helm import values as helm_values
+from dagster_platform.helm.engine import strip_source
+from dagster_platform.helm.policies import Violation, leaves, obj_name
+
+IDENTITY_KEYS = (
+    "environment.namespace",
+    "environment.kubeContext",
+    "global.postgresqlSecretName",
+    "dagster.postgresql.postgresqlHost",
+    "dagster.postgresql.postgresqlDatabase",
+    "dagster.postgresql.postgresqlUsername",
+    "postgresPassword.externalSecret.secretStoreRef.name",
+    "postgresPassword.externalSecret.remoteRef.key",
+    "ingress.admin.host",
+    "ingress.admin.tlsSecretName",
+    "ingress.readOnly.host",
+    "ingress.readOnly.tlsSecretName",
+)
+CIDR_KEYS = ("networkPolicy.postgres.cidrs", "networkPolicy.kubernetesApi.cidrs")
+
+
+def other_env_files(env: str) -> dict[str, dict[str, Any]]:
+    """The committed <env>.yaml of every other environment."""
+    return {
+        other: helm_values.load_yaml(helm_values.VALUES_DIR / f"{other}.yaml")
+        for other in helm_values.ENVIRONMENTS
+        if other != env
+    }
+
+
+def identity_markers(env_file_values: Mapping[str, Any]) -> dict[str, str]:
+    """What names an environment: its namespace, context, database, secrets, hosts (marker -> key)."""
+    markers = {}
+    for key in IDENTITY_KEYS:
+        value = helm_values.get_path(env_file_values, key)
+        if isinstance(value, str) and value:
+            markers[value] = key
+    for key in CIDR_KEYS:
+        markers.update((cidr, key) for cidr in helm_values.get_path(env_file_values, key) or [])
+    return markers
+
+
+def check_environment_separation(
+    env: str,
+    values: Mapping[str, Any],
+    other_envs: Mapping[str, Mapping[str, Any]],
+    objects: list[Mapping[str, Any]] = (),
+) -> list[Violation]:
+    """No value or rendered object of `env` names another environment's identity."""
+    out = []
+    name = helm_values.get_path(values, "environment.name")
+    if values and name != env:
+        out.append(Violation("environment-separation", env, f"environment.name is {name!r}, not {env!r}"))
+    haystacks = [(f"values {path}", value) for path, value in leaves(values)]
+    haystacks += [(f"{obj_name(obj)} {path}", value) for obj in objects for path, value in leaves(strip_source(obj))]
+    for other, other_values in other_envs.items():
+        for marker, key in identity_markers(other_values).items():
+            out += [
+                Violation("environment-separation", f"{env}: {where}", f"{value!r} names {other}'s {key} ({marker!r})")
+                for where, value in haystacks
+                if isinstance(value, str) and marker in value
+            ]
+    return out

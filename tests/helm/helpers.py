@@ -1,0 +1,32 @@
+"""Helpers shared by tests/helm (fixtures stay in conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dagster_platform.helm import values as helm_values
+from dagster_platform.helm.engine import HelmEngine, split_manifests
+
+ENVS = helm_values.ENVIRONMENTS
+
+
+def render(engine: HelmEngine, values: dict[str, Any], namespace: str | None = None) -> list[dict[str, Any]]:
+    """The umbrella chart rendered by the real Helm engine, as objects."""
+    namespace = namespace or values["environment"]["namespace"]
+    return split_manifests(
+        engine.render(helm_values.CHART_DIR, values, release=helm_values.RELEASE_NAME, namespace=namespace)
+    )
+
+
+def edit_yaml(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    data = yaml.safe_load(path.read_text()) or {}
+    edit(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def objects_of(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
