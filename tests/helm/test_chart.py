@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from dagster_platform.helm import values as helm_values
+from dagster_platform.helm.policies import CHART_KEYS_YAML
 from dagster_platform.helm.engine import HelmEngineError
 from dagster_platform.paths import dagster_version
 
@@ -30,6 +31,14 @@ def test_official_chart_is_pinned_to_the_platform_dagster_version():
     assert lock["dependencies"] == [
         {"name": "dagster", "repository": "https://dagster-io.github.io/helm", "version": dagster_version()}
     ]
+
+
+def test_the_offline_list_of_chart_keys_is_for_the_pinned_chart():
+    """helm/dagster-chart-keys.yaml (the offline stand-in for the chart's own schema) names its version: a
+    Dagster bump fails here until the list has been compared with the new chart (its header says how)."""
+    keys = yaml.safe_load(CHART_KEYS_YAML.read_text())
+    (dep,) = yaml.safe_load((CHART / "Chart.yaml").read_text())["dependencies"]
+    assert keys["version"] == dep["version"] == dagster_version()
 
 
 def test_chart_lock_digest_is_helms_hash_of_chart_yaml_and_lock():

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from dagster_platform.cli import main
-from dagster_platform.helm import cli as helm_cli
 from dagster_platform.helm import separation as hs
+from dagster_platform.helm import upgrade as helm_upgrade
 from dagster_platform.helm import values as helm_values
 
 from .helpers import ENVS, edit_yaml
@@ -118,7 +118,7 @@ def kubeconfig(tmp_path, current, acc_ns="dagster-acceptance"):
 
 
 def test_guard_accepts_the_environments_own_context(tmp_path):
-    assert helm_cli.guard("acceptance", kubeconfig=kubeconfig(tmp_path, "acme-acceptance")) == (
+    assert helm_upgrade.guard("acceptance", kubeconfig=kubeconfig(tmp_path, "acme-acceptance")) == (
         "acme-acceptance",
         "dagster-acceptance",
     )
@@ -136,8 +136,8 @@ def test_guard_accepts_the_environments_own_context(tmp_path):
     ],
 )
 def test_guard_refuses_another_environments_context_or_namespace(tmp_path, env, current, namespace, acc_ns, message):
-    with pytest.raises(helm_cli.GuardError, match=message):
-        helm_cli.guard(env, namespace=namespace, kubeconfig=kubeconfig(tmp_path, current, acc_ns))
+    with pytest.raises(helm_upgrade.GuardError, match=message):
+        helm_upgrade.guard(env, namespace=namespace, kubeconfig=kubeconfig(tmp_path, current, acc_ns))
 
 
 def test_upgrade_command_refuses_before_touching_anything(tmp_path, capsys):
@@ -149,11 +149,11 @@ def test_upgrade_command_refuses_before_touching_anything(tmp_path, capsys):
 def test_read_only_diff_accepts_a_ci_agent_context_but_never_the_other_environments(tmp_path):
     path = tmp_path / "kubeconfig"
     path.write_text(KUBECONFIG.format(current="acme-production", acc_ns="x").replace("acme-production\n", "ci:ro\n", 1))
-    assert helm_cli.guard("acceptance", kubeconfig=str(path), read_only=True) == ("ci:ro", "dagster-acceptance")
-    with pytest.raises(helm_cli.GuardError, match="but acceptance lives in"):
-        helm_cli.guard("acceptance", kubeconfig=str(path))
-    with pytest.raises(helm_cli.GuardError, match="is production's"):
-        helm_cli.guard("acceptance", kubeconfig=kubeconfig(tmp_path, "acme-production"), read_only=True)
+    assert helm_upgrade.guard("acceptance", kubeconfig=str(path), read_only=True) == ("ci:ro", "dagster-acceptance")
+    with pytest.raises(helm_upgrade.GuardError, match="but acceptance lives in"):
+        helm_upgrade.guard("acceptance", kubeconfig=str(path))
+    with pytest.raises(helm_upgrade.GuardError, match="is production's"):
+        helm_upgrade.guard("acceptance", kubeconfig=kubeconfig(tmp_path, "acme-production"), read_only=True)
 
 
 def test_diff_refuses_the_other_environments_context(tmp_path, capsys):
@@ -170,7 +170,7 @@ def test_upgrade_refuses_without_a_kube_context(tmp_path, capsys):
 
 def test_upgrade_plan_is_atomic_and_migrates_on_a_minor_upgrade(tmp_path):
     files = [tmp_path / "v.yaml"]
-    plan = helm_cli.upgrade_plan(
+    plan = helm_upgrade.upgrade_plan(
         "production", context="acme-production", namespace="dagster-production", value_files=files, migrate=True
     )
     upgrade = plan[0]
@@ -191,11 +191,11 @@ def test_upgrade_plan_is_atomic_and_migrates_on_a_minor_upgrade(tmp_path):
     [("1.12.9", "1.13.27", True), ("1.13.1", "1.13.27", False), (None, "1.13.27", False), ("2.0.0", "1.13.27", True)],
 )
 def test_migration_only_for_minor_version_changes(deployed, new, migrate):
-    assert helm_cli.needs_migration(deployed, new) is migrate
+    assert helm_upgrade.needs_migration(deployed, new) is migrate
 
 
 def test_no_migration_step_for_a_patch_upgrade(tmp_path):
-    plan = helm_cli.upgrade_plan(
+    plan = helm_upgrade.upgrade_plan(
         "acceptance", context="acme-acceptance", namespace="dagster-acceptance", value_files=[], migrate=False
     )
     assert len(plan) == 1 and plan[0][1] == "upgrade"

@@ -29,7 +29,6 @@ class HelmEngineError(Exception):
 class LintReport:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    infos: list[str] = field(default_factory=list)
 
 
 _SOURCE = re.compile(r"^# Source: (?P<path>\S+)\s*$", re.MULTILINE)
@@ -67,71 +66,40 @@ class HelmEngine:
     def name(self) -> str:
         return f"helm binary ({self.binary})" if self.binary else "helm-python-sdk (Helm Go SDK)"
 
-    # -- rendering -------------------------------------------------------------------------------
+    def _binary(self, args: list[str], values: Mapping[str, Any]) -> subprocess.CompletedProcess[str]:
+        """Run the helm binary with `values` as a values file."""
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as handle:
+            json.dump(values, handle)
+            handle.flush()
+            return subprocess.run([self.binary, *args, "--values", handle.name], capture_output=True, text=True)
 
     def render(self, chart_dir: Path, values: Mapping[str, Any], *, release: str, namespace: str) -> dict[str, str]:
         """Template path -> rendered text (like `helm template`); raises HelmEngineError."""
         if self.binary:
-            return self._render_binary(chart_dir, values, release=release, namespace=namespace)
+            proc = self._binary(["template", release, str(chart_dir), "--namespace", namespace], values)
+            if proc.returncode != 0:
+                raise HelmEngineError(proc.stderr.strip() or proc.stdout.strip())
+            rendered: dict[str, str] = {}
+            for chunk in re.split(r"^---\s*$", proc.stdout, flags=re.MULTILINE):
+                match = _SOURCE.search(chunk)
+                if match:
+                    rendered[match["path"]] = rendered.get(match["path"], "") + "\n---\n" + chunk
+            return rendered
         import helm_python
 
         try:
             with helm_python.Chart.load(chart_dir) as chart:
-                rendered = chart.render(
-                    dict(values), name=release, namespace=namespace, is_install=False, is_upgrade=True
-                )
+                return chart.render(dict(values), name=release, namespace=namespace, is_install=False, is_upgrade=True)
         except helm_python.HelmError as exc:
             raise HelmEngineError(str(exc)) from exc
-        return rendered
-
-    def _render_binary(
-        self, chart_dir: Path, values: Mapping[str, Any], *, release: str, namespace: str
-    ) -> dict[str, str]:
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-            json.dump(values, handle)
-        try:
-            proc = subprocess.run(
-                [self.binary, "template", release, str(chart_dir), "--namespace", namespace]
-                + ["--values", handle.name],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-        finally:
-            os.unlink(handle.name)
-        if proc.returncode != 0:
-            raise HelmEngineError(proc.stderr.strip() or proc.stdout.strip())
-        rendered: dict[str, str] = {}
-        for chunk in re.split(r"^---\s*$", proc.stdout, flags=re.MULTILINE):
-            match = _SOURCE.search(chunk)
-            if match:
-                key = match["path"]
-                rendered[key] = rendered.get(key, "") + "\n---\n" + chunk
-        return rendered
-
-    # -- lint ------------------------------------------------------------------------------------
 
     def lint(self, chart_dir: Path, values: Mapping[str, Any], *, namespace: str) -> LintReport:
         report = LintReport()
         if self.binary:
-            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-                json.dump(values, handle)
-            try:
-                proc = subprocess.run(
-                    [self.binary, "lint", str(chart_dir), "--namespace", namespace, "--values", handle.name],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-            finally:
-                os.unlink(handle.name)
+            proc = self._binary(["lint", str(chart_dir), "--namespace", namespace], values)
             for line in (proc.stdout + proc.stderr).splitlines():
-                if line.startswith("[ERROR]"):
-                    report.errors.append(line)
-                elif line.startswith("[WARNING]"):
-                    report.warnings.append(line)
-                elif line.startswith("[INFO]"):
-                    report.infos.append(line)
+                if line.startswith(("[ERROR]", "[WARNING]")):
+                    (report.errors if line.startswith("[ERROR]") else report.warnings).append(line)
             if proc.returncode != 0 and not report.errors:
                 report.errors.append(proc.stdout + proc.stderr)
             return report
@@ -140,10 +108,8 @@ class HelmEngine:
         result = helm_python.lint(chart_dir, dict(values), namespace=namespace)
         for message in result["messages"]:
             text = f"{message['path']}: {message['error']}"
-            {3: report.errors, 2: report.warnings}.get(message["severity"], report.infos).append(text)
-        for error in result.get("errors", []):
-            if not any(error in e for e in report.errors):
-                report.errors.append(error)
+            {3: report.errors, 2: report.warnings}.get(message["severity"], []).append(text)
+        report.errors += [error for error in result.get("errors", []) if not any(error in e for e in report.errors)]
         return report
 
     # -- dependencies ----------------------------------------------------------------------------
