@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from dagster_platform.helm import values as helm_values
-from dagster_platform.helm.policies import CHART_KEYS_YAML
 from dagster_platform.helm.engine import HelmEngineError
+from dagster_platform.helm.policies import CHART_KEYS_YAML
 from dagster_platform.paths import dagster_version
 
 from .helpers import ENVS, objects_of, render
