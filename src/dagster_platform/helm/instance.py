@@ -10,26 +10,28 @@ render (`instance_differences`).
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import yaml
 
 from dagster_platform.helm import values as helm_values
-from dagster_platform.helm.values import (
-    MONITORING_KEYS,
-    QUEUED_KEYS,
-    RETENTION_KEYS,
-    InstanceTranslationError,
-)
+from dagster_platform.helm.values import InstanceTranslationError
 from dagster_platform.mappings import deep_merge
 
 # The three Postgres-backed storages the chart writes, all with the same `postgres_db` connection.
 STORAGE_SECTIONS = ("run_storage", "event_log_storage", "schedule_storage")
 
 
-def _inverse(mapping: Mapping[str, str]) -> dict[str, str]:
-    return {v: k for k, v in mapping.items()}
+def _camel_to_snake(key: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+
+
+def _snake_keys(data: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """{snake_case: value} for each of `keys` (camelCase) that `data` sets truthy, as the chart's
+    `{{- if .Values.x }}` guards write them."""
+    return {_camel_to_snake(key): data[key] for key in keys if data.get(key)}
 
 
 # The official chart's defaults (its values.yaml) for the keys its instance template reads and the
@@ -50,7 +52,7 @@ def values_to_instance(dagster_values: Mapping[str, Any], *, namespace: str, rel
     official chart (same sections, same order, same conditions), for the value types the platform
     uses; any other type raises InstanceTranslationError instead of guessing.
     """
-    values = _with_defaults(dagster_values)
+    values = deep_merge(CHART_DEFAULTS, dagster_values)
     daemon = values["dagsterDaemon"]
     out: dict[str, Any] = {}
 
@@ -82,7 +84,7 @@ def values_to_instance(dagster_values: Mapping[str, Any], *, namespace: str, rel
         config = (coordinator.get("config") or {}).get("queuedRunCoordinator") or {}
         out["run_coordinator"] = {"module": "dagster.core.run_coordinator", "class": "QueuedRunCoordinator"}
         if any(v not in (None, "", [], {}) for v in config.values()):
-            out["run_coordinator"]["config"] = {_inverse(QUEUED_KEYS)[k]: v for k, v in config.items() if v}
+            out["run_coordinator"]["config"] = _snake_keys(config, config)
     out["compute_logs"] = _compute_log_manager(values["computeLogManager"])
     if values.get("pythonLogs"):
         raise InstanceTranslationError("pythonLogs is not derived; add it to helm_instance.values_to_instance")
@@ -91,7 +93,7 @@ def values_to_instance(dagster_values: Mapping[str, Any], *, namespace: str, rel
         section = {"enabled": True, "start_timeout_seconds": monitoring.get("startTimeoutSeconds")}
         for key in ("cancelTimeoutSeconds", "maxResumeRunAttempts"):
             if monitoring.get(key) is not None:
-                section[_inverse(MONITORING_KEYS)[key]] = monitoring[key]
+                section[_camel_to_snake(key)] = monitoring[key]
         section["poll_interval_seconds"] = monitoring.get("pollIntervalSeconds")
         section["free_slots_after_run_end_seconds"] = monitoring.get("freeSlotsAfterRunEndSeconds")
         out["run_monitoring"] = section
@@ -103,25 +105,18 @@ def values_to_instance(dagster_values: Mapping[str, Any], *, namespace: str, rel
     for kind in ("sensors", "schedules"):
         threads = daemon.get(kind, {})
         if daemon.get("enabled") and threads.get("useThreads"):
-            out[kind] = {"use_threads": True}
-            for key, target in (("numWorkers", "num_workers"), ("numSubmitWorkers", "num_submit_workers")):
-                if threads.get(key):
-                    out[kind][target] = threads[key]
+            out[kind] = {"use_threads": True, **_snake_keys(threads, ("numWorkers", "numSubmitWorkers"))}
     out["telemetry"] = {"enabled": (values.get("telemetry") or {}).get("enabled")}
     retention = values.get("retention") or {}
     if retention.get("enabled"):
         out["retention"] = {
-            _inverse(RETENTION_KEYS)[key]: {"purge_after_days": retention[key]["purgeAfterDays"]}
+            _camel_to_snake(key): {"purge_after_days": retention[key]["purgeAfterDays"]}
             for key in ("sensor", "schedule", "autoMaterialize")
             if retention.get(key)
         }
     if values.get("additionalInstanceConfig"):
         out.update(values["additionalInstanceConfig"])
     return out
-
-
-def _with_defaults(dagster_values: Mapping[str, Any]) -> dict[str, Any]:
-    return deep_merge(CHART_DEFAULTS, dagster_values)
 
 
 def _postgres_storage(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -145,15 +140,10 @@ def _postgres_storage(values: Mapping[str, Any]) -> dict[str, Any]:
     return {"postgres_db": db}
 
 
-_S3_KEYS = {
-    "localDir": "local_dir",
-    "prefix": "prefix",
-    "useSsl": "use_ssl",
-    "verify": "verify",
-    "verifyCertPath": "verify_cert_path",
-    "endpointUrl": "endpoint_url",
-    "skipEmptyFiles": "skip_empty_files",
-}
+_S3_KEYS = ("localDir", "prefix", "useSsl", "verify", "verifyCertPath", "endpointUrl", "skipEmptyFiles")
+_LAUNCHER_KEYS = ("kubeconfigFile", "envVars", "volumeMounts", "volumes", "labels", "resources", "schedulerName",
+                  "securityContext")  # fmt: skip
+_RUN_K8S_KEYS = ("containerConfig", "podSpecConfig", "podTemplateSpecMetadata", "jobSpecConfig", "jobMetadata")
 
 
 def _compute_log_manager(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -169,9 +159,7 @@ def _compute_log_manager(cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise InstanceTranslationError(
             f"computeLogManager.config.s3ComputeLogManager keys {unknown} are not keys of the chart"
         )
-    config: dict[str, Any] = {"bucket": s3.get("bucket")}
-    # The template writes each optional key only when it is truthy ({{- if ... }}).
-    config.update({target: s3[key] for key, target in _S3_KEYS.items() if s3.get(key)})
+    config = {"bucket": s3.get("bucket"), **_snake_keys(s3, _S3_KEYS)}
     return {"module": "dagster_aws.s3.compute_log_manager", "class": "S3ComputeLogManager", "config": config}
 
 
@@ -185,38 +173,19 @@ def _k8s_run_launcher(cfg: Mapping[str, Any], namespace: str) -> dict[str, Any]:
         "instance_config_map": "dagster-instance",
         "postgres_password_secret": "dagster-postgresql-secret",
     }
-    simple = {
-        "kubeconfigFile": "kubeconfig_file",
-        "envVars": "env_vars",
-        "volumeMounts": "volume_mounts",
-        "volumes": "volumes",
-        "labels": "labels",
-        "resources": "resources",
-        "schedulerName": "scheduler_name",
-        "securityContext": "security_context",
-    }
-    for key, target in simple.items():
-        if cfg.get(key):
-            config[target] = cfg[key]
-    for key, target in (("envConfigMaps", "env_config_maps"), ("envSecrets", "env_secrets")):
+    config.update(_snake_keys(cfg, _LAUNCHER_KEYS))
+    for key in ("envConfigMaps", "envSecrets"):
         names = [item["name"] for item in cfg.get(key) or [] if "name" in item]
         if names:
-            config[target] = names
+            config[_camel_to_snake(key)] = names
     if cfg.get("failPodOnRunFailure"):
         config["fail_pod_on_run_failure"] = True
     run_k8s = cfg.get("runK8sConfig") or {}
-    run_k8s_keys = {
-        "containerConfig": "container_config",
-        "podSpecConfig": "pod_spec_config",
-        "podTemplateSpecMetadata": "pod_template_spec_metadata",
-        "jobSpecConfig": "job_spec_config",
-        "jobMetadata": "job_metadata",
-    }
-    unknown = sorted(set(run_k8s) - set(run_k8s_keys))
+    unknown = sorted(set(run_k8s) - set(_RUN_K8S_KEYS))
     if unknown:
         raise InstanceTranslationError(f"runK8sConfig keys {unknown} are not keys of the dagster chart")
     if run_k8s:
-        config["run_k8s_config"] = {run_k8s_keys[k]: v for k, v in run_k8s.items() if v}
+        config["run_k8s_config"] = _snake_keys(run_k8s, run_k8s)
     return {"module": "dagster_k8s", "class": "K8sRunLauncher", "config": config}
 
 

@@ -73,24 +73,14 @@ PLACE_SPECIFIC_SECTIONS = (
     "scheduler",
 )
 
-QUEUED_KEYS = {
-    "max_concurrent_runs": "maxConcurrentRuns",
-    "tag_concurrency_limits": "tagConcurrencyLimits",
-    "dequeue_interval_seconds": "dequeueIntervalSeconds",
-    "dequeue_use_threads": "dequeueUseThreads",
-    "dequeue_num_workers": "dequeueNumWorkers",
-}
-MONITORING_KEYS = {
-    "enabled": "enabled",
-    "start_timeout_seconds": "startTimeoutSeconds",
-    "cancel_timeout_seconds": "cancelTimeoutSeconds",
-    "max_resume_run_attempts": "maxResumeRunAttempts",
-    "poll_interval_seconds": "pollIntervalSeconds",
-    "free_slots_after_run_end_seconds": "freeSlotsAfterRunEndSeconds",
-}
-_RETRIES_KEYS = {"enabled": "enabled", "max_retries": "maxRetries"}
-_THREADS_KEYS = {"use_threads": "useThreads", "num_workers": "numWorkers", "num_submit_workers": "numSubmitWorkers"}
-RETENTION_KEYS = {"schedule": "schedule", "sensor": "sensor", "auto_materialize": "autoMaterialize"}
+# The chart's value names for instance.yaml's keys: the same words in camelCase (`snake_to_camel`).
+_QUEUED_KEYS = ("max_concurrent_runs", "tag_concurrency_limits", "dequeue_interval_seconds", "dequeue_use_threads",
+               "dequeue_num_workers")  # fmt: skip
+_MONITORING_KEYS = ("enabled", "start_timeout_seconds", "cancel_timeout_seconds", "max_resume_run_attempts",
+                   "poll_interval_seconds", "free_slots_after_run_end_seconds")  # fmt: skip
+_RETRIES_KEYS = ("enabled", "max_retries")
+_THREADS_KEYS = ("use_threads", "num_workers", "num_submit_workers")
+_RETENTION_KEYS = ("schedule", "sensor", "auto_materialize")
 _QUEUED_CLASSES = {
     ("dagster.core.run_coordinator", "QueuedRunCoordinator"),
     ("dagster._core.run_coordinator", "QueuedRunCoordinator"),
@@ -106,14 +96,19 @@ def load_instance(path: Path | None = None) -> dict[str, Any]:
     return load_yaml(path or paths.INSTANCE_YAML)
 
 
-def _map_keys(section: str, data: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
-    unknown = sorted(set(data) - set(mapping))
+def snake_to_camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(word.title() for word in rest)
+
+
+def _map_keys(section: str, data: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
+    unknown = sorted(set(data) - set(known))
     if unknown:
         raise InstanceTranslationError(
             f"instance.yaml {section}: {unknown} have no mapping to the dagster chart's values "
-            f"(known: {sorted(mapping)}); extend dagster_platform.helm.values"
+            f"(known: {sorted(known)}); extend dagster_platform.helm.values"
         )
-    return {mapping[key]: value for key, value in data.items()}
+    return {snake_to_camel(key): value for key, value in data.items()}
 
 
 def default_tick_retention(kind: str) -> dict[str, int]:
@@ -148,7 +143,7 @@ def instance_to_values(instance: Mapping[str, Any]) -> dict[str, Any]:
                 f"instance.yaml run_coordinator {coordinator.get('module')}.{coordinator.get('class')}: "
                 "the platform runs the QueuedRunCoordinator"
             )
-        config = _map_keys("run_coordinator.config", coordinator.get("config") or {}, QUEUED_KEYS)
+        config = _map_keys("run_coordinator.config", coordinator.get("config") or {}, _QUEUED_KEYS)
         daemon["runCoordinator"] = {
             "enabled": True,
             "type": "QueuedRunCoordinator",
@@ -158,7 +153,7 @@ def instance_to_values(instance: Mapping[str, Any]) -> dict[str, Any]:
         daemon["runCoordinator"] = {"enabled": False}
 
     if "run_monitoring" in instance:
-        daemon["runMonitoring"] = _map_keys("run_monitoring", instance["run_monitoring"], MONITORING_KEYS)
+        daemon["runMonitoring"] = _map_keys("run_monitoring", instance["run_monitoring"], _MONITORING_KEYS)
     if "run_retries" in instance:
         daemon["runRetries"] = _map_keys("run_retries", instance["run_retries"], _RETRIES_KEYS)
 
@@ -168,14 +163,13 @@ def instance_to_values(instance: Mapping[str, Any]) -> dict[str, Any]:
 
     if "retention" in instance:
         retention: dict[str, Any] = {"enabled": True}
-        _map_keys("retention", instance["retention"], RETENTION_KEYS)  # rejects unknown sections
+        _map_keys("retention", instance["retention"], _RETENTION_KEYS)  # rejects unknown sections
         for section, data in instance["retention"].items():
-            key = RETENTION_KEYS[section]
             purge = (data or {}).get("purge_after_days")
             if isinstance(purge, Mapping):
                 # The chart's schema requires every tick status; unstated ones keep Dagster's default.
                 purge = {**default_tick_retention(section), **purge}
-            retention[key] = {"purgeAfterDays": purge}
+            retention[snake_to_camel(section)] = {"purgeAfterDays": purge}
         dagster["retention"] = retention
 
     if "telemetry" in instance:
