@@ -12,29 +12,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from dagster_platform.helm import instance as helm_instance
+from dagster_platform.helm import manifests, policies, registry, separation
 from dagster_platform.helm import values as helm_values
 from dagster_platform.helm.engine import HelmEngine, HelmEngineError, split_manifests
 from dagster_platform.helm.images import instance_image_errors
-from dagster_platform.helm.manifests import (
-    check_kubernetes_schemas,
-    check_manifest_pods,
-    check_manifest_secrets,
-    check_references,
-)
-from dagster_platform.helm.policies import (
-    Violation,
-    check_dagster_keys,
-    check_embedded_k8s_objects,
-    check_image_versions,
-    check_layering,
-    check_no_plaintext_secrets,
-    check_required_settings,
-    check_value_images,
-    check_value_pods,
-    obj_name,
-)
-from dagster_platform.helm.registry import check_code_location_registry, check_workspace
-from dagster_platform.helm.separation import check_environment_separation, other_env_files
+from dagster_platform.helm.policies import Violation
 
 
 # -- the instance the values describe ---------------------------------------------------------------
@@ -91,33 +73,35 @@ def check_values(env: str, *, layers: list[tuple[str, Mapping[str, Any]]] | None
     where = f"{env} values"
     out: list[Violation] = []
     for name, layer in layers:
-        out += check_dagster_keys(layer, name) + check_no_plaintext_secrets(layer, name)
-    out += check_layering(layers)
-    out += check_embedded_k8s_objects(values, where)
-    out += check_value_images(values, where)
-    out += check_value_pods(values, where)
-    out += check_required_settings(env, values, where)
-    out += check_image_versions(values, where)
+        out += policies.check_dagster_keys(layer, name) + policies.check_no_plaintext_secrets(layer, name)
+    out += policies.check_layering(layers)
+    out += policies.check_embedded_k8s_objects(values, where)
+    out += policies.check_value_images(values, where)
+    out += policies.check_value_pods(values, where)
+    out += policies.check_required_settings(env, values, where)
+    out += policies.check_image_versions(values, where)
     locations = helm_values.load_code_locations()
-    out += check_code_location_registry(locations)
-    out += check_workspace(values, locations, where)
+    out += registry.check_code_location_registry(locations)
+    out += registry.check_workspace(values, locations, where)
     out += check_instance_config(env, values, helm_values.load_instance())
-    out += check_environment_separation(env, values, other_env_files(env))
+    out += separation.check_environment_separation(env, values, separation.other_env_files(env))
     return out
 
 
 def check_manifests(env: str, objects: list[Mapping[str, Any]], values: Mapping[str, Any]) -> list[Violation]:
     """All manifest-level policies for `env`'s rendered objects."""
-    out = check_kubernetes_schemas(objects)
-    out += check_references(objects)
-    out += check_manifest_pods(objects)
-    out += check_manifest_secrets(objects)
-    out += check_environment_separation(env, {}, other_env_files(env), objects)
+    out = manifests.check_kubernetes_schemas(objects)
+    out += manifests.check_references(objects)
+    out += manifests.check_manifest_pods(objects)
+    out += manifests.check_manifest_secrets(objects)
+    out += separation.check_environment_separation(env, {}, separation.other_env_files(env), objects)
     namespace = helm_values.get_path(values, "environment.namespace")
     for obj in objects:
         ns = obj.get("metadata", {}).get("namespace")
         if ns is not None and ns != namespace:
-            out.append(Violation("environment-separation", obj_name(obj), f"namespace {ns!r} is not {namespace!r}"))
+            out.append(
+                Violation("environment-separation", policies.obj_name(obj), f"namespace {ns!r} is not {namespace!r}")
+            )
     rendered_instance = helm_instance.instance_from_manifests(objects)
     if rendered_instance is not None:  # full render (official chart present)
         where = f"{env} rendered dagster.yaml"

@@ -62,24 +62,22 @@ TRANSLATED_SECTIONS = (
     "telemetry",
 )
 # dagster.yaml sections that legitimately differ between the cluster and the local stack.
-PLACE_SPECIFIC_SECTIONS = (
-    "run_launcher",
-    "storage",
-    "run_storage",
-    "event_log_storage",
-    "schedule_storage",
-    "compute_logs",
-    "local_artifact_storage",
-    "scheduler",
-)
+PLACE_SPECIFIC_SECTIONS = ("run_launcher", "storage", "run_storage", "event_log_storage", "schedule_storage",
+                           "compute_logs", "local_artifact_storage", "scheduler")  # fmt: skip
 
 # The chart's value names for instance.yaml's keys: the same words in camelCase (`snake_to_camel`).
 _QUEUED_KEYS = ("max_concurrent_runs", "tag_concurrency_limits", "dequeue_interval_seconds", "dequeue_use_threads",
                "dequeue_num_workers")  # fmt: skip
 _MONITORING_KEYS = ("enabled", "start_timeout_seconds", "cancel_timeout_seconds", "max_resume_run_attempts",
                    "poll_interval_seconds", "free_slots_after_run_end_seconds")  # fmt: skip
-_RETRIES_KEYS = ("enabled", "max_retries")
 _THREADS_KEYS = ("use_threads", "num_workers", "num_submit_workers")
+# Daemon sections of instance.yaml: chart value dagsterDaemon.<camelCase section>.
+_DAEMON_SECTIONS = {
+    "run_monitoring": _MONITORING_KEYS,
+    "run_retries": ("enabled", "max_retries"),
+    "sensors": _THREADS_KEYS,
+    "schedules": _THREADS_KEYS,
+}
 _RETENTION_KEYS = ("schedule", "sensor", "auto_materialize")
 _QUEUED_CLASSES = {
     ("dagster.core.run_coordinator", "QueuedRunCoordinator"),
@@ -152,14 +150,9 @@ def instance_to_values(instance: Mapping[str, Any]) -> dict[str, Any]:
     else:
         daemon["runCoordinator"] = {"enabled": False}
 
-    if "run_monitoring" in instance:
-        daemon["runMonitoring"] = _map_keys("run_monitoring", instance["run_monitoring"], _MONITORING_KEYS)
-    if "run_retries" in instance:
-        daemon["runRetries"] = _map_keys("run_retries", instance["run_retries"], _RETRIES_KEYS)
-
-    for kind in ("sensors", "schedules"):
-        if kind in instance:
-            daemon[kind] = _map_keys(kind, instance[kind], _THREADS_KEYS)
+    for section, known in _DAEMON_SECTIONS.items():
+        if section in instance:
+            daemon[snake_to_camel(section)] = _map_keys(section, instance[section], known)
 
     if "retention" in instance:
         retention: dict[str, Any] = {"enabled": True}
@@ -188,19 +181,10 @@ def workspace_values(locations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     Each location is its own Helm release (user-code template) whose Service is named after the
     location, in the same namespace.
     """
-    locations = list(locations)
+    servers = [{"host": loc["name"], "port": int(loc["port"]), "name": loc["name"]} for loc in locations]
     return {
-        "codeLocations": [{"name": loc["name"], "port": int(loc["port"])} for loc in locations],
-        "dagster": {
-            "dagsterWebserver": {
-                "workspace": {
-                    "enabled": True,
-                    "servers": [
-                        {"host": loc["name"], "port": int(loc["port"]), "name": loc["name"]} for loc in locations
-                    ],
-                }
-            }
-        },
+        "codeLocations": [{"name": s["name"], "port": s["port"]} for s in servers],
+        "dagster": {"dagsterWebserver": {"workspace": {"enabled": True, "servers": servers}}},
     }
 
 
