@@ -95,17 +95,16 @@ def cmd_deps(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guarded(args: argparse.Namespace) -> tuple[str, str] | None:
+def _guarded(args: argparse.Namespace, *, read_only: bool) -> tuple[str, str] | None:
     try:
-        return guard(args.env, namespace=args.namespace, kubeconfig=args.kubeconfig, read_only=args.read_only)
+        return guard(args.env, namespace=args.namespace, kubeconfig=args.kubeconfig, read_only=read_only)
     except GuardError as exc:
         print(f"refusing: {exc}", file=sys.stderr)
         return None
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    args.read_only = True
-    target = _guarded(args)
+    target = _guarded(args, read_only=True)
     if target is None:
         return 2
     context, namespace = target
@@ -128,8 +127,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
-    args.read_only = False
-    target = _guarded(args)
+    target = _guarded(args, read_only=False)
     if target is None:
         return 2
     context, namespace = target
@@ -173,49 +171,34 @@ def cmd_postgres_setup(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     platform = subparsers.add_parser("platform", help="Helm values, render, checks, diff and upgrade per environment")
     sub = platform.add_subparsers(dest="platform_command", required=True)
-    env_choices = [*helm_values.ENVIRONMENTS]
-
-    p = sub.add_parser("values", help="write the generated values layer; print the -f arguments")
-    p.add_argument("--env", required=True, choices=[*env_choices, "all"])
-    p.add_argument("--out", help=f"directory (default {helm_values.GENERATED_DIR})")
-    p.set_defaults(func=cmd_values)
-
-    p = sub.add_parser("instance", help="print the dagster.yaml the cluster's processes of one environment read")
-    p.add_argument("--env", required=True, choices=env_choices)
-    p.set_defaults(func=cmd_instance)
-
-    p = sub.add_parser("render", help="render the manifests of one environment")
-    p.add_argument("--env", required=True, choices=env_choices)
-    p.add_argument("--full", action="store_true", help="require the official chart (after `platform deps`)")
-    p.add_argument("--out", help="write to this file instead of stdout")
-    p.set_defaults(func=cmd_render)
-
-    p = sub.add_parser("check", help="all guardrail policies, Kubernetes schemas and helm lint")
-    p.add_argument("--env", required=True, choices=[*env_choices, "all"])
-    p.add_argument("--full", action="store_true", help="with the official chart (CI)")
-    p.set_defaults(func=cmd_check)
-
-    p = sub.add_parser("deps", help="helm dependency build (fetch the official chart pinned in Chart.lock)")
-    p.set_defaults(func=cmd_deps)
-
-    for name, func, text in (
-        ("diff", cmd_diff, "helm-diff (or rendered diff) against the deployed release"),
-        ("upgrade", cmd_upgrade, "guarded helm upgrade --install --atomic --wait, with instance migration"),
-    ):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--env", required=True, choices=env_choices)
-        p.add_argument("--namespace", help="defaults to the context's namespace, else the environment's")
-        p.add_argument("--kubeconfig", help="defaults to $KUBECONFIG, else ~/.kube/config")
-        if name == "upgrade":
-            p.add_argument("--dry-run", action="store_true", help="print the commands only")
-            p.add_argument(
-                "--migrate",
-                choices=["auto", "always", "never"],
-                default="auto",
-                help="auto: migrate when the deployed Dagster minor version differs",
-            )
-        p.set_defaults(func=func)
-
-    p = sub.add_parser("postgres-setup", help="print the psql commands for platform/postgres/*.sql")
-    p.add_argument("--env", required=True, choices=env_choices)
-    p.set_defaults(func=cmd_postgres_setup)
+    one, all_ = [*helm_values.ENVIRONMENTS], [*helm_values.ENVIRONMENTS, "all"]
+    commands = {  # name: (function, help, --env choices)
+        "values": (cmd_values, "write the generated values layer; print the -f arguments", all_),
+        "instance": (cmd_instance, "print the dagster.yaml the cluster's processes of one environment read", one),
+        "render": (cmd_render, "render the manifests of one environment", one),
+        "check": (cmd_check, "all guardrail policies, Kubernetes schemas and helm lint", all_),
+        "deps": (cmd_deps, "helm dependency build (fetch the official chart pinned in Chart.lock)", None),
+        "diff": (cmd_diff, "helm-diff (or rendered diff) against the deployed release", one),
+        "upgrade": (cmd_upgrade, "guarded helm upgrade --install --atomic --wait, with instance migration", one),
+        "postgres-setup": (cmd_postgres_setup, "print the psql commands for platform/postgres/*.sql", one),
+    }
+    p = {}
+    for name, (func, text, envs) in commands.items():
+        p[name] = sub.add_parser(name, help=text)
+        p[name].set_defaults(func=func)
+        if envs:
+            p[name].add_argument("--env", required=True, choices=envs)
+    p["values"].add_argument("--out", help=f"directory (default {helm_values.GENERATED_DIR})")
+    p["render"].add_argument("--full", action="store_true", help="require the official chart (after `platform deps`)")
+    p["render"].add_argument("--out", help="write to this file instead of stdout")
+    p["check"].add_argument("--full", action="store_true", help="with the official chart (CI)")
+    for name in ("diff", "upgrade"):
+        p[name].add_argument("--namespace", help="defaults to the context's namespace, else the environment's")
+        p[name].add_argument("--kubeconfig", help="defaults to $KUBECONFIG, else ~/.kube/config")
+    p["upgrade"].add_argument("--dry-run", action="store_true", help="print the commands only")
+    p["upgrade"].add_argument(
+        "--migrate",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="auto: migrate when the deployed Dagster minor version differs",
+    )
