@@ -38,12 +38,12 @@ PORT := 3000
 dev: install ## serve the Dagster UI on http://127.0.0.1:3000 with the example code location (SQLite; PORT=3001 for another port)
 	$(CLI) dev --port $(PORT) $(DEV_FLAGS)
 
-test: install ## everything CI checks: lint, then the whole test suite
+test: install ci-tools ## everything CI checks: lint, then the whole test suite
 	$(MAKE) --no-print-directory lint
 	$(RUN) pytest
 
 # The inner loop: every test that needs no real Postgres, processes, browser or rendered repo (marker `slow`).
-test-fast: install ## the fast lane (under a minute): lint + every test not marked slow
+test-fast: install ci-tools ## the fast lane (under a minute): lint + every test not marked slow
 	$(MAKE) --no-print-directory lint
 	$(RUN) pytest -m "not slow"
 
@@ -108,9 +108,20 @@ platform-upgrade: platform-env platform-deps ## guarded helm upgrade --install -
 	$(CLI) platform upgrade --env $(ENV) $(UPGRADE_FLAGS)
 
 # CI/CD pipelines (ci/README.md): the same checks tests/ci runs, for one look before pushing.
-.PHONY: ci-check
-ci-check: install ## GitLab CI files: GitLab schema (offline), structure rules, shellcheck of every job script
+.PHONY: ci-check ci-tools
+ci-check: install ci-tools ## GitLab CI files: GitLab schema (offline), structure rules, shellcheck of every job script
 	$(CLI) ci-check
+
+# gitlab-ci-local (resolves, lists and runs GitLab jobs for tests/ci and ci-check), pinned exactly in
+# ci/tools/package-lock.json, installed with npm (Node >= 18) into the git-ignored .tools/ci-tools/ once per lock change.
+GITLAB_CI_LOCAL := .tools/ci-tools/node_modules/.bin/gitlab-ci-local
+$(GITLAB_CI_LOCAL): ci/tools/package.json ci/tools/package-lock.json
+	mkdir -p .tools/ci-tools
+	cp ci/tools/package.json ci/tools/package-lock.json .tools/ci-tools/
+	cd .tools/ci-tools && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+ci-tools: $(GITLAB_CI_LOCAL) ## install the pinned gitlab-ci-local (npm) into .tools/ci-tools/
 
 # Benchmarks (docs/bench.md): the dev loop and the platform next to plain Dagster; Markdown table + JSON
 # in bench/results/. Takes a while (make test alone is minutes): BENCH_FLAGS='--runs 5 --only dev,check'.

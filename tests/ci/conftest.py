@@ -2,52 +2,17 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from dagster_platform.ci.config import Pipeline, load_pipeline, platform_projects
+from dagster_platform.ci.config import Pipeline, load_pipeline
+from dagster_platform.ci.runner import whens_by_context
 from dagster_platform.net import free_port, http_ok
 from dagster_platform.paths import ROOT
 from dagster_platform.template.generate import render
 
-PLATFORM_CI = ROOT / ".gitlab-ci.yml"
-USERCODE_CI = ROOT / "ci" / "usercode.gitlab-ci.yml"
-
-# A second answer set: another location, package, platform project and pinned ref.
-OTHER_ANSWERS = {
-    "project_name": "Sales Forecasts",
-    "location_name": "sales-forecasts",
-    "package_name": "sales_forecasting",
-    "_platform_ci_project": "data/platform",
-    "_platform_ci_ref": "v2.3.0",
-    "_acceptance_namespace": "analytics-acc",
-    "_production_namespace": "analytics-prod",
-}
-
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=ci-test", "-c", "user.email=ci-test@example.invalid", *args],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
-def as_checkout(repo: Path) -> Path:
-    """Make a rendered repo a git checkout, as a CI job sees it."""
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "rendered from the template")
-    return repo
-
-
-def load_usercode(repo: Path) -> Pipeline:
-    return load_pipeline(repo / ".gitlab-ci.yml", projects=platform_projects(), repo_root=repo)
+from .helpers import FEATURE_PUSH, MAIN, MR, PLATFORM_CI, as_checkout, git, load_usercode, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +29,16 @@ def usercode_pipeline(rendered_repo) -> Pipeline:
 @pytest.fixture(scope="session")
 def platform_pipeline() -> Pipeline:
     return load_pipeline(PLATFORM_CI)
+
+
+@pytest.fixture(scope="session")
+def pipeline_whens(platform_pipeline, usercode_pipeline) -> dict[str, dict[str, dict[str, str]]]:
+    """kind -> pipeline context (mr, main, feature_push) -> job -> when, as gitlab-ci-local evaluates the rules."""
+    contexts = {"mr": MR, "main": MAIN, "feature_push": FEATURE_PUSH}
+    return {
+        "platform": whens_by_context(platform_pipeline, contexts),
+        "usercode": whens_by_context(usercode_pipeline, contexts),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -93,15 +68,6 @@ def smoke_asset() -> int:
 
 defs = dg.Definitions(assets=[smoke_asset])
 """
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"{what} did not come up in {timeout}s")
 
 
 @pytest.fixture(scope="session")

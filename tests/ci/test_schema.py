@@ -3,9 +3,10 @@
 import pytest
 import yaml
 
-from dagster_platform.ci.config import load_pipeline, platform_projects, schema_check
+from dagster_platform.ci.config import load_pipeline, schema_check
+from dagster_platform.template.generate import render
 
-from .conftest import OTHER_ANSWERS, PLATFORM_CI, USERCODE_CI, as_checkout, load_usercode, render
+from .helpers import OTHER_ANSWERS, PLATFORM_CI, USERCODE_CI, as_checkout, load_usercode
 
 
 @pytest.mark.parametrize("path", [PLATFORM_CI, USERCODE_CI], ids=["platform", "usercode-template"])
@@ -51,9 +52,7 @@ def test_include_ref_and_tools_ref_agree(usercode_pipeline):
 
 def test_other_answers_render_a_valid_pipeline(tmp_path):
     repo = as_checkout(render(tmp_path, OTHER_ANSWERS))
-    pipeline = load_pipeline(
-        repo / ".gitlab-ci.yml", projects=platform_projects(OTHER_ANSWERS["_platform_ci_project"]), repo_root=repo
-    )
+    pipeline = load_usercode(repo, OTHER_ANSWERS["_platform_ci_project"])
     assert pipeline.problems == []
     assert pipeline.variables["DAGSTER_LOCATION"] == "sales-forecasts"
     assert pipeline.variables["PACKAGE_NAME"] == "sales_forecasting"
@@ -81,3 +80,18 @@ def test_unknown_project_and_local_includes_are_reported(tmp_path):
     )
     problems = load_pipeline(ci).problems
     assert len(problems) == 3, problems
+
+
+def test_default_keys_gitlab_ci_local_would_drop_are_reported(tmp_path):
+    """gitlab-ci-local passes only some `default:` keys to jobs; a file relying on another would be checked wrongly."""
+    ci = tmp_path / ".gitlab-ci.yml"
+    ci.write_text("default:\n  image: python:3.11.11\n  interruptible: true\nlint:\n  script: [make lint]\n")
+    expected = f"{ci}: default: ['interruptible'] is not applied by gitlab-ci-local; set it per job"
+    assert load_pipeline(ci).problems == [expected]
+
+
+def test_unresolvable_pipeline_is_reported(tmp_path):
+    ci = tmp_path / ".gitlab-ci.yml"
+    ci.write_text("lint:\n  extends: .nowhere\n  script: [make lint]\n")
+    (problem,) = load_pipeline(ci).problems
+    assert "gitlab-ci-local --preview failed" in problem and ".nowhere" in problem, problem

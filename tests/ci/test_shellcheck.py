@@ -1,4 +1,4 @@
-"""The shell in every CI job passes shellcheck (scripts extracted as the runner assembles them)."""
+"""The shell in every CI job passes shellcheck (scripts as gitlab-ci-local resolves them: anchors, extends, default)."""
 
 import copy
 
@@ -31,7 +31,8 @@ def test_usercode_job_scripts_pass_shellcheck(usercode_pipeline):
 )
 def test_shellcheck_rejects_bad_shell(usercode_pipeline, line, code):
     config = copy.deepcopy(usercode_pipeline.config)
-    config[".deploy"]["script"] = [*config[".deploy"]["script"], line]
+    for job in ("deploy-acceptance", "deploy-production"):
+        config[job]["script"] = [*config[job]["script"], line]
     broken = Pipeline(path=usercode_pipeline.path, config=config, templates=usercode_pipeline.templates)
     problems = shellcheck(broken)
     assert any(code in p and p.startswith(".gitlab-ci.yml deploy-") for p in problems), problems

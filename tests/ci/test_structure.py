@@ -8,7 +8,7 @@ import yaml
 
 from dagster_platform.ci.config import Pipeline
 from dagster_platform.ci.policy import STAGES, check, image_pinned
-from dagster_platform.ci.runner import job_when, predefined_variables
+from dagster_platform.ci.runner import run_job
 from dagster_platform.paths import dagster_version
 
 
@@ -44,15 +44,7 @@ def test_template_states_the_platform_dagster_version(usercode_pipeline):
     assert usercode_pipeline.variables["DAGSTER_PLATFORM_VERSION"] == dagster_version()
 
 
-# --- rules as GitLab evaluates them -------------------------------------------------------------------------
-
-MR = {"pipeline_source": "merge_request_event", "branch": "feature"}
-MAIN = {"pipeline_source": "push", "branch": "main"}
-FEATURE_PUSH = {"pipeline_source": "push", "branch": "feature"}
-
-
-def when(pipeline, job, context, tmp_path):
-    return job_when(pipeline, job, predefined_variables(tmp_path, **context))
+# --- rules as GitLab evaluates them (gitlab-ci-local --list-json, workflow rules first) ---------------------------
 
 
 @pytest.mark.parametrize(
@@ -71,13 +63,14 @@ def when(pipeline, job, context, tmp_path):
         ("platform", "upgrade-production", "never", "manual", "never"),
     ],
 )
-def test_jobs_appear_in_the_right_pipelines(
-    kind, job, mr, main, feature_push, platform_pipeline, usercode_pipeline, tmp_path
-):
-    pipeline = platform_pipeline if kind == "platform" else usercode_pipeline
-    assert when(pipeline, job, MR, tmp_path) == mr
-    assert when(pipeline, job, MAIN, tmp_path) == main
-    assert when(pipeline, job, FEATURE_PUSH, tmp_path) == feature_push
+def test_jobs_appear_in_the_right_pipelines(kind, job, mr, main, feature_push, pipeline_whens):
+    whens = pipeline_whens[kind]
+    assert (whens["mr"][job], whens["main"][job], whens["feature_push"][job]) == (mr, main, feature_push)
+
+
+def test_job_outside_its_pipeline_is_refused(usercode_pipeline, tmp_path):
+    with pytest.raises(RuntimeError, match="not part of a merge_request_event pipeline"):
+        run_job(usercode_pipeline, "deploy-production", tmp_path)
 
 
 # --- each rule rejects a pipeline that breaks it --------------------------------------------------------------
@@ -195,18 +188,23 @@ def test_usercode_rule_rejects(breakage, usercode_pipeline):
     assert any(expected in p for p in problems), problems
 
 
+DEPLOYS = ("deploy-acceptance", "deploy-production")
+
+
 def _helm_line(transform):
     def change(config):
-        script = copy.deepcopy(config[".deploy"]["script"])
-        config[".deploy"]["script"] = [transform(line) if "helm upgrade" in line else line for line in script]
+        for job in DEPLOYS:
+            script = config[job]["script"]
+            config[job]["script"] = [transform(line) if "helm upgrade" in line else line for line in script]
 
     return change
 
 
 def _smoke_first(config):
-    script = config[".deploy"]["script"]
-    smoke = [line for line in script if "dagster_platform.ci.smoke" in line]
-    config[".deploy"]["script"] = smoke + [line for line in script if line not in smoke]
+    for job in DEPLOYS:
+        script = config[job]["script"]
+        smoke = [line for line in script if "dagster_platform.ci.smoke" in line]
+        config[job]["script"] = smoke + [line for line in script if line not in smoke]
 
 
 HELM_BREAKAGES = {

@@ -9,7 +9,14 @@ from __future__ import annotations
 import re
 import shlex
 
-from dagster_platform.ci.config import Pipeline, expand_vars, flatten, job_commands, referenced_variables
+from dagster_platform.ci.config import (
+    Pipeline,
+    expand_vars,
+    flatten,
+    job_commands,
+    job_variables,
+    referenced_variables,
+)
 from dagster_platform.paths import dagster_version
 
 STAGES = {
@@ -111,14 +118,14 @@ def check(pipeline: Pipeline, kind: str) -> list[str]:
         if name == "test" and not ((job.get("artifacts") or {}).get("reports") or {}).get("junit"):
             problems.append("test: must publish a JUnit report (artifacts:reports:junit)")
 
-    # Images pinned to a version (or digest), never latest.
+    # Images pinned to a version (or digest), never latest; a GitLab template's job keeps the template's image.
     for name, job in jobs.items():
+        if name in _template_jobs(pipeline):
+            continue
         if "image" not in job:
-            if name in _template_jobs(pipeline):
-                continue  # image set by GitLab's own template
             problems.append(f"{name}: no image (set one, pinned)")
             continue
-        image = _resolve_image(job["image"], {**variables, **_job_vars(job)})
+        image = _resolve_image(job["image"], {**variables, **job_variables(job)})
         if not image_pinned(image):
             problems.append(f"{name}: image {image!r} is not pinned to a version tag or digest")
 
@@ -132,7 +139,7 @@ def check(pipeline: Pipeline, kind: str) -> list[str]:
                     problems.append(f"{name}: prints secret variable(s) {sorted(secrets)}: {statement.strip()!r}")
                 if DUMPERS.search(statement.strip()):
                     problems.append(f"{name}: dumps the environment or traces commands: {statement.strip()!r}")
-        merged_vars = {**variables, **_job_vars(job)}
+        merged_vars = {**variables, **job_variables(job)}
         if str(merged_vars.get("CI_DEBUG_TRACE", "")).lower() == "true":
             problems.append(f"{name}: CI_DEBUG_TRACE prints every variable, secrets included")
 
@@ -144,13 +151,6 @@ def check(pipeline: Pipeline, kind: str) -> list[str]:
 
 def _template_jobs(pipeline: Pipeline) -> set[str]:
     return {"container_scanning"} if "Jobs/Container-Scanning.gitlab-ci.yml" in pipeline.templates else set()
-
-
-def _job_vars(job: dict) -> dict[str, str]:
-    out = {}
-    for key, value in (job.get("variables") or {}).items():
-        out[key] = str(value.get("value", "")) if isinstance(value, dict) else str(value)
-    return out
 
 
 def _deploy_jobs(jobs: dict[str, dict]) -> dict[str, list[str]]:
@@ -206,11 +206,11 @@ def _check_deploys(jobs: dict[str, dict], variables: dict[str, str], kind: str) 
         elif "manual" in whens:
             problems.append(f"{name}: acceptance deploys automatically on the default branch")
         # The kube context and URLs of this environment only.
-        text = " ".join(job_commands(job)) + " " + " ".join(_job_vars(job).values())
+        text = " ".join(job_commands(job)) + " " + " ".join(job_variables(job).values())
         foreign = sorted(v for v in referenced_variables(text) if v.endswith(f"_{other.upper()}"))
         if foreign:
             problems.append(f"{name}: references {other} variables {foreign}")
-        job_vars = _job_vars(job)
+        job_vars = job_variables(job)
         if job_vars.get("KUBE_CONTEXT") != f"$KUBE_CONTEXT_{env.upper()}":
             problems.append(f"{name}: KUBE_CONTEXT must be $KUBE_CONTEXT_{env.upper()}")
         commands = job_commands(job)
@@ -282,7 +282,7 @@ def _check_usercode(pipeline: Pipeline, jobs: dict[str, dict], variables: dict[s
     if "Jobs/Container-Scanning.gitlab-ci.yml" not in pipeline.templates:
         problems.append("must include GitLab's Jobs/Container-Scanning.gitlab-ci.yml template")
     scan = jobs.get("container_scanning", {})
-    if _job_vars(scan).get("CS_IMAGE") != "$IMAGE":
+    if job_variables(scan).get("CS_IMAGE") != "$IMAGE":
         problems.append("container_scanning: CS_IMAGE must be $IMAGE (the image just built)")
     if scan.get("allow_failure") is not False:
         problems.append("container_scanning: allow_failure must be false")

@@ -1,0 +1,66 @@
+"""Helpers for tests/ci (fixtures live in conftest.py)."""
+
+import subprocess
+import time
+from pathlib import Path
+
+from dagster_platform.ci.config import Pipeline, load_pipeline, platform_projects
+from dagster_platform.paths import ROOT
+
+PLATFORM_CI = ROOT / ".gitlab-ci.yml"
+USERCODE_CI = ROOT / "ci" / "usercode.gitlab-ci.yml"
+
+# A second answer set: another location, package, platform project and pinned ref.
+OTHER_ANSWERS = {
+    "project_name": "Sales Forecasts",
+    "location_name": "sales-forecasts",
+    "package_name": "sales_forecasting",
+    "_platform_ci_project": "data/platform",
+    "_platform_ci_ref": "v2.3.0",
+    "_acceptance_namespace": "analytics-acc",
+    "_production_namespace": "analytics-prod",
+}
+
+# Pipelines GitLab creates, as (CI_PIPELINE_SOURCE, branch).
+MR = {"pipeline_source": "merge_request_event", "branch": "feature"}
+MAIN = {"pipeline_source": "push", "branch": "main"}
+FEATURE_PUSH = {"pipeline_source": "push", "branch": "feature"}
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.name=ci-test", "-c", "user.email=ci-test@example.invalid", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def as_checkout(repo: Path) -> Path:
+    """Make a rendered repo a git checkout, as a CI job sees it."""
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "rendered from the template")
+    return repo
+
+
+def fresh_checkout(repo: Path, tmp_path: Path) -> Path:
+    """What a GitLab job starts from: a clone of the commit, nothing left over from other jobs."""
+    target = tmp_path / repo.name
+    subprocess.run(["git", "clone", "-q", str(repo), str(target)], check=True)
+    return target
+
+
+def load_usercode(repo: Path, project: str | None = None) -> Pipeline:
+    return load_pipeline(repo / ".gitlab-ci.yml", projects=platform_projects(project), repo_root=repo)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} did not come up in {timeout}s")
