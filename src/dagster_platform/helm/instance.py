@@ -60,25 +60,11 @@ def values_to_instance(dagster_values: Mapping[str, Any], *, namespace: str, rel
         raise InstanceTranslationError(f"scheduler.type {values['scheduler']['type']!r} is not derived")
     out["scheduler"] = {"module": "dagster._core.scheduler", "class": "DagsterDaemonScheduler"}
     storage = _postgres_storage(values)
-    out["schedule_storage"] = {
-        "module": "dagster_postgres.schedule_storage",
-        "class": "PostgresScheduleStorage",
-        "config": copy.deepcopy(storage),
-    }
-    launcher = values.get("runLauncher", {})
-    if launcher.get("type") != "K8sRunLauncher":
-        raise InstanceTranslationError(f"runLauncher.type {launcher.get('type')!r} is not derived (K8sRunLauncher)")
-    out["run_launcher"] = _k8s_run_launcher(launcher.get("config", {}).get("k8sRunLauncher", {}), namespace)
-    out["run_storage"] = {
-        "module": "dagster_postgres.run_storage",
-        "class": "PostgresRunStorage",
-        "config": copy.deepcopy(storage),
-    }
-    out["event_log_storage"] = {
-        "module": "dagster_postgres.event_log",
-        "class": "PostgresEventLogStorage",
-        "config": copy.deepcopy(storage),
-    }
+    postgres = lambda module, klass: {"module": module, "class": klass, "config": copy.deepcopy(storage)}  # noqa: E731
+    out["schedule_storage"] = postgres("dagster_postgres.schedule_storage", "PostgresScheduleStorage")
+    out["run_launcher"] = _run_launcher(values, namespace)
+    out["run_storage"] = postgres("dagster_postgres.run_storage", "PostgresRunStorage")
+    out["event_log_storage"] = postgres("dagster_postgres.event_log", "PostgresEventLogStorage")
     coordinator = daemon.get("runCoordinator", {})
     if daemon.get("enabled") and coordinator.get("enabled"):
         config = (coordinator.get("config") or {}).get("queuedRunCoordinator") or {}
@@ -163,7 +149,12 @@ def _compute_log_manager(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {"module": "dagster_aws.s3.compute_log_manager", "class": "S3ComputeLogManager", "config": config}
 
 
-def _k8s_run_launcher(cfg: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+def _run_launcher(values: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """helpers/instance/_run-launcher.tpl for the K8sRunLauncher."""
+    launcher = values.get("runLauncher", {})
+    if launcher.get("type") != "K8sRunLauncher":
+        raise InstanceTranslationError(f"runLauncher.type {launcher.get('type')!r} is not derived (K8sRunLauncher)")
+    cfg = launcher.get("config", {}).get("k8sRunLauncher", {})
     config: dict[str, Any] = {
         "load_incluster_config": cfg.get("loadInclusterConfig"),
         "job_namespace": cfg.get("jobNamespace") or namespace,

@@ -38,27 +38,23 @@ class Violation:
         return f"[{self.rule}] {self.where}: {self.message}"
 
 
-def leaves(node: Any, path: str = "") -> Iterable[tuple[str, Any]]:
-    """(dotted path, value) of every scalar below `node`."""
+def nodes(node: Any, path: str = "") -> Iterable[tuple[str, Any]]:
+    """(dotted path, node) of `node` and of everything below it, mappings and lists included."""
+    yield path, node
     if isinstance(node, Mapping):
         for key, child in node.items():
-            yield from leaves(child, f"{path}.{key}" if path else str(key))
+            yield from nodes(child, f"{path}.{key}" if path else str(key))
     elif isinstance(node, list):
         for index, child in enumerate(node):
-            yield from leaves(child, f"{path}[{index}]")
-    else:
-        yield path, node
+            yield from nodes(child, f"{path}[{index}]")
 
 
-def mappings(node: Any, path: str = "") -> Iterable[tuple[str, Mapping[str, Any]]]:
-    """(dotted path, mapping) of `node` and every mapping below it."""
-    if isinstance(node, Mapping):
-        yield path, node
-        for key, child in node.items():
-            yield from mappings(child, f"{path}.{key}" if path else str(key))
-    elif isinstance(node, list):
-        for index, child in enumerate(node):
-            yield from mappings(child, f"{path}[{index}]")
+def leaves(node: Any) -> Iterable[tuple[str, Any]]:
+    return ((path, value) for path, value in nodes(node) if not isinstance(value, Mapping | list))
+
+
+def mappings(node: Any) -> Iterable[tuple[str, Mapping[str, Any]]]:
+    return ((path, value) for path, value in nodes(node) if isinstance(value, Mapping))
 
 
 def obj_name(obj: Mapping[str, Any]) -> str:
