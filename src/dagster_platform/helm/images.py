@@ -21,22 +21,9 @@ from dagster_platform.helm.instance import STORAGE_SECTIONS
 # docker.io/dagster/dagster-celery-k8s installs these (its Dockerfile in dagster-io/dagster:
 # python_modules/automation/automation/docker/images/dagster-celery-k8s/Dockerfile), with their
 # dependencies: dagster-postgres brings psycopg2-binary, dagster-aws brings boto3.
-CELERY_K8S_IMAGE = frozenset(
-    {
-        "dagster",
-        "dagster-webserver",
-        "dagster-graphql",
-        "dagster-postgres",
-        "psycopg2-binary",
-        "dagster-k8s",
-        "dagster-aws",
-        "boto3",
-        "dagster-azure",
-        "dagster-gcp",
-        "dagster-celery",
-        "dagster-celery-k8s",
-    }
-)
+CELERY_K8S_IMAGE = frozenset({"dagster", "dagster-webserver", "dagster-graphql", "dagster-postgres", "psycopg2-binary",
+                              "dagster-k8s", "dagster-aws", "boto3", "dagster-azure", "dagster-gcp", "dagster-celery",
+                              "dagster-celery-k8s"})  # fmt: skip
 # The Python distributions a database driver module comes from.
 DRIVER_DISTRIBUTIONS = {
     "psycopg2": {"psycopg2", "psycopg2-binary"},
@@ -76,22 +63,13 @@ def usercode_image() -> frozenset[str]:
     return frozenset(seen)
 
 
-def images() -> dict[str, frozenset[str]]:
-    return {
-        "webserver/daemon image (dagster-celery-k8s)": CELERY_K8S_IMAGE,
-        "user-code image (usercode-template runtime dependencies)": usercode_image(),
-    }
-
-
-def module_distribution(module: str) -> str:
-    """`dagster_aws.s3.compute_log_manager` -> dagster-aws; `dagster._core...` -> dagster."""
-    return _normalize(module.split(".", 1)[0])
-
-
 def instance_image_errors(env: str, instance: Mapping[str, Any]) -> list[str]:
     """One line per (image, instance key) the image cannot serve; empty when every image can."""
     errors = []
-    image_sets = images()
+    image_sets = {
+        "webserver/daemon image (dagster-celery-k8s)": CELERY_K8S_IMAGE,
+        "user-code image (usercode-template runtime dependencies)": usercode_image(),
+    }
     scheme = (instance.get("run_storage") or {}).get("config", {}).get("postgres_db", {}).get("scheme") or "postgresql"
     if any(section in instance for section in STORAGE_SECTIONS):
         driver = SCHEME_DRIVERS.get(scheme)
@@ -111,7 +89,7 @@ def instance_image_errors(env: str, instance: Mapping[str, Any]) -> list[str]:
         data = instance.get(section)
         if not data:
             continue
-        dist = module_distribution(data["module"])
+        dist = _normalize(data["module"].split(".", 1)[0])  # dagster_aws.s3... -> dagster-aws
         for image, dists in image_sets.items():
             if dist not in dists:
                 errors.append(
