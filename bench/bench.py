@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from dagster_platform import procs
+from dagster_platform.graphql import Client, GraphQLError
 from dagster_platform.net import free_port, http_ok
 from dagster_platform.paths import ROOT, dagster_version, uv_executable
 
@@ -341,34 +342,16 @@ def alive(processes: dict[int, str]) -> list[int]:
     return [pid for pid, start in processes.items() if pid in table and table[pid][2] == start and table[pid][1] != "Z"]
 
 
-WORKSPACE_QUERY = "{ workspaceOrError { __typename ... on Workspace { locationEntries { name } } } }"
-DAEMON_QUERY = "{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy lastHeartbeatTime } } } }"
-
-
 def all_locations_loaded(url: str) -> bool:
     """Every location of the webserver's workspace is LOADED (there is at least one)."""
-    from dagster_platform.ci.smoke import SmokeError, graphql, location_state
-
     try:
-        data = graphql(url, WORKSPACE_QUERY, {}, {}, timeout=5)["workspaceOrError"]
-        if data["__typename"] != "Workspace" or not data["locationEntries"]:
-            return False
-        return all(location_state(url, e["name"], {})[0] == "LOADED" for e in data["locationEntries"])
-    except SmokeError:
+        return Client(url, timeout=5).all_loaded()
+    except GraphQLError:
         return False
 
 
 def daemons_healthy(url: str, since: float) -> bool:
-    """Every required daemon is healthy with a heartbeat written after `since` (epoch seconds): a persistent
-    instance still holds the previous session's heartbeats, which count as healthy for a while."""
-    from dagster_platform.ci.smoke import SmokeError, graphql
-
-    try:
-        statuses = graphql(url, DAEMON_QUERY, {}, {}, timeout=5)["instance"]["daemonHealth"]["allDaemonStatuses"]
-    except (SmokeError, KeyError, TypeError):
-        return False
-    required = [s for s in statuses if s["required"]]
-    return bool(required) and all(s["healthy"] and (s["lastHeartbeatTime"] or 0) >= since for s in required)
+    return Client(url, timeout=5).daemons_healthy(since)
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -685,8 +668,6 @@ def launch_runs(url: str, count: int, idle: float = 10.0) -> dict[str, float]:
     """After `idle` seconds (the daemon's first iterations compete for the CPUs right after start-up), launch
     the example job `count` times one after the other: seconds launch → SUCCESS as the client sees it, and
     the run's own start → end (its run worker and steps, without the queue)."""
-    from dagster_platform.local.graphql import Client
-
     time.sleep(idle)
     client = Client(url)
     values: dict[str, float] = {}

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from dagster_platform.ci.smoke import SmokeError, _headers_from_env, check_location, location_state
+from dagster_platform.ci.smoke import _headers_from_env, check_location
+from dagster_platform.graphql import Client, GraphQLError
 from dagster_platform.net import free_port
 from dagster_platform.paths import ROOT
 
@@ -24,16 +25,16 @@ def test_reload_then_loaded_passes(webserver):
 
 
 def test_location_that_failed_to_load_fails(webserver):
-    state, detail = location_state(webserver, "broken", {})
+    state, detail = Client(webserver).location_state("broken")
     assert state == "ERROR", detail
-    with pytest.raises(SmokeError, match="ERROR: location 'broken' failed to load"):
+    with pytest.raises(GraphQLError, match="ERROR: location 'broken' failed to load"):
         check_location(webserver, "broken", timeout=2, interval=1)
 
 
 def test_missing_location_fails(webserver):
-    with pytest.raises(SmokeError, match="MISSING: location 'nope' is not in the webserver's workspace"):
+    with pytest.raises(GraphQLError, match="MISSING: location 'nope' is not in the webserver's workspace"):
         check_location(webserver, "nope", timeout=1, interval=1)
-    with pytest.raises(SmokeError, match="reload of 'nope' refused: RepositoryLocationNotFound"):
+    with pytest.raises(GraphQLError, match="reload of 'nope' refused: RepositoryLocationNotFound"):
         check_location(webserver, "nope", timeout=1, interval=1, reload=True)
 
 
@@ -44,12 +45,12 @@ def test_extra_header_from_a_variable(webserver, monkeypatch):
     assert headers == {"Authorization": "Bearer not-a-real-token"}
     assert "LOADED" in check_location(webserver, "good", timeout=30, interval=1, headers=headers)
     monkeypatch.setenv("SMOKE_TEST_AUTH", "no colon here")
-    with pytest.raises(SmokeError, match=r"\$SMOKE_TEST_AUTH must hold 'Header-Name: value'"):
+    with pytest.raises(ValueError, match=r"\$SMOKE_TEST_AUTH must hold 'Header-Name: value'"):
         _headers_from_env(["SMOKE_TEST_AUTH"])
 
 
 def test_unreachable_webserver_fails():
-    with pytest.raises(SmokeError, match="UNREACHABLE"):
+    with pytest.raises(GraphQLError, match="UNREACHABLE"):
         check_location(f"http://127.0.0.1:{free_port()}", "good", timeout=1, interval=0.5)
 
 

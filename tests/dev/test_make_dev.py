@@ -9,37 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from dagster_platform.ci.smoke import graphql, location_state
+from dagster_platform.graphql import TERMINAL, Client
 from dagster_platform.local.dev import EXAMPLE_LOCATION
 from dagster_platform.net import free_port, http_ok
 from dagster_platform.paths import ROOT, dagster_version
 
 pytestmark = pytest.mark.slow
 
-DAEMON_QUERY = "{ instance { daemonHealth { allDaemonStatuses { daemonType healthy required } } } }"
 REQUIRED_DAEMONS = {"SCHEDULER", "SENSOR", "QUEUED_RUN_COORDINATOR"}
-LAUNCH = """
-mutation($p: ExecutionParams!) {
-  launchRun(executionParams: $p) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } }
-}"""
-RUN_STATUS = "query($id: ID!) { runOrError(runId: $id) { __typename ... on Run { status } } }"
-RUN_IDS = "{ runsOrError { ... on Runs { results { runId status } } } }"
 
 
-def launch_orders_job(url: str) -> str:
-    selector = {"repositoryLocationName": EXAMPLE_LOCATION, "repositoryName": "__repository__", "jobName": "orders_job"}
-    result = graphql(url, LAUNCH, {"p": {"selector": selector, "runConfigData": {}}}, {})["launchRun"]
-    assert result["__typename"] == "LaunchRunSuccess", result
-    return result["run"]["runId"]
-
-
-def run_status(url: str, run_id: str) -> str:
-    return graphql(url, RUN_STATUS, {"id": run_id}, {})["runOrError"]["status"]
-
-
-def healthy_daemons(url: str) -> set[str]:
-    statuses = graphql(url, DAEMON_QUERY, {}, {})["instance"]["daemonHealth"]["allDaemonStatuses"]
-    return {status["daemonType"] for status in statuses if status["healthy"]}
+def healthy_daemons(client: Client) -> set[str]:
+    return {daemon for daemon, healthy in client.daemon_health().items() if healthy}
 
 
 def wait_for(condition, timeout: float, what: str, process: subprocess.Popen) -> None:
@@ -68,32 +49,27 @@ def stop(process: subprocess.Popen) -> None:
 def test_make_dev_serves_the_example_location(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    client = Client(url)
     log = tmp_path / "make-dev.log"
     process = start_make_dev(tmp_path / "dev", port, log)
     try:
         wait_for(lambda: http_ok(f"{url}/server_info"), 300, "the webserver", process)
-        wait_for(lambda: location_state(url, EXAMPLE_LOCATION, {})[0] == "LOADED", 120, "LOADED", process)
+        wait_for(lambda: client.location_state(EXAMPLE_LOCATION)[0] == "LOADED", 120, "LOADED", process)
         # make dev reports it too (it polls on its own, so it may print a moment after we saw it).
         loaded_line = f"location {EXAMPLE_LOCATION} LOADED"
         wait_for(lambda: loaded_line in log.read_text(), 30, "make dev's LOADED line", process)
 
         # The daemon runs schedules, sensors and the run queue.
-        wait_for(lambda: healthy_daemons(url) >= REQUIRED_DAEMONS, 90, "healthy daemons", process)
+        wait_for(lambda: healthy_daemons(client) >= REQUIRED_DAEMONS, 90, "healthy daemons", process)
 
         # "Reload" in the UI restarts the code server's subprocess, and the location comes back LOADED.
-        result = graphql(
-            url,
-            "mutation($n: String!) { reloadRepositoryLocation(repositoryLocationName: $n) { __typename } }",
-            {"n": EXAMPLE_LOCATION},
-            {},
-        )
-        assert result["reloadRepositoryLocation"]["__typename"] == "WorkspaceLocationEntry"
-        wait_for(lambda: location_state(url, EXAMPLE_LOCATION, {})[0] == "LOADED", 120, "LOADED", process)
+        client.reload_location(EXAMPLE_LOCATION)  # raises unless the answer is a WorkspaceLocationEntry
+        wait_for(lambda: client.location_state(EXAMPLE_LOCATION)[0] == "LOADED", 120, "LOADED", process)
 
         # A run goes through the queue (daemon) to the code server and succeeds.
-        run_id = launch_orders_job(url)
-        wait_for(lambda: run_status(url, run_id) in ("SUCCESS", "FAILURE", "CANCELED"), 180, "the run", process)
-        assert run_status(url, run_id) == "SUCCESS"
+        run_id = client.launch_run(EXAMPLE_LOCATION, "orders_job")
+        wait_for(lambda: client.run(run_id)["status"] in TERMINAL, 180, "the run", process)
+        assert client.run(run_id)["status"] == "SUCCESS"
     finally:
         stop(process)
 
@@ -112,9 +88,8 @@ def test_make_dev_serves_the_example_location(tmp_path):
     process = start_make_dev(tmp_path / "dev", port, log)
     try:
         wait_for(lambda: http_ok(f"{url}/server_info"), 300, "the webserver after a restart", process)
-        runs = graphql(url, RUN_IDS, {}, {})["runsOrError"]["results"]
-        assert {"runId": run_id, "status": "SUCCESS"} in runs
-        wait_for(lambda: healthy_daemons(url) >= REQUIRED_DAEMONS, 90, "healthy daemons after a restart", process)
+        assert {(run["runId"], run["status"]) for run in client.runs()} >= {(run_id, "SUCCESS")}
+        wait_for(lambda: healthy_daemons(client) >= REQUIRED_DAEMONS, 90, "healthy daemons after a restart", process)
     finally:
         stop(process)
     assert "creating/migrating" not in log.read_text(), "the instance was migrated again on a restart"

@@ -154,8 +154,8 @@ def test_daemon_ticks_schedule_and_sensor_and_launches_their_runs(stack, client)
     trigger_dir = stack.state_dir / "triggers"
     trigger_dir.mkdir(exist_ok=True)
     (trigger_dir / "0001.trigger").write_text("go\n")
-    sensor_id = client.start_sensor(CANARY, "canary_trigger_files")
-    schedule_id = client.start_schedule(CANARY, "canary_every_minute")
+    sensor_id = client.start("sensor", CANARY, "canary_trigger_files")
+    schedule_id = client.start("schedule", CANARY, "canary_every_minute")
     try:
         by_trigger = wait_until(
             lambda: (
@@ -168,8 +168,8 @@ def test_daemon_ticks_schedule_and_sensor_and_launches_their_runs(stack, client)
             interval=2,
         )
     finally:
-        client.stop_schedule(schedule_id)
-        client.stop_sensor(sensor_id)
+        client.stop("schedule", schedule_id)
+        client.stop("sensor", sensor_id)
     for trigger in ("sensor", "schedule"):
         run = client.wait_run(by_trigger[trigger]["runId"], timeout=240)
         assert run["status"] == "SUCCESS", f"{trigger} run ended {run['status']}"

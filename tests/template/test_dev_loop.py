@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dagster_platform import procs
-from dagster_platform.ci.smoke import SmokeError, graphql, location_state
+from dagster_platform.graphql import Client, GraphQLError
 from dagster_platform.net import free_port, http_ok
 from dagster_platform.template.generate import render
 
@@ -74,16 +74,16 @@ def start_dev(repo: Path, port: int, log: Path) -> subprocess.Popen:
 
 def instance(url: str) -> dict:
     try:
-        return graphql(url, INSTANCE_QUERY, {}, {}, timeout=10)["instance"]
-    except SmokeError:
+        return Client(url, timeout=10).query(INSTANCE_QUERY)["instance"]
+    except GraphQLError:
         return {}
 
 
 def ready(url: str) -> bool:
     try:
-        if location_state(url, LOCATION, {})[0] != "LOADED":
+        if Client(url, timeout=10).location_state(LOCATION)[0] != "LOADED":
             return False
-    except SmokeError:
+    except GraphQLError:
         return False
     statuses = instance(url).get("daemonHealth", {}).get("allDaemonStatuses", [])
     required = [s for s in statuses if s["required"]]

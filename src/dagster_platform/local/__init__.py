@@ -7,7 +7,6 @@ the platform's own instance settings. Modules by concern:
               and workspace.yaml
 - locations:  where each code location's source and virtualenv come from
 - supervisor: start / readiness / log tail / stop-by-PID, with a state file
-- graphql:    a tiny client for the webserver's GraphQL API
 - lifecycle:  `up` / `down` / `status`, the CLI (`dagster-platform stack ...`)
 - measure:    numbers for `make bench` (stack up, run latency, drain time, RSS)
 """

@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from dagster_platform import procs
-from dagster_platform.ci.smoke import location_state
+from dagster_platform.graphql import Client
 from dagster_platform.helm.instance import InstanceTranslationError
 from dagster_platform.helm.values import ENVIRONMENTS
 from dagster_platform.local.config import DEFAULT_ENV, write_instance
@@ -233,7 +233,7 @@ def serve(host: str, port: int, dev_dir: Path = DEV_DIR, until_ready: bool = Fal
         start(daemon)
         print(f"dev: webserver up at {url} ({time.monotonic() - started:.1f}s)", flush=True)
         wait_until(
-            lambda: location_state(url, EXAMPLE_LOCATION, {})[0] == "LOADED",
+            lambda: Client(url).location_state(EXAMPLE_LOCATION)[0] == "LOADED",
             [code_server, webserver, daemon], 120, f"location {EXAMPLE_LOCATION} to load", stop,
         )  # fmt: skip
         print(f"dev: location {EXAMPLE_LOCATION} LOADED ({time.monotonic() - started:.1f}s)", flush=True)

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dagster_platform import net, procs
+from dagster_platform.graphql import Client
 from dagster_platform.helm.values import ENVIRONMENTS
 from dagster_platform.local import config, locations, objectstore, postgres
-from dagster_platform.local.graphql import Client
 from dagster_platform.local.supervisor import ComponentFailed, Supervisor, held_until_ready, run_once
 from dagster_platform.paths import ROOT
 

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 from dagster_platform import net, procs
+from dagster_platform.graphql import TERMINAL, Client
 from dagster_platform.local import lifecycle, locations, postgres
-from dagster_platform.local.graphql import TERMINAL, Client
 from dagster_platform.paths import ROOT
 
 TRIVIAL = ("platform-canary", "canary_job")
