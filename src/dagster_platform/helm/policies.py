@@ -210,11 +210,11 @@ def check_value_pods(values: Mapping[str, Any], where: str) -> list[Violation]:
     """Webserver, daemon and run pods (run Jobs are created at run time, so only values show them)."""
     out = []
     for base, (pod_key, ctr_key, res_key) in _VALUE_PODS.items():
-        get = lambda key, base=base: helm_values.get_path(values, f"{base}.{key}")  # noqa: E731
-        if not runs_as_non_root(get(pod_key), get(ctr_key)):
+        pod = helm_values.get_path(values, base) or {}
+        if not runs_as_non_root(helm_values.get_path(pod, pod_key), pod.get(ctr_key)):
             message = f"{base}: neither {pod_key} nor {ctr_key} sets runAsNonRoot: true"
             out.append(Violation("run-as-non-root", where, message))
-        if not has_resources(get(res_key)):
+        if not has_resources(pod.get(res_key)):
             message = f"{base}.{res_key} needs requests.cpu, requests.memory and limits.memory"
             out.append(Violation("resources", where, message))
     return out
