@@ -33,3 +33,6 @@ def test_platform_test_job_is_exactly_make_test(platform_pipeline):
     for package in ("postgresql", "chromium"):
         assert package in " ".join(flatten(job["before_script"]))
         assert package in ci_run
+    # make test installs gitlab-ci-local (make ci-tools) with npm; it runs jobs with rsync.
+    for package in ("nodejs", "npm", "rsync"):
+        assert package in " ".join(flatten(job["before_script"]))

@@ -95,3 +95,20 @@ def test_unresolvable_pipeline_is_reported(tmp_path):
     ci.write_text("lint:\n  extends: .nowhere\n  script: [make lint]\n")
     (problem,) = load_pipeline(ci).problems
     assert "gitlab-ci-local --preview failed" in problem and ".nowhere" in problem, problem
+
+
+@pytest.mark.parametrize(
+    ("jobs", "message"),
+    [
+        ("x:\n  stage: c\n  script: ['true']\n", "stage:c not found for x"),
+        ("x:\n  stage: a\n  needs: [nope]\n  script: ['true']\n", "needs: [nope] for x could not be found"),
+        ("x: {stage: a, needs: [y], script: ['true']}\ny: {stage: b, script: ['true']}\n", "is in a future stage"),
+    ],
+    ids=["unknown stage", "unknown needs", "needs a later stage"],
+)
+def test_stages_and_needs_are_validated(tmp_path, jobs, message):
+    """gitlab-ci-local's validation of stages and needs, reported as a pipeline problem (the policy's input)."""
+    ci = tmp_path / ".gitlab-ci.yml"
+    ci.write_text("stages: [a, b]\n" + jobs)
+    (problem,) = load_pipeline(ci).problems
+    assert message in problem, problem

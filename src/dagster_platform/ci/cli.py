@@ -45,15 +45,19 @@ def run_job_command(args: argparse.Namespace) -> int:
 
     pipelines, _ = _pipelines(args.repo)
     (_, pipeline) = pipelines[0]
-    overrides = dict(item.split("=", 1) for item in args.var)
-    result = run_job(
-        pipeline,
-        args.job,
-        (args.repo or ROOT).resolve(),
-        pipeline_source=args.source,
-        branch=args.branch,
-        overrides=overrides,
-    )
+    overrides = dict(v.split("=", 1) for v in args.var)
+    try:
+        result = run_job(
+            pipeline,
+            args.job,
+            (args.repo or ROOT).resolve(),
+            pipeline_source=args.source,
+            branch=args.branch,
+            overrides=overrides,
+        )
+    except RuntimeError as exc:
+        print(f"ci-run-job: {exc}", file=sys.stderr)
+        return 1
     print(result.output)
     if result.missing_artifacts:
         print(f"ci-run-job: declared artifacts missing: {result.missing_artifacts}", file=sys.stderr)
@@ -72,7 +76,9 @@ def register(subparsers) -> None:
     parser.add_argument("--repo", type=Path, help="a user-code repo (default: the platform repo's own CI files)")
     parser.set_defaults(func=check_command)
 
-    parser = subparsers.add_parser("ci-run-job", help="run one CI job's script on this machine (no image)")
+    parser = subparsers.add_parser(
+        "ci-run-job", help="run one CI job's script on this machine with gitlab-ci-local's shell executor (no image)"
+    )
     parser.add_argument("job")
     parser.add_argument("--repo", type=Path, help="a user-code repo (default: the platform repo)")
     parser.add_argument("--source", default="merge_request_event", help="CI_PIPELINE_SOURCE (default: MR)")

@@ -77,8 +77,8 @@ def job_whens(pipeline: Pipeline, variables: dict) -> dict[str, str]:
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
         path = _write(pipeline, state)
-        done = gitlab_ci_local(state, state, "--list-json", "--no-json-schema-validation", "--file", path.name,
-                               variables=variables)  # fmt: skip
+        args = ("--list-json", "--no-json-schema-validation", "--file", path.name)
+        done = gitlab_ci_local(state, state, *args, variables=variables)
     start = done.stdout.find("\n[")
     if done.returncode != 0 or start < 0:
         raise RuntimeError(f"gitlab-ci-local --list-json failed: {done.stdout[-2000:]}")
