@@ -5,7 +5,7 @@ import pytest
 
 from dagster_platform.template.generate import render
 
-from .conftest import run_make
+from .helpers import run_make
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from dagster_platform.graphql import Client, GraphQLError
 from dagster_platform.net import free_port, http_ok
 from dagster_platform.template.generate import render
 
-from .conftest import run_make
+from .helpers import run_make
 
 pytestmark = pytest.mark.slow
 

@@ -27,7 +27,7 @@ from dagster_platform.local.supervisor import Supervisor
 from dagster_platform.paths import ROOT
 from dagster_platform.template.generate import render
 
-from .conftest import run_make
+from .helpers import run_make
 
 pytestmark = pytest.mark.slow
 JOB = "orders_job"

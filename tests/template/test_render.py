@@ -9,7 +9,7 @@ import pytest
 
 from dagster_platform.paths import TEMPLATE_DIR, dagster_version, uv_executable
 
-from .conftest import CUSTOM_ANSWERS, run_make
+from .helpers import CUSTOM_ANSWERS, run_make
 
 pytestmark = pytest.mark.slow
 LEFTOVER = re.compile(r"\{\{|\{%|cookiecutter", re.IGNORECASE)
