@@ -12,6 +12,8 @@ PLATFORM_DIR = ROOT / "platform"
 INSTANCE_YAML = PLATFORM_DIR / "instance" / "instance.yaml"
 CODE_LOCATIONS_YAML = PLATFORM_DIR / "code-locations.yaml"
 HELM_DIR = ROOT / "helm"
+# Platform facts a data engineer is never asked (registry, CI project, port, warehouse domains).
+USERCODE_SETTINGS = PLATFORM_DIR / "usercode.yaml"
 # Local, git-ignored state: the rendered example for `make dev` and its instance.
 DEV_DIR = ROOT / ".dev"
 
@@ -25,6 +27,17 @@ def dagster_version() -> str:
         if name.strip() == "dagster" and sep:
             return version.strip()
     raise RuntimeError("pyproject.toml does not pin dagster==<version>")
+
+
+def usercode_settings() -> dict:
+    import yaml
+
+    return yaml.safe_load(USERCODE_SETTINGS.read_text())
+
+
+def grpc_port() -> int:
+    """The port every user-code code server serves; platform/code-locations.yaml must register it."""
+    return int(usercode_settings()["grpc_port"])
 
 
 def uv_executable() -> str:

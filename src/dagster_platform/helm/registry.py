@@ -9,6 +9,7 @@ from typing import Any
 
 from dagster_platform.helm import values as helm_values
 from dagster_platform.helm.policies import Violation
+from dagster_platform.paths import grpc_port
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _WHERE = "platform/code-locations.yaml"
@@ -34,8 +35,6 @@ def check_workspace(values: Mapping[str, Any], locations: list[Mapping[str, Any]
 
 
 def check_code_location_registry(locations: list[Mapping[str, Any]], served_port: int | None = None) -> list[Violation]:
-    from dagster_platform.template.generate import grpc_port
-
     served = grpc_port() if served_port is None else served_port
     out = []
     seen: set[str] = set()

@@ -8,26 +8,13 @@ import sys
 from pathlib import Path
 
 from dagster_platform.helm.values import ENVIRONMENTS
-from dagster_platform.paths import PLATFORM_DIR, ROOT, TEMPLATE_DIR, uv_executable
+from dagster_platform.paths import ROOT, TEMPLATE_DIR, usercode_settings, uv_executable
 
-# Platform facts a data engineer is never asked (registry, CI project, port, warehouse domains).
-USERCODE_SETTINGS = PLATFORM_DIR / "usercode.yaml"
 HOOK = TEMPLATE_DIR / "hooks" / "pre_gen_project.py"
 
 
 def default_answers() -> dict[str, str]:
     return json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text())
-
-
-def usercode_settings() -> dict:
-    import yaml
-
-    return yaml.safe_load(USERCODE_SETTINGS.read_text())
-
-
-def grpc_port() -> int:
-    """The port every user-code code server serves; platform/code-locations.yaml must register it."""
-    return int(usercode_settings()["grpc_port"])
 
 
 def platform_context() -> dict[str, object]:
