@@ -2,12 +2,13 @@ import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from dagster_platform.ci.config import Pipeline, load_pipeline
-from dagster_platform.ci.runner import whens_by_context
+from dagster_platform.ci.runner import context_variables, job_whens
 from dagster_platform.net import free_port, http_ok
 from dagster_platform.paths import ROOT
 from dagster_platform.template.generate import render
@@ -33,12 +34,16 @@ def platform_pipeline() -> Pipeline:
 
 @pytest.fixture(scope="session")
 def pipeline_whens(platform_pipeline, usercode_pipeline) -> dict[str, dict[str, dict[str, str]]]:
-    """kind -> pipeline context (mr, main, feature_push) -> job -> when, as gitlab-ci-local evaluates the rules."""
+    """kind -> pipeline context (mr, main, feature_push) -> job -> when, as gitlab-ci-local evaluates the rules.
+
+    Six gitlab-ci-local runs, in parallel."""
+    pipelines = {"platform": platform_pipeline, "usercode": usercode_pipeline}
     contexts = {"mr": MR, "main": MAIN, "feature_push": FEATURE_PUSH}
-    return {
-        "platform": whens_by_context(platform_pipeline, contexts),
-        "usercode": whens_by_context(usercode_pipeline, contexts),
-    }
+    keys = [(kind, ctx) for kind in pipelines for ctx in contexts]
+    with ThreadPoolExecutor() as pool:
+        results = pool.map(lambda k: job_whens(pipelines[k[0]], context_variables(**contexts[k[1]])), keys)
+        whens = dict(zip(keys, results, strict=True))
+    return {kind: {ctx: whens[kind, ctx] for ctx in contexts} for kind in pipelines}
 
 
 @pytest.fixture(scope="session")

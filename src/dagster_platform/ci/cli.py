@@ -10,28 +10,26 @@ from dagster_platform.ci import scan_gate, smoke, version_guard
 from dagster_platform.paths import ROOT
 
 
-def _pipelines(repo: Path | None):
+def _pipeline(repo: Path | None):
+    """(kind, pipeline, files to schema-check): the platform's own, or a user-code repo's."""
     from dagster_platform.ci.config import load_pipeline, platform_projects
 
     if repo is None:
-        return [("platform", load_pipeline(ROOT / ".gitlab-ci.yml"))], [
-            ROOT / ".gitlab-ci.yml",
-            ROOT / "ci" / "usercode.gitlab-ci.yml",
-        ]
+        files = [ROOT / ".gitlab-ci.yml", ROOT / "ci" / "usercode.gitlab-ci.yml"]
+        return "platform", load_pipeline(files[0]), files
     pipeline = load_pipeline(repo / ".gitlab-ci.yml", projects=platform_projects(), repo_root=repo)
-    return [("usercode", pipeline)], [repo / ".gitlab-ci.yml"]
+    return "usercode", pipeline, [repo / ".gitlab-ci.yml"]
 
 
 def check_command(args: argparse.Namespace) -> int:
     from dagster_platform.ci.config import schema_check
     from dagster_platform.ci.policy import check, shellcheck
 
-    pipelines, files = _pipelines(args.repo)
+    kind, pipeline, files = _pipeline(args.repo)
     ok, output = schema_check(files)
     problems = [] if ok else [f"GitLab CI schema: {output}"]
-    for kind, pipeline in pipelines:
-        problems += [f"{kind}: {p}" for p in check(pipeline, kind)]
-        problems += [f"{kind}: shellcheck: {p}" for p in shellcheck(pipeline)]
+    problems += [f"{kind}: {p}" for p in check(pipeline, kind)]
+    problems += [f"{kind}: shellcheck: {p}" for p in shellcheck(pipeline)]
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
@@ -43,18 +41,11 @@ def check_command(args: argparse.Namespace) -> int:
 def run_job_command(args: argparse.Namespace) -> int:
     from dagster_platform.ci.runner import run_job
 
-    pipelines, _ = _pipelines(args.repo)
-    (_, pipeline) = pipelines[0]
-    overrides = dict(v.split("=", 1) for v in args.var)
+    _, pipeline, _ = _pipeline(args.repo)
+    variables = dict(v.split("=", 1) for v in args.var)
+    context = {"pipeline_source": args.source, "branch": args.branch}
     try:
-        result = run_job(
-            pipeline,
-            args.job,
-            (args.repo or ROOT).resolve(),
-            pipeline_source=args.source,
-            branch=args.branch,
-            overrides=overrides,
-        )
+        result = run_job(pipeline, args.job, args.repo or ROOT, overrides=variables, **context)
     except RuntimeError as exc:
         print(f"ci-run-job: {exc}", file=sys.stderr)
         return 1

@@ -77,9 +77,7 @@ def gitlab_ci_local(cwd: Path, state: Path, *args: str, variables=None, env=None
     command += ["--ignore-predefined-vars", ",".join(variables), *args]
     for name, value in variables.items():
         command += ["--unset-variable", name] if value is None else ["--variable", f"{name}={value}"]
-    return subprocess.run(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout
-    )
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @dataclass
@@ -119,10 +117,10 @@ def load_pipeline(path: Path, projects: dict[str, Path] | None = None, repo_root
         if pipeline.problems:
             return pipeline
         done = gitlab_ci_local(repo_root, state, "--preview", "--file", os.path.relpath(path.resolve(), repo_root))
-    if done.returncode != 0 or "\n---\n" not in "\n" + done.stdout:
-        pipeline.problems.append(f"{path}: gitlab-ci-local --preview failed: {done.stdout.strip()[-2000:]}")
+    if done.returncode != 0 or not done.stdout.startswith("---"):
+        pipeline.problems.append(f"{path}: gitlab-ci-local --preview failed: {(done.stderr + done.stdout)[-2000:]}")
         return pipeline
-    pipeline.config = yaml.safe_load(done.stdout[done.stdout.index("---\n") :])
+    pipeline.config = yaml.safe_load(done.stdout)
     return pipeline
 
 

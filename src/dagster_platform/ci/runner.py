@@ -22,7 +22,6 @@ import json
 import os
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,23 +78,15 @@ def job_whens(pipeline: Pipeline, variables: dict) -> dict[str, str]:
         path = _write(pipeline, state)
         args = ("--list-json", "--no-json-schema-validation", "--file", path.name)
         done = gitlab_ci_local(state, state, *args, variables=variables)
-    start = done.stdout.find("\n[")
-    if done.returncode != 0 or start < 0:
-        raise RuntimeError(f"gitlab-ci-local --list-json failed: {done.stdout[-2000:]}")
+    if done.returncode != 0 or not done.stdout.startswith("["):
+        raise RuntimeError(f"gitlab-ci-local --list-json failed: {(done.stderr + done.stdout)[-2000:]}")
     whens: dict[str, str] = {}
-    for job in json.loads(done.stdout[start:]):
+    for job in json.loads(done.stdout):
         name = job["name"] if job["name"] in pipeline.config else job["name"].split(": [")[0]
         whens.setdefault(name, job["when"])
     if whens.pop(PROBE) == "never":
         return dict.fromkeys(whens, "never")
     return whens
-
-
-def whens_by_context(pipeline: Pipeline, contexts: dict[str, dict]) -> dict[str, dict[str, str]]:
-    """job_whens for several pipelines contexts at once (one gitlab-ci-local each, in parallel)."""
-    with ThreadPoolExecutor() as pool:
-        results = pool.map(lambda ctx: job_whens(pipeline, context_variables(**ctx)), contexts.values())
-        return dict(zip(contexts, results, strict=True))
 
 
 def host_environment() -> dict[str, str]:
@@ -155,4 +146,4 @@ def run_job(
     if done.returncode == 0:
         env = {**pipeline.variables, "CI_PROJECT_DIR": str(workdir)}
         missing = [p for p in map(lambda a: expand_vars(a, env), declared_artifacts(job)) if not any(workdir.glob(p))]
-    return JobResult(job_name, done.returncode, done.stdout, job_commands(job), missing)
+    return JobResult(job_name, done.returncode, done.stdout + done.stderr, job_commands(job), missing)
