@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from bench import bench
-from bench.bench import Figure
+from bench import bench, report
+from bench.report import Figure
 
 
 def report_of(figures, errors=None, **machine):
@@ -23,26 +23,41 @@ def report_of(figures, errors=None, **machine):
         "load_max": 2.0,
         **machine,
     }
-    return bench.build_report(
+    return report.build_report(
         figures, errors or {}, machine, {"runs": 3}, "2026-11-25T10:35:00Z", "2026-11-25T10:50:00Z"
     )
 
 
 def test_summary_is_median_min_max_of_the_runs():
-    assert bench.summarize([5.0, 1.0, 3.0]) == {"median": 3.0, "min": 1.0, "max": 5.0, "runs": 3}
+    assert report.summarize([5.0, 1.0, 3.0]) == {"median": 3.0, "min": 1.0, "max": 5.0, "runs": 3}
     # An even number of runs: the median is the mean of the middle two.
-    assert bench.summarize([4.0, 1.0, 2.0, 10.0])["median"] == 3.0
-    assert bench.summarize([]) == {"median": None, "min": None, "max": None, "runs": 0}
+    assert report.summarize([4.0, 1.0, 2.0, 10.0])["median"] == 3.0
+    assert report.summarize([]) == {"median": None, "min": None, "max": None, "runs": 0}
 
 
 def test_ratios_are_taken_per_pair_of_runs():
-    assert bench.ratios([3.0, 4.0, 6.0], [10.0, 8.0, 12.0]) == [0.3, 0.5, 0.5]
-    assert bench.ratios([1.0], [0.0]) == []
+    assert report.ratios([3.0, 4.0, 6.0], [10.0, 8.0, 12.0]) == [0.3, 0.5, 0.5]
+    assert report.ratios([1.0], [0.0]) == []
 
 
-def test_repeat_collects_every_named_value_per_run():
-    values = iter([{"ready": 2.0, "daemon": 5.0}, {"ready": 1.0, "daemon": 4.0}])
-    assert bench.repeat(lambda: next(values), 2, "x", log=lambda _: None) == {"ready": [2.0, 1.0], "daemon": [5.0, 4.0]}
+def test_alternate_measures_the_sides_in_turn_and_collects_every_named_value():
+    order, logged = [], []
+
+    def side(name, values):
+        return lambda i: order.append((name, i)) or values[i]
+
+    collected = report.alternate(
+        2,
+        {
+            "make dev": side("make dev", [{"ready": 2.0, "daemon": 5.0}, {"ready": 1.0, "daemon": 4.0}]),
+            "job": side("job", [{"launch": [1.0, 2.0]}, {"launch": [3.0]}]),  # several samples per run
+        },
+        logged.append,
+    )
+    assert order == [("make dev", 0), ("job", 0), ("make dev", 1), ("job", 1)]
+    assert collected == {"make dev": {"ready": [2.0, 1.0], "daemon": [5.0, 4.0]}, "job": {"launch": [1.0, 2.0, 3.0]}}
+    assert logged[0] == "make dev run 1/2: ready=2.00, daemon=5.00"
+    assert logged[1] == "job run 1/2: launch=1.00/2.00"
 
 
 @pytest.mark.parametrize(
@@ -65,11 +80,11 @@ def test_pass_fail_is_the_median_against_the_target(key, samples, passed):
 def test_a_failed_run_fails_the_figure_whatever_its_time():
     figure = Figure("test.make_test", "platform make test", "s", [100.0], failed="run 1 exit 2")
     assert figure.passed is False
-    assert bench.result_cell(figure) == "FAIL (run 1 exit 2)"
+    assert report.result_cell(figure) == "FAIL (run 1 exit 2)"
 
 
 def test_every_issue_target_is_stated():
-    assert bench.TARGETS == {
+    assert report.TARGETS == {
         "dev.ratio": ("<=", 0.3),
         "dev.make_dev_daemon": ("<=", 10.0),
         "template.green": ("<=", 60.0),
@@ -81,7 +96,7 @@ def test_every_issue_target_is_stated():
 
 
 def test_table_rows_show_stats_target_and_result():
-    table = bench.render_table(
+    table = report.render_table(
         [
             Figure("dev.ratio", "ready ratio", "x", [0.25, 0.5, 0.2], "per pair", load=[1.23, 2.5]),
             Figure("template.green", "template → green", "s", [70.5, 64.0, 80.25]),
@@ -102,17 +117,17 @@ def test_table_rows_show_stats_target_and_result():
 
 
 def test_table_escapes_pipes_and_shows_long_times_without_decimals():
-    table = bench.render_table([Figure("test.make_test", "make test | all", "s", [412.4], "1 run")])
+    table = report.render_table([Figure("test.make_test", "make test | all", "s", [412.4], "1 run")])
     assert "| make test \\| all | 412 s | 412 s | 412 s | 1 | ≤ 600 s | pass |  | 1 run |" in table
 
 
 def test_report_names_the_machine_load_and_what_was_not_measured():
-    report = report_of([Figure("dev.dg_dev", "dg dev", "s", [1.0])], errors={"stack": "no Postgres here"})
-    text = bench.render_report(report)
+    data = report_of([Figure("dev.dg_dev", "dg dev", "s", [1.0])], errors={"stack": "no Postgres here"})
+    text = report.render_report(data)
     assert "on 2 CPUs" in text
     assert "load average (1 min) 1.50 at start, 0.50 at the end, max 2.00 (sampled every 5 s)" in text
     assert "Not measured:\n- stack: no Postgres here" in text
-    assert report["passed"] is False  # something was not measured
+    assert data["passed"] is False  # something was not measured
 
 
 def test_json_shape(tmp_path):
@@ -128,13 +143,13 @@ def test_json_shape(tmp_path):
         ),
         Figure("dev.dg_dev", "dg dev", "s", [12.0]),
     ]
-    dated, latest = bench.write_report(report_of(figures), tmp_path)
+    dated, latest = report.write_report(report_of(figures), tmp_path)
     assert dated.name == "bench-20261125T103500Z.json"
     data = json.loads(latest.read_text())
     assert data == json.loads(dated.read_text())
-    assert (tmp_path / "latest.md").read_text() == bench.render_report(data)
+    assert (tmp_path / "latest.md").read_text() == report.render_report(data)
     assert set(data) == {"schema", "started", "finished", "machine", "options", "figures", "errors", "passed"}
-    assert data["schema"] == bench.SCHEMA_VERSION
+    assert data["schema"] == report.SCHEMA_VERSION
     assert data["passed"] is True
     assert data["figures"][0] == {
         "key": "dev.ratio",
@@ -155,8 +170,10 @@ def test_json_shape(tmp_path):
     }
     assert data["figures"][1]["target"] is None
     assert data["figures"][1]["passed"] is None
-    # A figure read back from JSON is the same figure.
+    # A figure read back from JSON is the same figure; one from an older report without load or failed, too.
     assert Figure.from_json(data["figures"][0]).to_json() == data["figures"][0]
+    older = {k: v for k, v in data["figures"][1].items() if k not in ("load", "failed", "measured_at")}
+    assert Figure.from_json(older) == Figure("dev.dg_dev", "dg dev", "s", [12.0])
 
 
 def test_merge_keeps_earlier_sections_in_section_order():
@@ -166,7 +183,7 @@ def test_merge_keeps_earlier_sections_in_section_order():
             Figure("dev.dg_dev", "old dg dev", "s", [99.0]),
         ]
     )
-    merged = bench.merge_previous([Figure("dev.dg_dev", "new dg dev", "s", [12.0])], ["dev"], previous)
+    merged = report.merge_previous([Figure("dev.dg_dev", "new dg dev", "s", [12.0])], ["dev"], previous)
     assert [(f.key, f.label) for f in merged] == [("dev.dg_dev", "new dg dev"), ("test.make_test", "make test")]
     assert merged[1].measured_at == "2026-11-25T10:20:00Z"
 
@@ -180,4 +197,5 @@ def test_only_accepts_known_sections():
 def test_command_line_options():
     args = bench.build_parser().parse_args(["--runs", "5", "--only", "dev,check", "--make-test-runs", "2"])
     assert (args.runs, args.only, args.make_test_runs) == (5, ["dev", "check"], 2)
-    assert bench.build_parser().parse_args([]).only == list(bench.SECTIONS)
+    assert bench.build_parser().parse_args([]).only == list(report.SECTIONS)
+    assert bench.build_parser().parse_args(["--profile"]).profile is True

@@ -1,0 +1,401 @@
+"""`make bench`'s measuring: one function per section returning its figures (seconds, ratios, MiB, runs/min).
+
+The bench starts every command exactly as its user would and watches it from outside with the product's own
+pieces: the GraphQL client (`dagster_platform.graphql.Client`) for readiness and runs, `procs.processes_of`
+for "no process left" (the same definition as the product's stop tests), `local.dev.ensure_example` and
+`template.generate.render` for the repos, `local.measure.measure` for the local stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.report import Figure, Values, alternate, ratios
+from dagster_platform import procs
+from dagster_platform.graphql import Client, GraphQLError
+from dagster_platform.net import free_port
+from dagster_platform.paths import ROOT, dagster_version, uv_executable
+
+BENCH_DIR = ROOT / ".bench"  # scratch: scaffold, dev dirs, rendered repos, logs (git-ignored)
+SCAFFOLD_DIR = BENCH_DIR / "bare-scaffold"
+DEV_DIR = BENCH_DIR / "dev"
+REPO_DEV_DIR = BENCH_DIR / "repo-dev"  # a repo generated from the template, for its own `make dev`
+LOG_DIR = BENCH_DIR / "logs"
+MAKE = ["make", "--no-print-directory"]
+EXAMPLE_JOB = ("example-pipelines", "orders_job")
+PROFILE = False  # --profile: log every server's process timeline and readiness events to stderr
+
+SCAFFOLD_ASSET = '''"""The one asset of the bare scaffold the benchmark compares against."""
+
+import dagster as dg
+
+
+@dg.asset
+def hello() -> str:
+    return "hello"
+'''
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def run_timed(argv: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None, check: bool = True) -> Values:
+    """Wall time and exit code of a command (output to log); with `check`, a failure is a BenchError."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        began = time.monotonic()
+        done = subprocess.run(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=1800)
+    if check and done.returncode != 0:
+        command = " ".join([Path(argv[0]).name, *argv[1:]])
+        raise BenchError(f"`{command}` failed in {cwd} (exit {done.returncode}); log {log}:\n{_tail(log)}")
+    return {"took": time.monotonic() - began, "exit": done.returncode}
+
+
+# --- dev servers: make dev, a generated repo's make dev, dg dev ------------------------------------------
+def time_server(
+    argv: list[str],
+    cwd: Path,
+    owned: Path,
+    home: Path,
+    log: Path,
+    env: dict[str, str] | None = None,
+    then: Callable[[str], Values] | None = None,
+    timeout: float = 300.0,
+) -> Values:
+    """Start a dev server command (`{port}` in argv: a free port) in its own session and time it, the same way
+    for every server: webserver = /server_info answers; ready = that AND every location LOADED; daemon = every
+    required daemon healthy with a heartbeat from this session; all = ready and daemon; stop = SIGINT to its
+    process group (a terminal's Ctrl-C) until none of its processes (`procs.processes_of(owned, home)`) is
+    left. Seconds from the command's start. `then(url)` runs once all is ready, before the stop."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    client, argv = Client(url, timeout=5), [arg.format(port=port) for arg in argv]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        started, started_epoch = time.monotonic(), time.time()
+        env = {**os.environ, **(env or {})}
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    result: Values = {}
+    seen: set[int] = set()
+
+    def reached(key: str, what: str) -> None:
+        result[key] = time.monotonic() - started
+        if PROFILE:
+            say(f"{result[key]:7.2f}s  {what}")
+
+    try:
+        while "ready" not in result or "daemon" not in result:
+            if proc.poll() is not None:
+                raise BenchError(f"{argv[0]} exited ({proc.returncode}) before it was ready; log:\n{_tail(log)}")
+            if time.monotonic() > started + timeout:
+                missing = [k for k in ("webserver", "ready", "daemon") if k not in result]
+                raise BenchError(f"timed out after {timeout:.0f}s waiting for {missing}; log {log}")
+            for pid, cmdline in procs.processes_of(owned, home).items() if PROFILE else ():
+                if pid not in seen:
+                    seen.add(pid)
+                    say(f"{time.monotonic() - started:7.2f}s  process {pid}: {cmdline[:150]}")
+            if "webserver" not in result:
+                if client.server_info() == 200:
+                    reached("webserver", "webserver answers /server_info")
+            else:
+                with contextlib.suppress(GraphQLError):
+                    if "ready" not in result and client.all_loaded():
+                        reached("ready", "READY: every location LOADED")
+                if "daemon" not in result and client.daemons_healthy(started_epoch):
+                    reached("daemon", "daemon: every required daemon healthy")
+            time.sleep(0.1)
+        result["all"] = max(result["ready"], result["daemon"])
+        if then is not None:
+            result.update(then(url))
+    finally:
+        result["stop"] = stop(proc, owned, home)
+    return result
+
+
+def stop(proc: subprocess.Popen, owned: Path, home: Path, timeout: float = 60.0) -> float:
+    """Ctrl-C the command's process group, wait until none of its processes is left; seconds taken."""
+    began = time.monotonic()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGINT)
+    while True:
+        left = procs.processes_of(owned, home)
+        if proc.poll() is not None and not left:
+            return time.monotonic() - began
+        if time.monotonic() > began + timeout:
+            for pid in [proc.pid, *left]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.wait(10)
+            raise BenchError(f"processes left {timeout:.0f}s after Ctrl-C (killed): {sorted(left.values())}")
+        time.sleep(0.1)
+
+
+def make_dev(dev_dir: Path, log: Path, then: Callable[[str], Values] | None = None) -> Values:
+    """The platform's `make dev` exactly as a user runs it, on a free port and a dev dir of the bench's."""
+    argv = [*MAKE, "dev", f"DEV_FLAGS=--port {{port}} --dev-dir {dev_dir}"]
+    return time_server(argv, ROOT, dev_dir, dev_dir / "dagster_home", log, then=then)
+
+
+def repo_dev(repo: Path, log: Path) -> Values:
+    """A generated repo's own `make dev PORT=<free>` (its scripts/dev.py), as a data engineer runs it."""
+    return time_server([*MAKE, "dev", "PORT={port}"], repo, repo, repo / ".dagster_home", log)
+
+
+def dg_dev(scaffold: Path, log: Path) -> Values:
+    """Plain `dg dev` in the bare scaffold, its venv activated (as its README says), its default instance."""
+    venv = scaffold / ".venv"
+    argv = [str(venv / "bin" / "dg"), "dev", "--host", "127.0.0.1", "--port", "{port}"]
+    env = {"VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return time_server(argv, scaffold, scaffold, scaffold / ".dagster_home", log, env=env)
+
+
+def ensure_scaffold(path: Path = SCAFFOLD_DIR) -> Path:
+    """A bare `create-dagster project` (same Dagster version) with one asset in defs/, made once."""
+    if not (path / ".venv" / "bin" / "dg").exists():
+        shutil.rmtree(path, ignore_errors=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        say(f"scaffolding a bare project with create-dagster@{dagster_version()} into {path}")
+        create = [uv_executable(), "tool", "run", f"create-dagster@{dagster_version()}", "project", "--uv-sync"]
+        subprocess.run([*create, str(path)], check=True, stdout=subprocess.DEVNULL)
+    asset = path / "src" / path.name.replace("-", "_") / "defs" / "assets.py"
+    if not asset.exists():
+        asset.write_text(SCAFFOLD_ASSET)
+    return path
+
+
+def ensure_example(dev_dir: Path) -> Path:
+    """The example location as `make dev` renders it, rendered once and installed (the product's own)."""
+    from dagster_platform.local.dev import ensure_example
+
+    return ensure_example(dev_dir)
+
+
+def dev_figures(runs: int) -> list[Figure]:
+    scaffold = ensure_scaffold()
+    shutil.rmtree(DEV_DIR, ignore_errors=True)
+    shutil.rmtree(REPO_DEV_DIR, ignore_errors=True)
+    repo = ensure_example(REPO_DEV_DIR)
+    ready_note = "UI answers and every location LOADED (GraphQL), from the command's start"
+    all_note = "UI answers, location LOADED and every required daemon healthy (GraphQL), from the command's start"
+    cold_note = "first run in an empty dev dir: renders the example and installs its venv (uv cache warm)"
+    cold = make_dev(DEV_DIR, LOG_DIR / "make-dev-cold.log")["ready"]
+    repo_cold = repo_dev(repo, LOG_DIR / "repo-dev-cold.log")["all"]
+    say(f"first runs: make dev ready {cold:.2f}s, generated repo make dev ready {repo_cold:.2f}s")
+    sides = alternate(
+        runs,
+        {
+            "make dev": lambda i: make_dev(DEV_DIR, LOG_DIR / f"make-dev-{i}.log"),
+            "repo make dev": lambda i: repo_dev(repo, LOG_DIR / f"repo-dev-{i}.log"),
+            "dg dev": lambda i: dg_dev(scaffold, LOG_DIR / f"dg-dev-{i}.log"),
+        },
+        say,
+    )
+    mine, repo_s, dg = sides["make dev"], sides["repo make dev"], sides["dg dev"]
+    pairs = "per pair of back-to-back runs"
+    return [
+        Figure("dev.make_dev_cold", "`make dev` first run → ready", "s", [cold], cold_note),
+        Figure("dev.repo_dev_cold", "generated repo `make dev` first run → ready", "s", [repo_cold],
+               "creates the instance schema; " + all_note),
+        Figure("dev.make_dev", "`make dev` → ready (warm)", "s", mine["ready"], ready_note),
+        Figure("dev.dg_dev", "`dg dev`, bare scaffold → ready", "s", dg["ready"], ready_note),
+        Figure("dev.ratio", "ready ratio `make dev` / `dg dev`", "x", ratios(mine["ready"], dg["ready"]), pairs),
+        Figure("dev.make_dev_daemon", "`make dev` → daemon healthy", "s", mine["daemon"],
+               "every required daemon healthy (GraphQL daemonHealth)"),
+        Figure("dev.dg_dev_daemon", "`dg dev` → daemon healthy", "s", dg["daemon"]),
+        Figure("dev.make_dev_webserver", "`make dev` → UI answers", "s", mine["webserver"], "/server_info"),
+        Figure("dev.dg_dev_webserver", "`dg dev` → UI answers", "s", dg["webserver"], "/server_info"),
+        Figure("dev.make_dev_stop", "`make dev` Ctrl-C → no process left", "s", mine["stop"]),
+        Figure("dev.dg_dev_stop", "`dg dev` Ctrl-C → no process left", "s", dg["stop"]),
+        Figure("dev.repo_dev", "generated repo `make dev` → ready (warm)", "s", repo_s["all"], all_note),
+        Figure("dev.dg_dev_all", "`dg dev`, bare scaffold → ready incl. daemon", "s", dg["all"], all_note),
+        Figure("dev.repo_ratio", "ready ratio generated repo `make dev` / `dg dev`", "x",
+               ratios(repo_s["all"], dg["all"]), "both incl. daemon healthy; " + pairs),
+        Figure("dev.repo_dev_stop", "generated repo `make dev` Ctrl-C → no process left", "s", repo_s["stop"]),
+    ]  # fmt: skip
+
+
+# --- template → green, dg check defs -----------------------------------------------------------------------
+def template_figures(runs: int) -> list[Figure]:
+    from dagster_platform.template.generate import render
+
+    work, log, answers = BENCH_DIR / "template", LOG_DIR / "template-green.log", {"project_name": "Bench Pipelines"}
+    # Render once and `uv sync --frozen`: the uv cache then holds every package a new repo needs.
+    shutil.rmtree(work, ignore_errors=True)
+    subprocess.run([uv_executable(), "sync", "--frozen"], cwd=render(work, answers), check=True, capture_output=True)
+
+    def green(_: int) -> Values:
+        """A fresh render (no .venv, no ruff cache) and its own `make lint test`: seconds for both."""
+        shutil.rmtree(work, ignore_errors=True)
+        began = time.monotonic()
+        run_timed([*MAKE, "lint", "test"], render(work, answers), log)
+        return {"green": time.monotonic() - began}
+
+    samples = alternate(runs, {"template → green": green}, say)["template → green"]["green"]
+    shutil.rmtree(work, ignore_errors=True)
+    label, note = "template → green (render + `make lint test`)", "fresh render each run, no .venv; uv cache warm"
+    return [Figure("template.green", label, "s", samples, note)]
+
+
+def dg_check(project: Path, log: Path) -> Values:
+    """`dg check defs` as the template's `make check` runs it: local mode, no warehouse secrets."""
+    with tempfile.TemporaryDirectory(dir=BENCH_DIR) as home:
+        env = {k: v for k, v in os.environ.items() if k not in ("WAREHOUSE_HOST", "WAREHOUSE_PASSWORD")}
+        env.update(DAGSTER_ENV="local", DAGSTER_HOME=home)
+        return {"check": run_timed([str(project / ".venv" / "bin" / "dg"), "check", "defs"], project, log, env)["took"]}
+
+
+def check_figures(runs: int) -> list[Figure]:
+    example, scaffold = ensure_example(DEV_DIR), ensure_scaffold()
+    sides = alternate(
+        runs,
+        {
+            "dg check defs, example": lambda _: dg_check(example, LOG_DIR / "check-example.log"),
+            "dg check defs, scaffold": lambda _: dg_check(scaffold, LOG_DIR / "check-scaffold.log"),
+        },
+        say,
+    )
+    example_s, scaffold_s = (side["check"] for side in sides.values())
+    return [
+        Figure("check.example", "`dg check defs`, example location", "s", example_s),
+        Figure("check.scaffold", "`dg check defs`, bare scaffold", "s", scaffold_s),
+        Figure("check.ratio", "`dg check defs` ratio example / scaffold", "x", ratios(example_s, scaffold_s)),
+    ]
+
+
+# --- the example job, launched from make dev's UI ----------------------------------------------------------
+def launch_runs(url: str, count: int = 3, idle: float = 10.0) -> Values:
+    """After `idle` seconds (the daemon's first iterations compete for the CPUs right after start-up), the
+    example job `count` times one after the other: seconds launch → SUCCESS as the client sees it, and the
+    run's own start → end (its run worker and steps, without the queue)."""
+    time.sleep(idle)
+    client = Client(url)
+    values: dict[str, list[float]] = {"launch_success": [], "execution": []}
+    for _ in range(count):
+        began = time.monotonic()
+        run_id = client.launch_run(*EXAMPLE_JOB)
+        run = client.wait_run(run_id, timeout=240, interval=0.1)
+        took = time.monotonic() - began
+        if run["status"] != "SUCCESS":
+            raise BenchError(f"{EXAMPLE_JOB[1]} run {run_id} ended {run['status']} after {took:.1f}s")
+        values["launch_success"].append(took)
+        values["execution"].append(run["endTime"] - run["startTime"])
+    return values
+
+
+def runs_figures(runs: int) -> list[Figure]:
+    dev_dir = BENCH_DIR / "runs-dev"
+    shutil.rmtree(dev_dir, ignore_errors=True)  # rendered from the current template on the first start
+    session = lambda i: make_dev(dev_dir, LOG_DIR / f"runs-{i}.log", then=launch_runs)  # noqa: E731
+    values = alternate(runs, {"example job session": session}, say)["example job session"]
+    job = EXAMPLE_JOB[1]
+    return [
+        Figure("runs.example_job", f"`{job}` launch → SUCCESS (`make dev`)", "s", values["launch_success"],
+               "`make dev`, 3 runs per session one after the other, after 10 s idle"),
+        Figure("runs.example_job_execution", f"`{job}` run start → end", "s", values["execution"],
+               "the run's own startTime → endTime: run worker and steps, without the queue"),
+    ]  # fmt: skip
+
+
+# --- local stack -------------------------------------------------------------------------------------------
+# The baseline's own measure(), run in its own checkout and environment; its numbers come back as JSON.
+BASELINE_MEASURE = (
+    "import json; from dagster_platform.local import measure; "
+    "print(json.dumps(measure.measure(runs=0, latency_samples=3)))"
+)
+
+
+def baseline_checkout(rev: str) -> Path:
+    """A git worktree of `rev` in .bench/baseline-<sha> with its own locked .venv (kept: a cache)."""
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, capture_output=True, text=True, check=True)
+    tree = BENCH_DIR / f"baseline-{sha.stdout.strip()}"
+    if not tree.exists():
+        add = ["git", "worktree", "add", "--detach", str(tree), sha.stdout.strip()]
+        subprocess.run(add, cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([uv_executable(), "sync", "--frozen", "--compile-bytecode"], cwd=tree, check=True)
+    return tree
+
+
+def measure_baseline(tree: Path) -> dict[str, Any]:
+    python = str(tree / ".venv/bin/python")
+    done = subprocess.run([python, "-c", BASELINE_MEASURE], cwd=tree, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise BenchError(f"baseline stack in {tree} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def stack_figures(runs: int, drain_runs: int, baseline_rev: str | None = None) -> list[Figure]:
+    """`runs` fresh stacks (each up → 3 trivial runs → RSS → down); the drain only on the first (it takes minutes).
+    With a baseline revision, each run is preceded by one of the baseline's stack (same machine, same load)."""
+    from dagster_platform.local import measure
+
+    baseline = baseline_checkout(baseline_rev) if baseline_rev else None
+    figures: dict[str, Figure] = {}
+
+    def add(key: str, label: str, unit: str, values: list[float], note: str = "") -> None:
+        figures.setdefault(key, Figure(key, label, unit, note=note)).samples.extend(values)
+
+    for i in range(runs):
+        if baseline is not None:
+            old = measure_baseline(baseline)
+            add("stack.up.baseline", f"`make stack` → ready, baseline {baseline_rev}", "s", [old["total_s"]])
+            label = f"trivial run launch → SUCCESS, baseline {baseline_rev}"
+            add("stack.launch_success.baseline", label, "s", old["run_latency_s"])
+        try:
+            result = measure.measure(runs=drain_runs if i == 0 else 0, latency_samples=3)
+        except Exception as exc:  # noqa: BLE001 - any failure of the stack makes the section "not measured"
+            raise BenchError(f"local stack run {i + 1}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+        add(
+            "stack.up",
+            "`make stack` → all LOADED, daemons healthy",
+            "s",
+            [result["total_s"]],
+            "fresh state dir: render, venvs from the warm uv cache, initdb, migrate",
+        )
+        add("stack.all_loaded", "stack processes started → all locations LOADED", "s", [result["all_loaded_s"]])
+        add("stack.launch_success", "trivial run launch → SUCCESS (local stack)", "s", result["run_latency_s"],
+            "3 runs per stack, one after the other, after 10 s idle")  # fmt: skip
+        if result.get("drain_runs"):
+            if result["drain_failed"]:
+                raise BenchError(f"{len(result['drain_failed'])} of {result['drain_runs']} drained runs failed")
+            n, took = result["drain_runs"], result["drain_drain_s"]
+            note = f"{n} runs submitted at once; peak in flight seen {result['drain_peak_in_flight_sampled']}"
+            add("stack.drain", f"drain {n} queued runs", "s", [took], note)
+            add("stack.drain_rate", "runs per minute while draining", "runs/min", [n / took * 60])
+        for component, rss in sorted(result["rss_idle"].items()):
+            note = f"whole process group {rss['group_rss_mib']:.0f} MiB, {rss['processes']} processes"
+            add(f"stack.rss_{component}", f"RSS {component} (idle)", "MiB", [rss["rss_mib"]], note)
+        say(
+            f"stack run {i + 1}/{runs}: up={result['total_s']:.1f}s loaded={result['all_loaded_s']:.1f}s "
+            f"latency={result['run_latency_median_s']:.2f}s"
+            + (f" drain={result['drain_drain_s']:.0f}s" if result.get("drain_runs") else "")
+        )
+    return list(figures.values())
+
+
+# --- platform make test ------------------------------------------------------------------------------------
+def test_figures(runs: int) -> list[Figure]:
+    make_test = lambda _: run_timed([*MAKE, "test"], ROOT, LOG_DIR / "make-test.log", check=False)  # noqa: E731
+    values = alternate(runs, {"make test": make_test}, say)["make test"]
+    failures = ", ".join(f"run {i + 1} exit {code:.0f}" for i, code in enumerate(values["exit"]) if code)
+    note = f"{runs} run{'s' if runs != 1 else ''} (each takes minutes; --make-test-runs N for more)"
+    return [Figure("test.make_test", "platform `make test` wall time", "s", values["took"], note, failed=failures)]
