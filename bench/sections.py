@@ -113,7 +113,7 @@ def time_server(
             for pid, cmdline in procs.processes_of(owned, home).items() if PROFILE else ():
                 if pid not in seen:
                     seen.add(pid)
-                    say(f"{time.monotonic() - started:7.2f}s  process {pid}: {cmdline[:150]}")
+                    say(f"{time.monotonic() - started:7.2f}s  process {pid}: {' '.join(cmdline.split())[:150]}")
             if "webserver" not in result:
                 if client.server_info() == 200:
                     reached("webserver", "webserver answers /server_info")
