@@ -6,41 +6,18 @@ down by PID even when a test fails or the start-up itself fails."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from dagster_platform import net
 from dagster_platform.local import lifecycle, locations
-from dagster_platform.paths import INSTANCE_YAML, ROOT
+from dagster_platform.paths import ROOT
+from tests.local.helpers import BROKEN, CANARY, EXAMPLE
 
 HERE = Path(__file__).parent
-EXAMPLE = "example-pipelines"
-CANARY = "platform-canary"
-BROKEN = "broken-import"
-ARTIFACTS = ROOT / "test-artifacts"
-
-
-def wait_until(condition, timeout: float, what: str, interval: float = 0.5):
-    """Poll `condition` until it returns something truthy (returned); fail naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except Exception as exc:  # noqa: BLE001 - the condition's transient errors are reported at the end
-            last_error = exc
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}; last error: {last_error!r}")
-
-
-def max_concurrent_runs() -> int:
-    return yaml.safe_load(INSTANCE_YAML.read_text())["run_coordinator"]["config"]["max_concurrent_runs"]
 
 
 @pytest.fixture(scope="session")
@@ -75,8 +52,6 @@ def stack():
         print(f"stack stopped: {stopped}")
         if not os.environ.get("KEEP_STACK_STATE"):
             lifecycle.down(state_dir, wipe=True, quiet=True)
-            import shutil
-
             shutil.rmtree(state_dir, ignore_errors=True)
 
 

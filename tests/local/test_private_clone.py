@@ -22,8 +22,7 @@ import pytest
 from dagster_platform import net, procs
 from dagster_platform.local import lifecycle, postgres
 from dagster_platform.paths import ROOT
-
-PLATFORM_CLI = Path(sys.executable).parent / "dagster-platform"
+from tests.local.helpers import PLATFORM_CLI
 
 # Run by the current venv's Python with PYTHONPATH=<clone>/src and cwd=<clone>: the clone's own code brings
 # the stack's Postgres up (the same start_postgres as `stack up`), twice, then wipes it.
@@ -31,15 +30,15 @@ CLONE_SCRIPT = r"""
 import json, os, sys
 from pathlib import Path
 import dagster_platform
-from dagster_platform.local import lifecycle, postgres
+from dagster_platform.local import lifecycle, postgres, services
 from dagster_platform.local.supervisor import Supervisor
 
 state_dir = Path(sys.argv[1])
 report = {"package": dagster_platform.__file__}
 sup = Supervisor(state_dir)
-conn, _ = lifecycle.start_postgres(sup, None)
+conn, _ = services.start_postgres(sup, None)
 data_dir = Path(sup.meta["postgres"]["data_dir"])
-cluster = lifecycle.cluster_from_state(state_dir)
+cluster = services.cluster_from_state(state_dir)
 report["first"] = {
     "data_dir": str(data_dir),
     "ssl": postgres.query(conn, "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")[0][0],
@@ -58,7 +57,7 @@ db.close()
 report["stopped"] = lifecycle.down(state_dir, quiet=True)
 
 sup = Supervisor(state_dir)
-conn, _ = lifecycle.start_postgres(sup, None)
+conn, _ = services.start_postgres(sup, None)
 report["second"] = {
     "data_dir": sup.meta["postgres"]["data_dir"],
     "kept": postgres.query(conn, "SELECT v FROM kept"),

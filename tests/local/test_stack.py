@@ -16,7 +16,7 @@ import yaml
 
 from dagster_platform import net, procs
 from dagster_platform.local import lifecycle, postgres
-from tests.local.conftest import ARTIFACTS, BROKEN, CANARY, EXAMPLE, max_concurrent_runs, wait_until
+from tests.local.helpers import ARTIFACTS, BROKEN, CANARY, EXAMPLE, max_concurrent_runs, wait_until
 
 pytestmark = pytest.mark.slow
 # Debian's chromium, headless, as root, on a machine with no way out: no sandbox, no background traffic.

@@ -1,12 +1,14 @@
-"""The production-like local stack: Postgres, instance migration, daemon, webserver and one gRPC code
-server per location, each in its own process (and each location in its own virtualenv), configured from
-the platform's own instance settings. Modules by concern:
+"""The local runtime: `make dev` (mode dev: embedded SQLite) and `make stack` (mode stack: Postgres, object
+store, one gRPC code server per location, each location in its own virtualenv), both running the cluster's
+derived dagster.yaml with named substitutions. Imports point down this list:
 
-- postgres:   a throwaway PostgreSQL cluster (or an existing server from DAGSTER_PG_URL)
-- config:     dagster.yaml (platform/instance/instance.yaml + Postgres storage + process run launcher)
-              and workspace.yaml
-- locations:  where each code location's source and virtualenv come from
-- supervisor: start / readiness / log tail / stop-by-PID, with a state file
-- lifecycle:  `up` / `down` / `status`, the CLI (`dagster-platform stack ...`)
-- measure:    numbers for `make bench` (stack up, run latency, drain time, RSS)
+- cli:         `dagster-platform dev` and `stack up|down|status`: arguments, one-line refusals, exit codes
+- lifecycle:   up (either mode) / watch / down / status / restart, in the one start-up order
+- measure:     numbers for `make bench` (stack up, run latency, drain time, RSS)
+- services:    the stack's Postgres and object store under the supervisor, found again from its state
+- postgres:    a throwaway TLS-only PostgreSQL cluster (or an existing server from DAGSTER_PG_URL)
+- objectstore: moto's S3 server and its throwaway credentials
+- locations:   which locations run, and the one place that prepares a location's sources and .venv
+- config:      the one writer of dagster.yaml (derived instance + substitutions) and workspace.yaml
+- supervisor:  the one process supervisor: start, readiness, log tail, stop by PID, owned() start-up
 """

@@ -1,14 +1,15 @@
-"""The code locations of the local stack and their virtualenvs.
+"""The code locations of the local runtime, and the one place that prepares a location's environment.
 
-- Every entry of platform/code-locations.yaml whose name is what the template renders with its default
-  answers comes from the template (`dagster_platform.template.generate.render`), i.e. the example location.
-- Every directory under platform/local/ with a pyproject.toml is a local-only location (the canary).
+- The entry of platform/code-locations.yaml whose name is what the template renders with its default answers
+  comes from the template (`dagster_platform.template.generate.render`): the example location (both modes).
+- Every directory under platform/local/ with a pyproject.toml is a local-only location (the canary; stack only).
 
-Each is copied or rendered under <state_dir>/locations/<name>/ and gets its own .venv from its own lock
-(`uv sync --frozen --no-dev --compile-bytecode`, exactly what the location's Docker image installs: the
-image sets UV_COMPILE_BYTECODE=1, and without bytecode every run worker pays seconds of CPU compiling
-Dagster again when PYTHONDONTWRITEBYTECODE is set), so locations may use
-different dependency versions, as they do on the cluster.
+prepare() puts each under <locations dir>/<name>/ with its own .venv from its own lock, so locations may use
+different dependency versions, as they do on the cluster. `make stack` re-renders/copies the sources every
+time and syncs like the location's image (`uv sync --frozen --no-dev --compile-bytecode`: the image sets
+UV_COMPILE_BYTECODE=1, and without bytecode every run worker pays seconds compiling Dagster again).
+`make dev` renders the example once (it is the developer's to edit; `make clean` renders it again) and syncs
+it as the rendered repo's own `make install` does (dev dependencies included, same `.venv/.synced` stamp).
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from dagster_platform.paths import CODE_LOCATIONS_YAML, PLATFORM_DIR
+from dagster_platform.paths import CODE_LOCATIONS_YAML, DEV_DIR, PLATFORM_DIR, uv_executable
 
 LOCAL_LOCATIONS_DIR = PLATFORM_DIR / "local"
 
@@ -40,72 +40,69 @@ class Location:
     venv_from: str | None = None  # reuse another location's virtualenv (test fixtures only)
 
 
-def registry() -> list[dict]:
-    return yaml.safe_load(CODE_LOCATIONS_YAML.read_text())["locations"]
-
-
-def _template_default_name() -> str:
+def example_location() -> Location:
+    """The template's example, as registered in platform/code-locations.yaml."""
     from dagster_platform.template.generate import default_answers
 
-    answers = default_answers()
     # Mirrors cookiecutter.json's location_name expression.
-    return answers["project_name"].lower().replace(" ", "-").replace("_", "-")
+    name = default_answers()["project_name"].lower().replace(" ", "-").replace("_", "-")
+    for entry in yaml.safe_load(CODE_LOCATIONS_YAML.read_text())["locations"]:
+        if entry["name"] == name:
+            return Location(name=name, module=entry["module"], source="template")
+    raise ValueError(
+        f"{CODE_LOCATIONS_YAML} has no entry for the template's example location {name!r}; "
+        "the local runtime renders that one from usercode-template/"
+    )
 
 
-def default_locations() -> list[Location]:
-    template_name = _template_default_name()
-    found = []
-    for entry in registry():
-        if entry["name"] == template_name:
-            found.append(Location(name=entry["name"], module=entry["module"], source="template"))
-    if not found:
-        raise ValueError(
-            f"{CODE_LOCATIONS_YAML} has no entry for the template's example location {template_name!r}; "
-            "the local stack renders that one from usercode-template/"
-        )
-    for directory in sorted(LOCAL_LOCATIONS_DIR.glob("*/pyproject.toml")):
-        project = tomllib.loads(directory.read_text())["project"]
-        package = project["name"].replace("-", "_")
-        found.append(Location(name=project["name"], module=f"{package}.definitions", source=str(directory.parent)))
+def default_locations(mode: str = "stack") -> list[Location]:
+    found = [example_location()]
+    if mode == "stack":
+        for pyproject in sorted(LOCAL_LOCATIONS_DIR.glob("*/pyproject.toml")):
+            name = tomllib.loads(pyproject.read_text())["project"]["name"]
+            found.append(Location(name, f"{name.replace('-', '_')}.definitions", str(pyproject.parent)))
     return found
 
 
-def _uv() -> str:
-    uv = shutil.which("uv") or str(Path(sys.prefix).parent / ".tools" / "bin" / "uv")
-    if not Path(uv).exists():
-        raise FileNotFoundError("uv not found on PATH (make install bootstraps it into .tools/)")
-    return uv
-
-
-def prepare(location: Location, locations_dir: Path) -> Path:
-    """Render/copy the location's source to locations_dir/<name> and sync its own .venv; returns the dir."""
-    target = locations_dir / location.name
+def prepare(location: Location, locations_dir: Path, refresh: bool = True, dev: bool = False) -> Path:
+    """Render/copy the location's source to locations_dir/<name> (refresh=False: only when it is not there
+    yet) and sync its own .venv (dev: with dev dependencies, skipped when its stamp is newer than the lock);
+    returns the dir."""
     if location.venv_from:
         return locations_dir / location.venv_from
-    if location.source == "template":
-        from dagster_platform.template.generate import render
+    target = locations_dir / location.name
+    if refresh or not (target / "pyproject.toml").exists():
+        if location.source == "template":
+            from dagster_platform.template.generate import render
 
-        staging = locations_dir / ".render"
-        shutil.rmtree(staging, ignore_errors=True)
-        rendered = render(staging, location.answers)
-        _sync_tree(rendered, target)
-        shutil.rmtree(staging, ignore_errors=True)
-    else:
-        _sync_tree(Path(location.source), target)
+            staging = locations_dir / ".render"
+            shutil.rmtree(staging, ignore_errors=True)
+            _sync_tree(render(staging, location.answers), target)
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            _sync_tree(Path(location.source), target)
+    stamp = target / ".venv" / ".synced"
+    if dev and stamp.exists() and all(stamp.stat().st_mtime >= (target / f).stat().st_mtime
+                                      for f in ("uv.lock", "pyproject.toml")):  # fmt: skip
+        return target
+    uv = uv_executable()
+    if not Path(uv).exists():
+        raise FileNotFoundError("uv not found on PATH (make install bootstraps it into .tools/)")
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")}
-    result = subprocess.run(
-        [_uv(), "sync", "--frozen", "--no-dev", "--compile-bytecode", "--quiet"],
-        cwd=target,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    argv = [uv, "sync", "--frozen", "--compile-bytecode", "--quiet", *([] if dev else ["--no-dev"])]
+    result = subprocess.run(argv, cwd=target, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(
-            f"`uv sync --frozen --no-dev` failed for location {location.name} in {target}:\n"
-            f"{result.stdout}\n{result.stderr}"
+            f"`{' '.join(argv[1:])}` failed for location {location.name} in {target}:\n{result.stdout}\n{result.stderr}"
         )
+    if dev:
+        stamp.touch()
     return target
+
+
+def ensure_example(dev_dir: Path = DEV_DIR) -> Path:
+    """`make dev`'s example location: rendered into dev_dir once, its locked environment installed."""
+    return prepare(example_location(), dev_dir, refresh=False, dev=True)
 
 
 def _sync_tree(source: Path, target: Path) -> None:
@@ -114,15 +111,11 @@ def _sync_tree(source: Path, target: Path) -> None:
     for child in target.iterdir():
         if child.name != ".venv":
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-    ignore = shutil.ignore_patterns(".venv", "__pycache__", ".dagster_home", "*.pyc")
+    skip = (".venv", "__pycache__", ".dagster_home")
     for child in source.iterdir():
-        if child.name in (".venv", "__pycache__", ".dagster_home"):
+        if child.name in skip:
             continue
         if child.is_dir():
-            shutil.copytree(child, target / child.name, ignore=ignore)
+            shutil.copytree(child, target / child.name, ignore=shutil.ignore_patterns(*skip, "*.pyc"))
         else:
             shutil.copy2(child, target / child.name)
-
-
-def venv_python(location_dir: Path) -> Path:
-    return location_dir / ".venv" / "bin" / "python"

@@ -286,26 +286,14 @@ class Cluster:
         _chown_to(pwfile, user)
         try:
             result = subprocess.run(
-                [
-                    str(bin_dir() / "initdb"),
-                    "-D",
-                    str(self.data_dir),
-                    "-U",
-                    DB_USER,
-                    f"--pwfile={pwfile}",
-                    "--auth-host=scram-sha-256",
-                    "--auth-local=peer",
-                    "-E",
-                    "UTF8",
-                    "--locale=C",
-                    "--no-sync",
-                ],
+                [str(bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", DB_USER, f"--pwfile={pwfile}",
+                 "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C", "--no-sync"],
                 user=user,
                 cwd=self.workdir,  # initdb returns to its cwd: it must be one the server's user can enter
                 capture_output=True,
                 text=True,
                 preexec_fn=procs.child_setup(die_with_parent=True),
-            )
+            )  # fmt: skip
         finally:
             pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
@@ -338,29 +326,18 @@ class Cluster:
 
     def server_command(self) -> list[str]:
         """The postgres server in the foreground (the supervisor owns the process)."""
-        return [
-            str(bin_dir() / "postgres"),
-            "-D",
-            str(self.data_dir),
-            "-p",
-            str(self.port),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "unix_socket_directories=",
-            "-c",
-            "max_connections=200",
-            "-c",
-            "fsync=off",  # a throwaway cluster: durability across power loss is not the point
-            "-c",
-            "logging_collector=off",
-            "-c",
-            "ssl=on",
-            "-c",
-            f"ssl_cert_file={self.cert_file}",
-            "-c",
-            f"ssl_key_file={self.key_file}",
-        ]
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": "",
+            "max_connections": "200",
+            "fsync": "off",  # a throwaway cluster: durability across power loss is not the point
+            "logging_collector": "off",
+            "ssl": "on",
+            "ssl_cert_file": self.cert_file,
+            "ssl_key_file": self.key_file,
+        }
+        options = [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
+        return [str(bin_dir() / "postgres"), "-D", str(self.data_dir), "-p", str(self.port), *options]
 
 
 def new_password() -> str:

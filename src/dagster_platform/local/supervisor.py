@@ -1,4 +1,5 @@
-"""Start processes, wait until they are ready, show their log tail, stop them by PID.
+"""The one process supervisor of the local runtime (`make dev` and `make stack`): start a component, wait
+until it is ready, show its log tail, stop it by PID.
 
 Every component runs in its own session (process group), logs to <state_dir>/logs/<name>.log and is
 recorded in <state_dir>/state.json with its PID and the kernel's start time of that PID, so `stop` never
@@ -6,11 +7,12 @@ signals a recycled PID that now belongs to someone else. Stopping signals the co
 group (run workers and other children included): SIGTERM (or the component's own stop signal), then
 SIGKILL after a grace period.
 
-Components are meant to outlive `stack up` (it returns once they are ready), but not a `stack up` that never
-finished: inside held_until_ready() a watchdog process stops every component started meanwhile if `stack
-up` dies before the end of start-up, however it dies (SIGKILL included); SIGTERM and SIGHUP stop it like
-Ctrl-C. Starting a process and recording it in state.json happen with the stop signals held back, so a
-signal never lands between the two.
+Components started inside owned() belong to the process that starts them: a stop signal (SIGINT, SIGTERM,
+SIGHUP) raises KeyboardInterrupt there once (the caller stops what it started; a second signal cannot cut
+that short), and a watchdog process stops every registered process group if the owner dies in any other
+way, SIGKILL included. Starting a process and recording it happen with the stop signals held back, so no
+signal lands between the two. `keep=True` (`stack up`): on success the components are released and outlive
+their owner. `keep=False` (`make dev`): they live exactly as long as it does (PR_SET_PDEATHSIG as well).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from pathlib import Path
 
 from dagster_platform import procs
 
-# The watchdog of a `stack up` in progress (held_until_ready); None otherwise.
-_watchdog: procs.Watchdog | None = None
+# The owner of the components being started (owned()): its watchdog and whether they die with it.
+_owner: tuple[procs.Watchdog, bool] | None = None
 
 
 class ComponentFailed(RuntimeError):
@@ -46,33 +48,22 @@ class Component:
     info: dict = field(default_factory=dict)
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state, start_ticks) of a PID, or None when there is no such process."""
-    fields = procs.stat_fields(pid)
-    return None if fields is None else (fields[procs.STATE], int(fields[procs.START_TICKS]))
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 def is_alive(component: Component) -> bool:
-    stat = _proc_stat(component.pid)
-    if stat is None or stat[1] != component.start_ticks:
+    fields = procs.stat_fields(component.pid)
+    if fields is None or int(fields[procs.START_TICKS]) != component.start_ticks:
         return False
-    if stat[0] in ("Z", "X"):
-        _reap(component.pid)  # our own child that already exited
+    if fields[procs.STATE] in ("Z", "X"):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(component.pid, os.WNOHANG)  # our own child that already exited: reap it
         return False
     return True
 
 
 def log_tail(path: str | Path, lines: int = 40) -> str:
     try:
-        text = Path(path).read_text(errors="replace")
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return "(no log file)"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def run_once(
@@ -84,23 +75,17 @@ def run_once(
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         result = subprocess.run(
-            list(command),
-            env=dict(env),
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-            check=False,
+            list(command), env=dict(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout,
             preexec_fn=procs.child_setup(die_with_parent=True),  # a one-shot step dies with its caller
-        )
+        )  # fmt: skip
     if result.returncode != 0:
-        step = " ".join(Path(command[0]).name if i == 0 else arg for i, arg in enumerate(command))
+        step = " ".join([Path(command[0]).name, *command[1:]])
         raise ComponentFailed(f"`{step}` failed (exit {result.returncode}); last lines of {log}:\n{log_tail(log)}")
     return time.monotonic() - started
 
 
 class Supervisor:
-    """Owns the state file of one stack; safe to re-create from the file in another process."""
+    """Owns the state file of one state dir; safe to re-create from the file in another process."""
 
     def __init__(self, state_dir: Path):
         self.state_dir = Path(state_dir)
@@ -135,59 +120,47 @@ class Supervisor:
             raise RuntimeError(f"{name} is already running (pid {existing.pid})")
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
-        with open(log_path, "ab") as log:
+        watchdog, keep = _owner or (None, True)
+        with open(log_path, "ab") as log, procs.signals_blocked():  # started ⇒ recorded, whatever arrives
             log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(command)}\n".encode())
             log.flush()
-            with procs.signals_blocked():  # started ⇒ recorded, whatever signal arrives meanwhile
-                proc = subprocess.Popen(
-                    list(command),
-                    env=dict(env),
-                    cwd=cwd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    user=user,
-                    # No PR_SET_PDEATHSIG: components outlive `stack up` by design; the watchdog covers start-up.
-                    preexec_fn=procs.child_setup(watchdog=_watchdog),
-                )
-                stat = _proc_stat(proc.pid)
-                component = Component(
-                    name=name,
-                    pid=proc.pid,
-                    start_ticks=stat[1] if stat else 0,
-                    command=list(command),
-                    log=str(log_path),
-                    stop_signal=int(stop_signal),
-                    info=info or {},
-                )
-                # The Popen object is dropped on purpose: the process outlives this one (stack up returns),
-                # and is_alive() reaps it if it is our child.
-                proc.returncode = 0  # silence "subprocess still running" ResourceWarning on garbage collection
-                self.components[name] = component
-                self.save()
+            proc = subprocess.Popen(
+                list(command), env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True, user=user,
+                preexec_fn=procs.child_setup(die_with_parent=not keep, watchdog=watchdog),
+            )  # fmt: skip
+            fields = procs.stat_fields(proc.pid)
+            self.components[name] = component = Component(
+                name, proc.pid, int(fields[procs.START_TICKS]) if fields else 0, list(command), str(log_path),
+                int(stop_signal), info or {},
+            )  # fmt: skip
+            # The Popen object is dropped on purpose: the process may outlive this one, and is_alive() reaps
+            # it if it is our child. returncode=0 silences "still running" ResourceWarnings.
+            proc.returncode = 0
+            self.save()
         return component
 
-    def wait_ready(self, name: str, check: Callable[[], bool], timeout: float, interval: float = 0.5) -> float:
+    def wait_ready(
+        self, name: str, check: Callable[[], bool], timeout: float, interval: float = 0.2, also: Sequence[str] = ()
+    ) -> float:
         """Poll `check` until it is true; returns seconds waited. Raises ComponentFailed with the log tail
-        when the process exits or the timeout passes."""
-        component = self.components[name]
+        when the process (or one of `also`) exits or the timeout passes."""
         started = time.monotonic()
         while True:
-            if not is_alive(component):
-                raise ComponentFailed(
-                    f"{name} exited before it was ready; last lines of {component.log}:\n{log_tail(component.log)}"
-                )
-            try:
+            for watched in (name, *also):
+                if not self.alive(watched):
+                    whom = "it" if watched == name else name
+                    raise ComponentFailed(f"{watched} exited before {whom} was ready; {self.tail(watched)}")
+            with contextlib.suppress(Exception):  # readiness probes fail in many ways while starting
                 if check():
                     return time.monotonic() - started
-            except Exception:  # noqa: BLE001 - readiness probes fail in many ways while starting
-                pass
             if time.monotonic() - started > timeout:
-                raise ComponentFailed(
-                    f"{name} not ready after {timeout:.0f}s; last lines of {component.log}:\n{log_tail(component.log)}"
-                )
+                raise ComponentFailed(f"{name} not ready after {timeout:.0f}s; {self.tail(name)}")
             time.sleep(interval)
+
+    def tail(self, name: str) -> str:
+        log = self.components[name].log
+        return f"last lines of {log}:\n{log_tail(log)}"
 
     def alive(self, name: str) -> bool:
         component = self.components.get(name)
@@ -198,19 +171,17 @@ class Supervisor:
         component = self.components.get(name)
         if component is None or not is_alive(component):
             return False
-        self._signal(component, component.stop_signal if sig is None else sig)
+        _killpg(component.pid, component.stop_signal if sig is None else sig)
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if not is_alive(component):
-                break
-            time.sleep(0.2)
-        else:
-            self._signal(component, signal.SIGKILL)
-            while is_alive(component):
-                time.sleep(0.1)
-        self._kill_leftover_group(component)
-        if _watchdog is not None:
-            _watchdog.forget(component.pid)
+        while is_alive(component) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # Then SIGKILL the group: the leader if it ignored the grace period, and children that outlived it
+        # (e.g. orphaned run workers, a code server's gRPC subprocess).
+        _killpg(component.pid, signal.SIGKILL)
+        while is_alive(component):
+            time.sleep(0.05)
+        if _owner is not None:
+            _owner[0].forget(component.pid)
         return True
 
     def kill(self, name: str, group: bool = True) -> None:
@@ -218,55 +189,45 @@ class Supervisor:
         leaves its children (e.g. runs in flight) alone, like a crashed container."""
         component = self.components[name]
         if group:
-            self._signal(component, signal.SIGKILL)
+            _killpg(component.pid, signal.SIGKILL)
         else:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(component.pid, signal.SIGKILL)
         while is_alive(component):
             time.sleep(0.05)
 
-    def _signal(self, component: Component, sig: int) -> None:
-        # The component leads its own session, so its PID is its process-group ID.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(component.pid, sig)
-
-    def _kill_leftover_group(self, component: Component) -> None:
-        """Children that ignored the leader's shutdown (e.g. orphaned run workers) go too."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(component.pid, signal.SIGKILL)
-
-    def stop_all(self, order: Sequence[str] | None = None) -> list[str]:
-        names = list(order) if order else list(reversed(list(self.components)))
-        names += [n for n in reversed(list(self.components)) if n not in names]
-        stopped = [name for name in names if self.stop(name)]
-        return stopped
-
     def pids(self) -> dict[str, int]:
         return {name: c.pid for name, c in self.components.items() if is_alive(c)}
 
 
+def _killpg(pgid: int, sig: int) -> None:
+    # A component leads its own session, so its PID is its process-group ID.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
 @contextlib.contextmanager
-def held_until_ready(label: str) -> Iterator[None]:
-    """Around `stack up`: components started inside are stopped if this process ends before the block
-    completes normally: SIGTERM and SIGHUP raise KeyboardInterrupt like Ctrl-C (so up() stops what it
-    started), and a watchdog process stops the rest even when this one is SIGKILLed or its clean-up is cut
-    short. When the block completes, the components are released: they keep running after we exit."""
-    global _watchdog
+def owned(label: str, keep: bool) -> Iterator[None]:
+    """Components started inside belong to this process until the block ends (see the module docstring).
+    A stop signal raises KeyboardInterrupt("SIGTERM" ...) once; later ones are ignored until the block
+    ends, so the caller's own clean-up runs to the end."""
+    global _owner
     interrupted: list[int] = []
 
     def interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
-        if not interrupted:  # only once: a second signal must not cut up()'s own clean-up short
+        if not interrupted:
             interrupted.append(signum)
-            raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+            raise KeyboardInterrupt(signal.Signals(signum).name)
 
     previous = {sig: signal.signal(sig, interrupt) for sig in procs.STOP_SIGNALS}
     watchdog = procs.Watchdog(label)
-    _watchdog = watchdog
+    _owner = (watchdog, keep)
     try:
         yield
-        watchdog.release()
+        if keep:
+            watchdog.release()
     finally:
-        _watchdog = None
-        watchdog.close()
+        _owner = None
+        watchdog.close()  # not released: it stops any group that is somehow still registered
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -1,0 +1,110 @@
+"""The local runtime's command line: `dagster-platform dev` (`make dev`) and `dagster-platform stack
+up|down|status` (`make stack`, `make stack-down`): arguments, one-line refusals and exit codes; the work is
+lifecycle's."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+from dagster_platform import procs
+from dagster_platform.graphql import Client
+from dagster_platform.helm.instance import InstanceTranslationError
+from dagster_platform.helm.values import ENVIRONMENTS
+from dagster_platform.local import config, lifecycle, postgres
+from dagster_platform.local.supervisor import ComponentFailed, Supervisor, owned
+
+# What `up` raises for a refusal or a failure; it has printed the details (log tail) and stopped what it started.
+ERRORS = (ComponentFailed, RuntimeError, TimeoutError, FileNotFoundError, ValueError, InstanceTranslationError)
+
+
+def _dev_command(args) -> int:
+    """Everything lives exactly as long as this command: whatever stops it — Ctrl-C, SIGTERM, a closed
+    terminal, at any moment — stops every process, and nothing starts after a stop signal; SIGKILLed, its
+    children die with it (PR_SET_PDEATHSIG) and the watchdog stops what they spawned."""
+    state_dir = Path(args.dev_dir).resolve()  # children run elsewhere: a relative --dev-dir must not move
+    with owned(str(state_dir), keep=False):
+        stack = None
+        try:
+            stack = lifecycle.up(state_dir, port=args.port, env_name=args.env, mode="dev", host=args.host)
+            lifecycle.say("dev", f"Dagster UI on {stack.url} — Ctrl-C stops everything; logs in {state_dir / 'logs'}")
+            if not args.until_ready:
+                lifecycle.watch(stack)
+        except KeyboardInterrupt as exc:
+            if stack is not None:  # before that, up() said so itself
+                lifecycle.say("dev", f"{exc or 'SIGINT'} received, stopping")
+            return 0
+        except ERRORS as exc:
+            print(f"dev: FAILED: {exc if stack else str(exc).splitlines()[0]}", file=sys.stderr)
+            return 1
+        finally:
+            for sig in procs.STOP_SIGNALS:  # from here on nothing cuts the stop short
+                signal.signal(sig, signal.SIG_IGN)
+            lifecycle.down(state_dir, quiet=True, grace=5)
+    return 0
+
+
+def _up_command(args) -> int:
+    try:
+        # Until ready, what up() starts dies with it (signals, SIGKILL); afterwards it keeps running.
+        with owned(str(Path(args.state_dir).resolve()), keep=True):
+            stack = lifecycle.up(Path(args.state_dir), port=args.port, pg_url=args.pg_url, env_name=args.env)
+    except KeyboardInterrupt as exc:
+        print(f"stack up interrupted ({exc or 'SIGINT'}); stopped what it had started", file=sys.stderr)
+        return 130
+    except ERRORS as exc:
+        print(f"stack up failed: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    lifecycle.say("stack", f"up in {stack.timings['total']:.1f}s: {stack.url} (stop with `make stack-down`)")
+    for name, info in lifecycle.status(stack.state_dir).items():
+        lifecycle.say("stack", f"  {name:<32} pid {info['pid']:<8} {info['rss_mib']:>7.1f} MiB  log {info['log']}")
+    return 0
+
+
+def _down_command(args) -> int:
+    if not lifecycle.down(Path(args.state_dir), wipe=args.wipe):
+        lifecycle.say("stack", "nothing was running")
+    return 0
+
+
+def _status_command(args) -> int:
+    state = lifecycle.status(Path(args.state_dir))
+    if not state:
+        lifecycle.say("stack", "no stack state (never started, or wiped)")
+        return 1
+    for name, info in state.items():
+        mark = "running" if info["alive"] else "stopped"
+        lifecycle.say("stack", f"{name:<32} {mark:<8} pid {info['pid']:<8} {info['rss_mib']:>7.1f} MiB")
+    url = Supervisor(Path(args.state_dir).resolve()).meta.get("url")
+    if url and state.get("webserver", {}).get("alive"):
+        for name, loc in Client(url, timeout=10).locations().items():
+            error = f" ERROR: {loc['error'][:200]}" if loc["error"] else ""
+            lifecycle.say("stack", f"location {name}: {loc['status']}{error}")
+    return 0 if all(i["alive"] for i in state.values()) else 1
+
+
+def register(subparsers) -> None:
+    env_help = f"whose derived dagster.yaml to run (default {config.DEFAULT_ENV})"
+    dev = subparsers.add_parser("dev", help="serve the Dagster UI locally with the example code location (SQLite)")
+    dev.add_argument("--host", default=lifecycle.HOST)
+    dev.add_argument("--port", type=int, default=lifecycle.DEFAULT_PORT)
+    dev.add_argument("--dev-dir", default=str(lifecycle.STATE_DIRS["dev"]), help="where the example and instance live")
+    dev.add_argument("--env", default=config.DEFAULT_ENV, choices=ENVIRONMENTS, help=env_help)
+    dev.add_argument("--until-ready", action="store_true", help="stop again once everything is ready (tests)")
+    dev.set_defaults(func=_dev_command)
+
+    stack = subparsers.add_parser("stack", help="production-like local stack (Postgres, daemon, code servers)")
+    stack.add_argument("--state-dir", default=str(lifecycle.DEFAULT_STATE_DIR), help="runtime state (default .stack/)")
+    actions = stack.add_subparsers(dest="action", required=True)
+    up = actions.add_parser("up", help="start Postgres, daemon, webserver and one code server per location")
+    up.add_argument("--port", type=int, default=lifecycle.DEFAULT_PORT, help="webserver port (default 3000)")
+    up.add_argument("--pg-url", default=None, help=f"use an existing PostgreSQL server (or set {postgres.PG_URL_ENV})")
+    up.add_argument("--env", default=config.DEFAULT_ENV, choices=ENVIRONMENTS, help=env_help)
+    up.set_defaults(func=_up_command)
+    down = actions.add_parser("down", help="stop everything the stack started, by PID")
+    down.add_argument("--wipe", action="store_true", help="also delete the database and instance data")
+    down.set_defaults(func=_down_command)
+    actions.add_parser("status", help="what runs, its PID and memory, location load state").set_defaults(
+        func=_status_command
+    )
