@@ -210,7 +210,7 @@ def up(
             env=own_tmp(env, home, "webserver"), cwd=home, info={"port": port},
         )  # fmt: skip
         client = Client(url, timeout=10)
-        took = sup.wait_ready("webserver", lambda: client.server_info() == 200, timeout)
+        sup.wait_ready("webserver", lambda: client.server_info() == 200, timeout)
         say(mode, f"webserver: {url} answering ({time.monotonic() - t_processes:.1f}s)")
         sup.start("daemon", [str(PLATFORM_BIN / "dagster-daemon"), "run", "-w", str(workspace)], env=env, cwd=home)
         code_servers = [f"code-server-{name}" for name in required]

@@ -15,7 +15,6 @@ with one line naming the cause and the fix, before anything starts.
 
 from __future__ import annotations
 
-import grp
 import os
 import pwd
 import re
@@ -140,25 +139,16 @@ def run_as() -> str | None:
 
 def _reachable_by(path: Path, entry: pwd.struct_passwd) -> bool:
     """Can this user enter `path` (search permission on it and every parent), judged from the mode bits?"""
-    groups = {entry.pw_gid, *(g.gr_gid for g in _groups_of(entry.pw_name))}
+    groups = set(os.getgrouplist(entry.pw_name, entry.pw_gid))
     for part in [path, *path.parents]:
         try:
             st = part.stat()
         except OSError:
             return False
-        if st.st_uid == entry.pw_uid:
-            ok = st.st_mode & stat.S_IXUSR
-        elif st.st_gid in groups:
-            ok = st.st_mode & stat.S_IXGRP
-        else:
-            ok = st.st_mode & stat.S_IXOTH
-        if not ok:
+        owner, group = st.st_uid == entry.pw_uid, st.st_gid in groups
+        if not st.st_mode & (stat.S_IXUSR if owner else stat.S_IXGRP if group else stat.S_IXOTH):
             return False
     return True
-
-
-def _groups_of(user: str) -> list:
-    return [g for g in grp.getgrall() if user in g.gr_mem]
 
 
 def private_base(user: str) -> Path:
