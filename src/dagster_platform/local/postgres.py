@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from dagster_platform import procs
+from dagster_platform.local.config import PG_LOCATION
 
 DB_NAME = "dagster"
 DB_USER = "dagster"
@@ -54,13 +55,9 @@ class PgConnection:
 
     def env(self) -> dict[str, str]:
         """The variables the local dagster.yaml reads (config.PG_LOCATION): the only way credentials travel."""
-        return {
-            "DAGSTER_PG_HOST": self.host,
-            "DAGSTER_PG_PORT": str(self.port),
-            "DAGSTER_PG_USERNAME": self.user,
-            "DAGSTER_PG_PASSWORD": self.password,
-            "DAGSTER_PG_DB": self.db_name,
-        }
+        values = {"hostname": self.host, "port": str(self.port), "username": self.user, "password": self.password,
+                  "db_name": self.db_name}  # fmt: skip
+        return {variable: values[key] for key, variable in PG_LOCATION.items()}
 
     def connect(self, dbname: str | None = None):
         """A psycopg2 connection (psycopg2 comes with dagster-postgres in the platform's environment)."""
