@@ -18,7 +18,6 @@ everything already started is stopped again.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import shutil
 import sys
@@ -46,7 +45,6 @@ DEFAULT_STATE_DIR = STATE_DIRS["stack"]
 DEFAULT_PORT = 3000
 HOST = "127.0.0.1"
 PLATFORM_BIN = Path(sys.executable).parent  # the platform's .venv: webserver, daemon, migrate
-STOP_ORDER = ("webserver", "daemon", "code-server-*", "*", "postgres")
 
 # Variables from the caller's shell that would make a child use the wrong environment or instance.
 # AWS_*: a developer's own cloud credentials must never reach a local process (the object store's
@@ -244,7 +242,9 @@ def watch(stack: Stack, interval: float = 0.2) -> None:
 
 
 def stop_order(names: list[str]) -> list[str]:
-    return sorted(names, key=lambda n: next(i for i, p in enumerate(STOP_ORDER) if fnmatch.fnmatchcase(n, p)))
+    """Webserver, daemon, code servers, anything else (the object store), Postgres last."""
+    ranks = {"webserver": 0, "daemon": 1, "postgres": 4}
+    return sorted(names, key=lambda n: ranks.get(n, 2 if n.startswith("code-server-") else 3))
 
 
 def down(state_dir: Path = DEFAULT_STATE_DIR, wipe: bool = False, quiet: bool = False, grace: float = 20) -> list[str]:

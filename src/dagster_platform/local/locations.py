@@ -33,7 +33,6 @@ class Location:
     name: str
     module: str
     source: str  # "template" or a directory path
-    answers: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     required: bool = True  # a required location that fails to start stops the stack
     python_file: str | None = None  # load this file instead of `module` (test fixtures)
@@ -77,7 +76,7 @@ def prepare(location: Location, locations_dir: Path, refresh: bool = True, dev: 
 
             staging = locations_dir / ".render"
             shutil.rmtree(staging, ignore_errors=True)
-            _sync_tree(render(staging, location.answers), target)
+            _sync_tree(render(staging), target)
             shutil.rmtree(staging, ignore_errors=True)
         else:
             _sync_tree(Path(location.source), target)
