@@ -2,7 +2,7 @@
 
 The bench starts every command exactly as its user would and watches it from outside with the product's own
 pieces: the GraphQL client (`dagster_platform.graphql.Client`) for readiness and runs, `procs.processes_of`
-for "no process left" (the same definition as the product's stop tests), `local.dev.ensure_example` and
+for "no process left" (the same definition as the product's stop tests), `local.locations.ensure_example` and
 `template.generate.render` for the repos, `local.measure.measure` for the local stack.
 """
 
@@ -185,7 +185,7 @@ def ensure_scaffold(path: Path = SCAFFOLD_DIR) -> Path:
 
 def ensure_example(dev_dir: Path) -> Path:
     """The example location as `make dev` renders it, rendered once and installed (the product's own)."""
-    from dagster_platform.local.dev import ensure_example
+    from dagster_platform.local.locations import ensure_example
 
     return ensure_example(dev_dir)
 
