@@ -13,7 +13,7 @@ pass/FAIL against it. Sections (`--only`):
 - check:    `dg check defs` on the example location vs the bare scaffold.
 - runs:     the example job (orders_job, three assets and a check) launched from `make dev`'s UI (GraphQL):
             launch → SUCCESS, one run after the other, on a fresh dev dir rendered from the current template.
-- stack:    the production-like local stack (dagster_platform.local.measure): up until all locations
+- stack:    the production-like local stack (bench/stack.py): up until all locations
             LOADED, launch→SUCCESS of a trivial run, draining N queued runs, RSS per process.
 - test:     wall time of the platform's own `make test` (a few minutes, so one run unless asked).
 

@@ -3,7 +3,7 @@
 The bench starts every command exactly as its user would and watches it from outside with the product's own
 pieces: the GraphQL client (`dagster_platform.graphql.Client`) for readiness and runs, `procs.processes_of`
 for "no process left" (the same definition as the product's stop tests), `local.locations.ensure_example` and
-`template.generate.render` for the repos, `local.measure.measure` for the local stack.
+`template.generate.render` for the repos, `bench/stack.py` (`measure`) for the local stack.
 """
 
 from __future__ import annotations
@@ -318,10 +318,17 @@ def runs_figures(runs: int) -> list[Figure]:
 
 # --- local stack -------------------------------------------------------------------------------------------
 # The baseline's own measure(), run in its own checkout and environment; its numbers come back as JSON.
-BASELINE_MEASURE = (
-    "import json; from dagster_platform.local import measure; "
-    "print(json.dumps(measure.measure(runs=0, latency_samples=3)))"
-)
+# Where measure() lives moved with the layout: bench/stack.py, earlier dagster_platform.{local,stack}.measure.
+BASELINE_MEASURE = """
+import importlib, json
+for name in ("bench.stack", "dagster_platform.local.measure", "dagster_platform.stack.measure"):
+    try:
+        measure = importlib.import_module(name)
+        break
+    except ImportError:
+        continue
+print(json.dumps(measure.measure(runs=0, latency_samples=3)))
+"""
 
 
 def baseline_checkout(rev: str) -> Path:
@@ -346,7 +353,7 @@ def measure_baseline(tree: Path) -> dict[str, Any]:
 def stack_figures(runs: int, drain_runs: int, baseline_rev: str | None = None) -> list[Figure]:
     """`runs` fresh stacks (each up → 3 trivial runs → RSS → down); the drain only on the first (it takes minutes).
     With a baseline revision, each run is preceded by one of the baseline's stack (same machine, same load)."""
-    from dagster_platform.local import measure
+    from bench import stack as measure
 
     baseline = baseline_checkout(baseline_rev) if baseline_rev else None
     figures: dict[str, Figure] = {}

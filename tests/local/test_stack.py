@@ -223,7 +223,7 @@ def test_twenty_runs_never_exceed_the_concurrency_limit_and_all_finish(stack, cl
 
 def test_bench_measures_latency_drain_and_memory_on_the_real_stack(stack, client):
     """`make bench` reports these numbers; here they are computed against the real processes (no timing asserted)."""
-    from dagster_platform.local import measure
+    from bench import stack as measure
 
     latencies = measure.run_latency(client, *measure.TRIVIAL, samples=1)  # raises unless the run succeeded
     assert len(latencies) == 1 and latencies[0] > 0

@@ -1,4 +1,5 @@
-"""Numbers for the local stack (used by `make bench`; the tests make no timed assertions).
+"""Numbers for the local stack, measured with the product's own runtime (`make bench`; the tests make no timed
+assertions, tests/local checks that these functions measure).
 
 measure() brings a fresh stack up in its own state directory and returns:
 - stack_up_s:          process start (Postgres) → every required location LOADED and daemons healthy
