@@ -81,7 +81,7 @@ def test_the_user_code_image_ships_the_driver_and_the_log_manager():
 def _errors_after(env, edit):
     values = copy.deepcopy(helm_values.environment_values(env))
     edit(values["dagster"])
-    derived = helm_instance.values_to_instance(values["dagster"], namespace="ns", release="dagster")
+    derived = helm_instance.values_to_instance(values["dagster"], namespace="ns")
     return [str(v) for v in checks.check_instance_config(env, values, helm_values.load_instance())], derived
 
 
@@ -142,7 +142,7 @@ def test_a_chart_type_the_derivation_does_not_know_is_refused_not_guessed():
     values = helm_values.environment_values("acceptance")["dagster"]
     with pytest.raises(helm_instance.InstanceTranslationError, match="GCSComputeLogManager"):
         helm_instance.values_to_instance(
-            {**values, "computeLogManager": {"type": "GCSComputeLogManager"}}, namespace="n", release="r"
+            {**values, "computeLogManager": {"type": "GCSComputeLogManager"}}, namespace="n"
         )
 
 

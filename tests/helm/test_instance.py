@@ -26,7 +26,7 @@ def test_instance_yaml_is_valid_for_dagster(instance):
 @pytest.mark.parametrize("env", ENVS)
 def test_values_describe_exactly_instance_yaml_and_dagster_accepts_them(env_values, instance, env):
     assert [str(v) for v in checks.check_instance_config(env, env_values[env], instance)] == []
-    described = helm_instance.values_to_instance(env_values[env]["dagster"], namespace="ns", release="dagster")
+    described = helm_instance.values_to_instance(env_values[env]["dagster"], namespace="ns")
     # The run launcher (from base.yaml) is valid for dagster-k8s's K8sRunLauncher too.
     assert described["run_launcher"]["class"] == "K8sRunLauncher"
     assert described["run_launcher"]["config"]["security_context"]["runAsNonRoot"] is True
@@ -131,7 +131,7 @@ def test_rendered_instance_config_map_is_checked_when_present(env_values, instan
     """The CI path: the official chart's ConfigMap is parsed, validated and compared."""
     import yaml
 
-    described = helm_instance.values_to_instance(env_values["acceptance"]["dagster"], namespace="n", release="dagster")
+    described = helm_instance.values_to_instance(env_values["acceptance"]["dagster"], namespace="n")
     described["run_coordinator"]["config"]["max_concurrent_runs"] = 50
     config_map = {
         "apiVersion": "v1",

@@ -25,9 +25,7 @@ def check_instance_config(env: str, values: Mapping[str, Any], instance: Mapping
     image that loads it can import what it names."""
     namespace = helm_values.get_path(values, "environment.namespace") or env
     try:
-        described = helm_instance.values_to_instance(
-            values.get("dagster") or {}, namespace=namespace, release="dagster"
-        )
+        described = helm_instance.values_to_instance(values.get("dagster") or {}, namespace=namespace)
     except helm_instance.InstanceTranslationError as exc:
         return [Violation("instance-config", env, str(exc))]
     out = [Violation("instance-config", f"{env} values", err) for err in helm_instance.dagster_config_errors(described)]
@@ -44,7 +42,8 @@ def compare_instance_sections(instance: Mapping[str, Any], described: Mapping[st
             expected = {"class": expected.get("class"), "config": expected.get("config") or {}}
             actual = {"class": actual.get("class"), "config": actual.get("config") or {}}
         if section == "retention" and expected and actual:
-            expected, actual = _retention_with_defaults(expected), _retention_with_defaults(actual)
+            expected = helm_values.retention_with_defaults(expected)
+            actual = helm_values.retention_with_defaults(actual)
         if isinstance(expected, Mapping) and isinstance(actual, Mapping):
             # Keys the chart adds with its own defaults (e.g. free_slots_after_run_end_seconds) are
             # not drift; differing or missing keys are.
@@ -52,16 +51,6 @@ def compare_instance_sections(instance: Mapping[str, Any], described: Mapping[st
         if expected != actual:
             message = f"{section}: platform/instance/instance.yaml says {expected!r}, the Helm values say {actual!r}"
             out.append(Violation("instance-drift", where, message))
-    return out
-
-
-def _retention_with_defaults(retention: Mapping[str, Any]) -> dict[str, Any]:
-    out = {}
-    for section, data in retention.items():
-        purge = (data or {}).get("purge_after_days")
-        if isinstance(purge, Mapping):
-            purge = {**helm_values.default_tick_retention(section), **purge}
-        out[section] = {"purge_after_days": purge}
     return out
 
 
@@ -110,16 +99,11 @@ def check_manifests(env: str, objects: list[Mapping[str, Any]], values: Mapping[
         ]
         out += compare_instance_sections(helm_values.load_instance(), rendered_instance, where)
         # The derivation every laptop runs must be exactly what the chart renders, key by key.
-        derived = helm_instance.values_to_instance(values.get("dagster") or {}, namespace=namespace, release="dagster")
-        out += [
-            Violation(
-                "instance-derivation",
-                where,
-                f"{key}: the chart renders {actual!r}, the derivation says {expected!r}; "
-                "fix helm_instance.values_to_instance",
-            )
-            for key, expected, actual in helm_instance.instance_differences(derived, rendered_instance)
-        ]
+        derived = helm_instance.values_to_instance(values.get("dagster") or {}, namespace=namespace)
+        for key, expected, actual in helm_instance.instance_differences(derived, rendered_instance):
+            fix = "fix helm_instance.values_to_instance"
+            message = f"{key}: the chart renders {actual!r}, the derivation says {expected!r}; {fix}"
+            out.append(Violation("instance-derivation", where, message))
     return out
 
 

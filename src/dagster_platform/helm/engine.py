@@ -67,7 +67,6 @@ class HelmEngine:
         return f"helm binary ({self.binary})" if self.binary else "helm-python-sdk (Helm Go SDK)"
 
     def _binary(self, args: list[str], values: Mapping[str, Any]) -> subprocess.CompletedProcess[str]:
-        """Run the helm binary with `values` as a values file."""
         with tempfile.NamedTemporaryFile("w", suffix=".json") as handle:
             json.dump(values, handle)
             handle.flush()
@@ -111,8 +110,6 @@ class HelmEngine:
             {3: report.errors, 2: report.warnings}.get(message["severity"], []).append(text)
         report.errors += [error for error in result.get("errors", []) if not any(error in e for e in report.errors)]
         return report
-
-    # -- dependencies ----------------------------------------------------------------------------
 
     def dependency_status(self, chart_dir: Path) -> list[dict[str, Any]]:
         """Declared dependencies with Helm's status: ok, missing, wrong version, ..."""

@@ -45,8 +45,9 @@ CHART_DEFAULTS: dict[str, Any] = {
 }
 
 
-def values_to_instance(dagster_values: Mapping[str, Any], *, namespace: str, release: str) -> dict[str, Any]:
-    """The complete dagster.yaml the official chart writes into its `<release>-instance` ConfigMap.
+def values_to_instance(dagster_values: Mapping[str, Any], *, namespace: str) -> dict[str, Any]:
+    """The complete dagster.yaml the official chart writes into the `dagster-instance` ConfigMap of the
+    platform's release (`dagster`, values.RELEASE_NAME: the object names below are that release's).
 
     A transcription of helm/dagster/templates/configmap-instance.yaml and helpers/instance/*.tpl of the
     official chart (same sections, same order, same conditions), for the value types the platform
@@ -197,6 +198,8 @@ def dagster_config_errors(instance: Mapping[str, Any]) -> list[str]:
     run launcher `config:` against their classes' own config schemas, as the instance does when it
     loads them.
     """
+    import importlib
+
     from dagster._config import process_config
     from dagster._core.instance.config import dagster_instance_config_schema
 
@@ -208,26 +211,18 @@ def dagster_config_errors(instance: Mapping[str, Any]) -> list[str]:
         data = instance.get(section)
         if not data:
             continue
-        klass = _load_class(data["module"], data["class"])
+        module = importlib.import_module(data["module"].replace("dagster.core.", "dagster._core."))
+        klass = getattr(module, data["class"])
         result = process_config(klass.config_type(), data.get("config") or {})
         if not result.success:
             errors.extend(f"dagster.yaml {section} ({data['class']}): {err.message}" for err in result.errors)
     return errors
 
 
-def _load_class(module: str, name: str):
-    import importlib
-
-    module = module.replace("dagster.core.", "dagster._core.")
-    return getattr(importlib.import_module(module), name)
-
-
 def derive_instance(env: str) -> dict[str, Any]:
     """The dagster.yaml every cluster process of `env` reads, from platform/instance + platform/values."""
     values = helm_values.environment_values(env)
-    return values_to_instance(
-        values.get("dagster") or {}, namespace=values["environment"]["namespace"], release=helm_values.RELEASE_NAME
-    )
+    return values_to_instance(values.get("dagster") or {}, namespace=values["environment"]["namespace"])
 
 
 class _IndentedDumper(yaml.SafeDumper):

@@ -22,14 +22,12 @@ from dagster_platform.helm.policies import (
     runs_as_non_root,
 )
 
+# Where each pod-creating kind holds its pod spec: workloads under spec.template, CronJobs one level deeper.
+_TEMPLATE = ("spec", "template", "spec")
 _POD_PATHS = {
     "Pod": ("spec",),
-    "Deployment": ("spec", "template", "spec"),
-    "StatefulSet": ("spec", "template", "spec"),
-    "DaemonSet": ("spec", "template", "spec"),
-    "ReplicaSet": ("spec", "template", "spec"),
-    "Job": ("spec", "template", "spec"),
-    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+    **dict.fromkeys(("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"), _TEMPLATE),
+    "CronJob": ("spec", "jobTemplate", *_TEMPLATE),
 }
 # CRDs kubernetes-validate has no schema for, with the fields this chart renders for them.
 _CRD_SPEC_KEYS = {

@@ -85,21 +85,21 @@ def check_dagster_keys(values: Mapping[str, Any], where: str) -> list[Violation]
 
 
 # -- Kubernetes objects embedded in values: the strict Kubernetes definitions ----------------------
-_CORE = "io.k8s.api.core.v1."
 _LAUNCHER = "dagster.runLauncher.config.k8sRunLauncher"
+# The pods the values describe: webserver, daemon and run pods (run Jobs are created at run time, so only
+# values show them), each with where it sets its pod security context, container security context, resources.
+_VALUE_PODS = {
+    "dagster.dagsterWebserver": ("podSecurityContext", "securityContext", "resources"),
+    "dagster.dagsterDaemon": ("podSecurityContext", "securityContext", "resources"),
+    _LAUNCHER: ("runK8sConfig.podSpecConfig.securityContext", "securityContext", "resources"),
+}
+_POD_KINDS = ("PodSecurityContext", "SecurityContext", "ResourceRequirements")
 K8S_SUBTREES = {
     **{
-        f"dagster.{component}.{key}": _CORE + kind
-        for component in ("dagsterWebserver", "dagsterDaemon")
-        for key, kind in (
-            ("resources", "ResourceRequirements"),
-            ("securityContext", "SecurityContext"),
-            ("podSecurityContext", "PodSecurityContext"),
-        )
+        f"{base}.{key}": f"io.k8s.api.core.v1.{kind}"
+        for base, keys in _VALUE_PODS.items()
+        for key, kind in zip(keys, _POD_KINDS, strict=True)
     },
-    f"{_LAUNCHER}.resources": _CORE + "ResourceRequirements",
-    f"{_LAUNCHER}.securityContext": _CORE + "SecurityContext",
-    f"{_LAUNCHER}.runK8sConfig.podSpecConfig.securityContext": _CORE + "PodSecurityContext",
     # run_k8s_config pieces are merged into a full object by dagster-k8s: no field is required.
     f"{_LAUNCHER}.runK8sConfig.jobSpecConfig": "partial:io.k8s.api.batch.v1.JobSpec",
 }
@@ -199,15 +199,8 @@ def check_value_images(values: Mapping[str, Any], where: str) -> list[Violation]
     return out
 
 
-_VALUE_PODS = {  # pod security context, container security context, resources
-    "dagster.dagsterWebserver": ("podSecurityContext", "securityContext", "resources"),
-    "dagster.dagsterDaemon": ("podSecurityContext", "securityContext", "resources"),
-    _LAUNCHER: ("runK8sConfig.podSpecConfig.securityContext", "securityContext", "resources"),
-}
-
-
 def check_value_pods(values: Mapping[str, Any], where: str) -> list[Violation]:
-    """Webserver, daemon and run pods (run Jobs are created at run time, so only values show them)."""
+    """Every pod of `_VALUE_PODS` runs as non-root and states its resources."""
     out = []
     for base, (pod_key, ctr_key, res_key) in _VALUE_PODS.items():
         pod = helm_values.get_path(values, base) or {}

@@ -50,17 +50,6 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
 
 
-# instance.yaml sections this module translates; any other section makes the translation fail
-# (so a setting added to instance.yaml cannot silently miss the cluster).
-TRANSLATED_SECTIONS = (
-    "run_coordinator",
-    "run_monitoring",
-    "run_retries",
-    "sensors",
-    "schedules",
-    "retention",
-    "telemetry",
-)
 # dagster.yaml sections that legitimately differ between the cluster and the local stack.
 PLACE_SPECIFIC_SECTIONS = ("run_launcher", "storage", "run_storage", "event_log_storage", "schedule_storage",
                            "compute_logs", "local_artifact_storage", "scheduler")  # fmt: skip
@@ -78,6 +67,9 @@ _DAEMON_SECTIONS = {
     "sensors": _THREADS_KEYS,
     "schedules": _THREADS_KEYS,
 }
+# instance.yaml sections this module translates; any other section makes the translation fail
+# (so a setting added to instance.yaml cannot silently miss the cluster).
+TRANSLATED_SECTIONS = ("run_coordinator", *_DAEMON_SECTIONS, "retention", "telemetry")
 _RETENTION_KEYS = ("schedule", "sensor", "auto_materialize")
 _QUEUED_CLASSES = {
     ("dagster.core.run_coordinator", "QueuedRunCoordinator"),
@@ -109,13 +101,21 @@ def _map_keys(section: str, data: Mapping[str, Any], known: tuple[str, ...]) -> 
     return {snake_to_camel(key): value for key, value in data.items()}
 
 
-def default_tick_retention(kind: str) -> dict[str, int]:
-    """Dagster's own defaults per tick status (the chart wants all four when given a mapping)."""
+def retention_with_defaults(retention: Mapping[str, Any]) -> dict[str, Any]:
+    """instance.yaml's `retention`, with Dagster's own default for each tick status a `purge_after_days`
+    mapping leaves out: the chart's schema requires all four, and the chart's render then states them."""
     from dagster._core.definitions.run_request import InstigatorType
     from dagster._core.instance.config import get_default_tick_retention_settings
 
-    instigator = InstigatorType.SCHEDULE if kind == "schedule" else InstigatorType.SENSOR
-    return {status.value.lower(): days for status, days in get_default_tick_retention_settings(instigator).items()}
+    out = {}
+    for kind, data in retention.items():
+        purge = (data or {}).get("purge_after_days")
+        if isinstance(purge, Mapping):
+            instigator = InstigatorType.SCHEDULE if kind == "schedule" else InstigatorType.SENSOR
+            defaults = get_default_tick_retention_settings(instigator)
+            purge = {**{status.value.lower(): days for status, days in defaults.items()}, **purge}
+        out[kind] = {"purge_after_days": purge}
+    return out
 
 
 def instance_to_values(instance: Mapping[str, Any]) -> dict[str, Any]:
@@ -155,15 +155,10 @@ def instance_to_values(instance: Mapping[str, Any]) -> dict[str, Any]:
             daemon[snake_to_camel(section)] = _map_keys(section, instance[section], known)
 
     if "retention" in instance:
-        retention: dict[str, Any] = {"enabled": True}
         _map_keys("retention", instance["retention"], _RETENTION_KEYS)  # rejects unknown sections
-        for section, data in instance["retention"].items():
-            purge = (data or {}).get("purge_after_days")
-            if isinstance(purge, Mapping):
-                # The chart's schema requires every tick status; unstated ones keep Dagster's default.
-                purge = {**default_tick_retention(section), **purge}
-            retention[snake_to_camel(section)] = {"purgeAfterDays": purge}
-        dagster["retention"] = retention
+        dagster["retention"] = {"enabled": True}
+        for section, data in retention_with_defaults(instance["retention"]).items():
+            dagster["retention"][snake_to_camel(section)] = {"purgeAfterDays": data["purge_after_days"]}
 
     if "telemetry" in instance:
         dagster["telemetry"] = {"enabled": bool(instance["telemetry"].get("enabled"))}
