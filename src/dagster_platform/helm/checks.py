@@ -88,9 +88,8 @@ def check_manifests(env: str, objects: list[Mapping[str, Any]], values: Mapping[
     for obj in objects:
         ns = obj.get("metadata", {}).get("namespace")
         if ns is not None and ns != namespace:
-            out.append(
-                Violation("environment-separation", policies.obj_name(obj), f"namespace {ns!r} is not {namespace!r}")
-            )
+            message = f"namespace {ns!r} is not {namespace!r}"
+            out.append(Violation("environment-separation", policies.obj_name(obj), message))
     rendered_instance = helm_instance.instance_from_manifests(objects)
     if rendered_instance is not None:  # full render (official chart present)
         where = f"{env} rendered dagster.yaml"
@@ -137,10 +136,10 @@ def check_environment(env: str, *, full: bool, engine: HelmEngine | None = None)
     except HelmEngineError as exc:
         return [*problems, f"[render] {env}: {exc}"]
     problems += [str(v) for v in check_manifests(env, objects, values)]
-    report = engine.lint(helm_values.CHART_DIR, values, namespace=values["environment"]["namespace"])
-    problems += [f"[helm-lint] {env}: {e}" for e in report.errors]
+    errors, warnings = engine.lint(helm_values.CHART_DIR, values, namespace=values["environment"]["namespace"])
+    problems += [f"[helm-lint] {env}: {e}" for e in errors]
     if full:
-        problems += [f"[helm-lint] {env}: {w}" for w in report.warnings]
+        problems += [f"[helm-lint] {env}: {w}" for w in warnings]
         for kind in ("Deployment", "ConfigMap"):
             if not any(o["kind"] == kind for o in objects):
                 problems.append(f"[render] {env}: the full render has no {kind}: is the official chart rendered?")

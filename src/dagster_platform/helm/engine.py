@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +22,6 @@ import yaml
 
 class HelmEngineError(Exception):
     """Helm refused the chart or the values (schema, template `fail`, missing chart, ...)."""
-
-
-@dataclass
-class LintReport:
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
 
 
 _SOURCE = re.compile(r"^# Source: (?P<path>\S+)\s*$", re.MULTILINE)
@@ -92,24 +85,26 @@ class HelmEngine:
         except helm_python.HelmError as exc:
             raise HelmEngineError(str(exc)) from exc
 
-    def lint(self, chart_dir: Path, values: Mapping[str, Any], *, namespace: str) -> LintReport:
-        report = LintReport()
+    def lint(self, chart_dir: Path, values: Mapping[str, Any], *, namespace: str) -> tuple[list[str], list[str]]:
+        """`helm lint`: (errors, warnings)."""
+        errors: list[str] = []
+        warnings: list[str] = []
         if self.binary:
             proc = self._binary(["lint", str(chart_dir), "--namespace", namespace], values)
             for line in (proc.stdout + proc.stderr).splitlines():
                 if line.startswith(("[ERROR]", "[WARNING]")):
-                    (report.errors if line.startswith("[ERROR]") else report.warnings).append(line)
-            if proc.returncode != 0 and not report.errors:
-                report.errors.append(proc.stdout + proc.stderr)
-            return report
+                    (errors if line.startswith("[ERROR]") else warnings).append(line)
+            if proc.returncode != 0 and not errors:
+                errors.append(proc.stdout + proc.stderr)
+            return errors, warnings
         import helm_python
 
         result = helm_python.lint(chart_dir, dict(values), namespace=namespace)
         for message in result["messages"]:
             text = f"{message['path']}: {message['error']}"
-            {3: report.errors, 2: report.warnings}.get(message["severity"], []).append(text)
-        report.errors += [error for error in result.get("errors", []) if not any(error in e for e in report.errors)]
-        return report
+            {3: errors, 2: warnings}.get(message["severity"], []).append(text)
+        errors += [error for error in result.get("errors", []) if not any(error in e for e in errors)]
+        return errors, warnings
 
     def dependency_status(self, chart_dir: Path) -> list[dict[str, Any]]:
         """Declared dependencies with Helm's status: ok, missing, wrong version, ..."""

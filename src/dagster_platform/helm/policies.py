@@ -166,11 +166,10 @@ def check_no_plaintext_secrets(values: Mapping[str, Any], where: str) -> list[Vi
 
 # -- images and pods (also used on rendered pods, helm/manifests.py) --------------------------------
 def image_problem(tag: Any) -> str | None:
-    if tag is None or str(tag).strip() == "":
+    tag = "" if tag is None else str(tag).strip()
+    if not tag:
         return "has no tag"
-    if str(tag).strip() == "latest":
-        return "uses the `latest` tag"
-    return None
+    return "uses the `latest` tag" if tag == "latest" else None
 
 
 def runs_as_non_root(pod_ctx: Mapping[str, Any] | None, ctr_ctx: Mapping[str, Any] | None) -> bool:

@@ -34,8 +34,8 @@ def check_workspace(values: Mapping[str, Any], locations: list[Mapping[str, Any]
     return out
 
 
-def check_code_location_registry(locations: list[Mapping[str, Any]], served_port: int | None = None) -> list[Violation]:
-    served = grpc_port() if served_port is None else served_port
+def check_code_location_registry(locations: list[Mapping[str, Any]]) -> list[Violation]:
+    served = grpc_port()
     out = []
     seen: set[str] = set()
     for loc in locations:

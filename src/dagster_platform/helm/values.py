@@ -82,8 +82,8 @@ class InstanceTranslationError(Exception):
     """instance.yaml holds something the chart values cannot express."""
 
 
-def load_instance(path: Path | None = None) -> dict[str, Any]:
-    return load_yaml(path or paths.INSTANCE_YAML)
+def load_instance() -> dict[str, Any]:
+    return load_yaml(paths.INSTANCE_YAML)
 
 
 def snake_to_camel(key: str) -> str:
@@ -165,9 +165,8 @@ def instance_to_values(instance: Mapping[str, Any]) -> dict[str, Any]:
     return {"dagster": dagster}
 
 
-def load_code_locations(path: Path | None = None) -> list[dict[str, Any]]:
-    data = load_yaml(path or paths.CODE_LOCATIONS_YAML)
-    return list(data.get("locations") or [])
+def load_code_locations() -> list[dict[str, Any]]:
+    return list(load_yaml(paths.CODE_LOCATIONS_YAML).get("locations") or [])
 
 
 def workspace_values(locations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
