@@ -141,5 +141,5 @@ def test_rendered_instance_config_map_is_checked_when_present(env_values, instan
     }
     rendered = helm_instance.instance_from_manifests([config_map])
     assert rendered == described
-    drift = checks.compare_instance_sections(instance, rendered, "rendered")
+    drift = checks.check_described_instance(instance, rendered, "rendered")
     assert "max_concurrent_runs" in "\n".join(map(str, drift))

@@ -28,14 +28,14 @@ def check_instance_config(env: str, values: Mapping[str, Any], instance: Mapping
         described = helm_instance.values_to_instance(values.get("dagster") or {}, namespace=namespace)
     except helm_instance.InstanceTranslationError as exc:
         return [Violation("instance-config", env, str(exc))]
-    out = [Violation("instance-config", f"{env} values", err) for err in helm_instance.dagster_config_errors(described)]
-    out += compare_instance_sections(instance, described, f"{env} values")
+    out = check_described_instance(instance, described, f"{env} values")
     out += [Violation("instance-images", "platform/values", err) for err in instance_image_errors(env, described)]
     return out
 
 
-def compare_instance_sections(instance: Mapping[str, Any], described: Mapping[str, Any], where: str) -> list[Violation]:
-    out = []
+def check_described_instance(instance: Mapping[str, Any], described: Mapping[str, Any], where: str) -> list[Violation]:
+    """A dagster.yaml (`described`) is valid for Dagster and says what instance.yaml (`instance`) says."""
+    out = [Violation("instance-config", where, err) for err in helm_instance.dagster_config_errors(described)]
     for section in helm_values.TRANSLATED_SECTIONS:
         expected, actual = instance.get(section), described.get(section)
         if section == "run_coordinator" and expected and actual:
@@ -93,10 +93,7 @@ def check_manifests(env: str, objects: list[Mapping[str, Any]], values: Mapping[
     rendered_instance = helm_instance.instance_from_manifests(objects)
     if rendered_instance is not None:  # full render (official chart present)
         where = f"{env} rendered dagster.yaml"
-        out += [
-            Violation("instance-config", where, err) for err in helm_instance.dagster_config_errors(rendered_instance)
-        ]
-        out += compare_instance_sections(helm_values.load_instance(), rendered_instance, where)
+        out += check_described_instance(helm_values.load_instance(), rendered_instance, where)
         # The derivation every laptop runs must be exactly what the chart renders, key by key.
         derived = helm_instance.values_to_instance(values.get("dagster") or {}, namespace=namespace)
         for key, expected, actual in helm_instance.instance_differences(derived, rendered_instance):

@@ -24,14 +24,9 @@ from dagster_platform.helm.instance import STORAGE_SECTIONS
 CELERY_K8S_IMAGE = frozenset({"dagster", "dagster-webserver", "dagster-graphql", "dagster-postgres", "psycopg2-binary",
                               "dagster-k8s", "dagster-aws", "boto3", "dagster-azure", "dagster-gcp", "dagster-celery",
                               "dagster-celery-k8s"})  # fmt: skip
-# The Python distributions a database driver module comes from.
-DRIVER_DISTRIBUTIONS = {
-    "psycopg2": {"psycopg2", "psycopg2-binary"},
-    "psycopg": {"psycopg", "psycopg-binary"},
-    "pg8000": {"pg8000"},
-}
 # dagster-postgres builds its SQLAlchemy URL from `scheme` (default `postgresql`), and SQLAlchemy 2.1
-# resolves a bare `postgresql` to psycopg 3.
+# resolves a bare `postgresql` to psycopg 3. A driver module comes from the distribution of its name or
+# its `-binary` wheel (psycopg2-binary).
 SCHEME_DRIVERS = {
     "postgresql": "psycopg",
     "postgresql+psycopg": "psycopg",
@@ -80,7 +75,7 @@ def instance_image_errors(env: str, instance: Mapping[str, Any]) -> list[str]:
             )
         else:
             for image, dists in image_sets.items():
-                if not DRIVER_DISTRIBUTIONS[driver] & dists:
+                if not {driver, f"{driver}-binary"} & dists:
                     errors.append(
                         f"{env}: dagster.postgresql.postgresqlScheme {scheme!r} needs the {driver} driver, which the "
                         f"{image} does not install; set postgresqlScheme: postgresql+psycopg2 in platform/values"

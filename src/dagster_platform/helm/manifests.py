@@ -134,10 +134,9 @@ def check_references(objects: list[Mapping[str, Any]]) -> list[Violation]:
                 backend = path["backend"]["service"]
                 service = services.get(backend["name"])
                 ports = [p.get("port") for p in (service or {}).get("spec", {}).get("ports", [])]
-                if service is None or backend["port"].get("number") not in ports:
-                    out.append(
-                        Violation("reference", name, f"no Service {backend['name']} with port {backend['port']}")
-                    )
+                if backend["port"].get("number") not in ports:  # no ports when there is no such Service
+                    message = f"no Service {backend['name']} with port {backend['port']}"
+                    out.append(Violation("reference", name, message))
         selector = None
         if kind == "PodDisruptionBudget":
             selector = obj["spec"]["selector"]

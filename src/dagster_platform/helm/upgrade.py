@@ -76,14 +76,12 @@ def needs_migration(deployed_app_version: str | None, new_version: str) -> bool:
     return deployed is not None and new is not None and deployed != new
 
 
-def upgrade_plan(
-    env: str, *, context: str, namespace: str, value_files: list[Path], migrate: bool, helm: str = "helm"
-) -> list[list[str]]:
+def upgrade_plan(env: str, *, context: str, namespace: str, value_files: list[Path], migrate: bool) -> list[list[str]]:
     """The commands `make platform-upgrade` runs, in order."""
     release, chart = helm_values.RELEASE_NAME, str(helm_values.CHART_DIR)
     target = ["--kube-context", context, "--namespace", namespace]
     files = [arg for f in value_files for arg in ("--values", str(f))]
-    plan = [[helm, "upgrade", "--install", release, chart, *target, *files, "--atomic", "--wait"]]
+    plan = [["helm", "upgrade", "--install", release, chart, *target, *files, "--atomic", "--wait"]]
     plan[0] += ["--timeout", UPGRADE_TIMEOUT]
     if not migrate:
         return plan
@@ -93,7 +91,7 @@ def upgrade_plan(
     instance = f"app.kubernetes.io/instance={release}"
     webservers = "dagster-webserver,dagster-webserver-read-only"
     job = f"{release}-dagster-webserver-instance-migrate"
-    render_job = [helm, "template", release, chart, *target, *files, "--set", "dagster.migrate.enabled=true"]
+    render_job = ["helm", "template", release, chart, *target, *files, "--set", "dagster.migrate.enabled=true"]
     render_job += ["--show-only", "charts/dagster/templates/job-instance-migrate.yaml"]
     return plan + [
         # 1. No run may write to the database while it migrates.

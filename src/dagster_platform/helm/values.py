@@ -198,15 +198,11 @@ def credentials_values(secret_name: str | None) -> dict[str, Any]:
 
 
 def generated_values(
-    instance: Mapping[str, Any] | None = None,
-    locations: Iterable[Mapping[str, Any]] | None = None,
-    credentials_secret: str | None = None,
+    instance: Mapping[str, Any] | None = None, credentials_secret: str | None = None
 ) -> dict[str, Any]:
     instance = load_instance() if instance is None else instance
-    locations = load_code_locations() if locations is None else locations
-    return deep_merge(
-        deep_merge(instance_to_values(instance), workspace_values(locations)), credentials_values(credentials_secret)
-    )
+    generated = deep_merge(instance_to_values(instance), workspace_values(load_code_locations()))
+    return deep_merge(generated, credentials_values(credentials_secret))
 
 
 def values_layers(env: str, *, values_dir: Path | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -233,9 +229,9 @@ def merge_layers(layers: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, A
     return merged
 
 
-def environment_values(env: str, *, values_dir: Path | None = None) -> dict[str, Any]:
+def environment_values(env: str) -> dict[str, Any]:
     """The user-supplied values of `env` (what `helm upgrade -f ... -f ...` passes)."""
-    return merge_layers(values_layers(env, values_dir=values_dir))
+    return merge_layers(values_layers(env))
 
 
 def write_generated(env: str, out_dir: Path | None = None) -> list[Path]:
