@@ -17,41 +17,34 @@ from typing import Any
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 DEFAULT_REPOSITORY = "__repository__"  # the repository name of a `Definitions` object
 
-WORKSPACE = """
-query Workspace {
-  workspaceOrError {
+ENTRY = """
+fragment Entry on WorkspaceLocationEntry {
+  name
+  loadStatus
+  locationOrLoadError {
     __typename
-    ... on Workspace {
-      locationEntries {
-        name
-        loadStatus
-        locationOrLoadError {
-          __typename
-          ... on RepositoryLocation { repositories { name } }
-          ... on PythonError { message }
-        }
-      }
-    }
+    ... on RepositoryLocation { name repositories { name } }
     ... on PythonError { message }
   }
 }"""
 
-LOCATION = """
-query Location($name: String!) {
-  workspaceLocationEntryOrError(name: $name) {
+WORKSPACE = f"""{ENTRY}
+query Workspace {{
+  workspaceOrError {{
     __typename
-    ... on WorkspaceLocationEntry {
-      name
-      loadStatus
-      locationOrLoadError {
-        __typename
-        ... on RepositoryLocation { name repositories { name } }
-        ... on PythonError { message }
-      }
-    }
-    ... on PythonError { message }
-  }
-}"""
+    ... on Workspace {{ locationEntries {{ ...Entry }} }}
+    ... on PythonError {{ message }}
+  }}
+}}"""
+
+LOCATION = f"""{ENTRY}
+query Location($name: String!) {{
+  workspaceLocationEntryOrError(name: $name) {{
+    __typename
+    ... on WorkspaceLocationEntry {{ ...Entry }}
+    ... on PythonError {{ message }}
+  }}
+}}"""
 
 RELOAD = """
 mutation Reload($name: String!) {

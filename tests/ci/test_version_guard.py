@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from dagster_platform.ci import version_guard
 from dagster_platform.ci.version_guard import VersionGuardError, check, locked_version, version_key
 from dagster_platform.cli import main as cli
 from dagster_platform.paths import ROOT, TEMPLATE_DIR, dagster_version
@@ -70,6 +71,18 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert "dagster==1.99.0" in capsys.readouterr().err
     # Without --platform-version, inside the platform: its own pin.
     assert cli(["version-guard", "--lock", str(TEMPLATE_LOCK)]) == 0
+
+
+def test_without_a_platform_version_or_pin_is_an_error(tmp_path, monkeypatch, capsys):
+    """Outside a platform checkout (no pyproject.toml to read the pin from), the version must be given."""
+
+    def no_pin():
+        raise FileNotFoundError("pyproject.toml")
+
+    monkeypatch.delenv("DAGSTER_PLATFORM_VERSION", raising=False)
+    monkeypatch.setattr(version_guard, "dagster_version", no_pin)
+    assert version_guard.main(["--lock", str(TEMPLATE_LOCK)]) == 2
+    assert "give --platform-version or set DAGSTER_PLATFORM_VERSION" in capsys.readouterr().err
 
 
 def test_runs_standalone_with_the_standard_library_only(tmp_path):

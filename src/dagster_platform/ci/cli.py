@@ -57,19 +57,17 @@ def run_job_command(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    version_guard.register(subparsers)
-    smoke.register(subparsers)
-    scan_gate.register(subparsers)
+    for tool in (version_guard, smoke, scan_gate):
+        name = tool.__name__.rsplit(".", 1)[1].replace("_", "-")
+        parser = subparsers.add_parser(name, help=tool.__doc__.splitlines()[0], description=tool.__doc__)
+        tool.add_arguments(parser)
+        parser.set_defaults(func=tool.run)
 
-    parser = subparsers.add_parser(
-        "ci-check", help="validate GitLab CI files: schema (offline), structure rules, shellcheck of job scripts"
-    )
+    parser = subparsers.add_parser("ci-check", help="GitLab CI files: GitLab schema (offline), our rules, shellcheck")
     parser.add_argument("--repo", type=Path, help="a user-code repo (default: the platform repo's own CI files)")
     parser.set_defaults(func=check_command)
 
-    parser = subparsers.add_parser(
-        "ci-run-job", help="run one CI job's script on this machine with gitlab-ci-local's shell executor (no image)"
-    )
+    parser = subparsers.add_parser("ci-run-job", help="run one CI job here with gitlab-ci-local's shell executor")
     parser.add_argument("job")
     parser.add_argument("--repo", type=Path, help="a user-code repo (default: the platform repo)")
     parser.add_argument("--source", default="merge_request_event", help="CI_PIPELINE_SOURCE (default: MR)")

@@ -55,16 +55,6 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor("!reference", lambda loader, node: loader.construct_sequence(node))
 
 
-def load_yaml(path: Path) -> dict:
-    try:
-        data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise CIConfigError(f"{path}: invalid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CIConfigError(f"{path}: a CI file must be a mapping")
-    return data
-
-
 def gitlab_ci_local(cwd: Path, state: Path, *args: str, variables=None, env=None, timeout: float = 120):
     """Run gitlab-ci-local in cwd with its state (include cache, logs, artifacts) in `state`, outside cwd.
 
@@ -129,7 +119,12 @@ def _walk(pipeline: Pipeline, file: Path, cache: Path, projects, root: Path, pro
 
     project is (name, ref) while walking a file of another project: its local includes are that project's files.
     """
-    data = load_yaml(file)
+    try:
+        data = yaml.load(file.read_text(), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise CIConfigError(f"{file}: invalid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CIConfigError(f"{file}: a CI file must be a mapping")
     dropped = sorted(set(data.get("default") or {}) - DEFAULT_KEYS)
     if dropped:
         pipeline.problems.append(f"{file}: default: {dropped} is not applied by gitlab-ci-local; set it per job")
@@ -163,8 +158,7 @@ def _walk(pipeline: Pipeline, file: Path, cache: Path, projects, root: Path, pro
                 continue
             if not ref:
                 pipeline.problems.append(f"{file}: include of {name!r} without a ref")
-            names = entry.get("file") or entry.get("local") or []
-            for included in [names] if isinstance(names, str) else names:
+            for included in flatten(entry.get("file") or entry.get("local")):
                 source = projects[name] / str(included).lstrip("/")
                 if not source.is_file():
                     pipeline.problems.append(f"{file}: include {name}:{included} does not exist")
@@ -221,12 +215,8 @@ def referenced_variables(text: str) -> set[str]:
 
 def schema_check(paths: list[Path]) -> tuple[bool, str]:
     """Validate CI files against GitLab's CI schema as vendored in check-jsonschema (offline)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.gitlab-ci", *map(str, paths)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    command = [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.gitlab-ci", *map(str, paths)]
+    result = subprocess.run(command, capture_output=True, text=True)
     return result.returncode == 0, (result.stdout + result.stderr).strip()
 
 

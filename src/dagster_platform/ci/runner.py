@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from dagster_platform.ci.config import Pipeline, expand_vars, gitlab_ci_local, job_commands
+from dagster_platform.ci.config import Pipeline, expand_vars, flatten, gitlab_ci_local, job_commands
 
 PROBE = "workflow-rules"
 
@@ -102,14 +102,6 @@ def host_environment() -> dict[str, str]:
     return env
 
 
-def declared_artifacts(job: dict) -> list[str]:
-    artifacts = job.get("artifacts") or {}
-    paths = list(artifacts.get("paths") or [])
-    for report in (artifacts.get("reports") or {}).values():
-        paths.extend([report] if isinstance(report, str) else report)
-    return paths
-
-
 def run_job(
     pipeline: Pipeline,
     job_name: str,
@@ -127,23 +119,16 @@ def run_job(
     if job_whens(pipeline, variables).get(job_name, "never") == "never":
         raise RuntimeError(f"job {job_name!r} is not part of a {pipeline_source} pipeline on {branch!r}")
     workdir = workdir.resolve()
+    variables["CI_PROJECT_DIR"] = str(workdir)
     with tempfile.TemporaryDirectory() as tmp:
-        path = _write(pipeline, Path(tmp))
-        done = gitlab_ci_local(
-            workdir,
-            Path(tmp),
-            job_name,
-            "--force-shell-executor",
-            "--no-json-schema-validation",
-            "--file",
-            os.path.relpath(path, workdir),
-            variables={**variables, "CI_PROJECT_DIR": str(workdir)},
-            env=host_environment(),
-            timeout=timeout,
-        )
+        path = os.path.relpath(_write(pipeline, Path(tmp)), workdir)
+        args = (job_name, "--force-shell-executor", "--no-json-schema-validation", "--file", path)
+        done = gitlab_ci_local(workdir, Path(tmp), *args, variables=variables, env=host_environment(), timeout=timeout)
     job = pipeline.jobs()[job_name]
     missing = []
-    if done.returncode == 0:
+    if done.returncode == 0:  # the declared artifacts must exist (gitlab-ci-local only warns)
+        artifacts = job.get("artifacts") or {}
+        declared = flatten(artifacts.get("paths")) + flatten(list((artifacts.get("reports") or {}).values()))
         env = {**pipeline.variables, "CI_PROJECT_DIR": str(workdir)}
-        missing = [p for p in map(lambda a: expand_vars(a, env), declared_artifacts(job)) if not any(workdir.glob(p))]
+        missing = [p for p in (expand_vars(a, env) for a in declared) if not any(workdir.glob(p))]
     return JobResult(job_name, done.returncode, done.stdout + done.stderr, job_commands(job), missing)

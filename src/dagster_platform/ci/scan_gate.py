@@ -25,6 +25,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from dagster_platform import ci
+
 SEVERITIES = ["INFO", "UNKNOWN", "LOW", "MEDIUM", "HIGH", "CRITICAL"]
 ALLOWLIST_NAME = "scan-allowlist.toml"
 REPORT_NAME = "gl-container-scanning-report.json"
@@ -69,14 +71,9 @@ def load_findings(report_path: Path) -> list[Finding]:
             if ident.get("value") or ident.get("name")
         )
         package = ((vuln.get("location") or {}).get("dependency") or {}).get("package", {}).get("name", "")
-        findings.append(
-            Finding(
-                ids=ids,
-                severity=str(vuln.get("severity", "UNKNOWN")).upper(),
-                package=package,
-                title=str(vuln.get("name") or vuln.get("message") or vuln.get("description", ""))[:120],
-            )
-        )
+        severity = str(vuln.get("severity", "UNKNOWN")).upper()
+        title = str(vuln.get("name") or vuln.get("message") or vuln.get("description", ""))[:120]
+        findings.append(Finding(ids, severity, package, title))
     return findings
 
 
@@ -172,18 +169,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "scan-gate", help="fail on HIGH/CRITICAL container findings not in scan-allowlist.toml", description=__doc__
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=run)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scan_gate", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return ci.main(__doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import os
 import sys
 import time
 
+from dagster_platform import ci
 from dagster_platform.graphql import Client, GraphQLError
 
 
@@ -27,7 +28,6 @@ def check_location(
     interval: float = 5.0,
     reload: bool = False,
     headers: dict[str, str] | None = None,
-    log=print,
 ) -> str:
     """Wait until the location is LOADED; return its detail line, or raise GraphQLError."""
     client = Client(url, headers=headers)
@@ -44,7 +44,7 @@ def check_location(
         # Not final before the deadline: a rollout may still replace a failing or missing code server.
         if time.monotonic() >= deadline:
             raise GraphQLError(f"{state}: {detail}")
-        log(f"smoke: waiting ({state}): {detail}")
+        print(f"smoke: waiting ({state}): {detail}")
         time.sleep(min(interval, max(deadline - time.monotonic(), 0.1)))
 
 
@@ -52,8 +52,7 @@ def _headers_from_env(names: list[str]) -> dict[str, str]:
     """Each named variable holds one 'Header-Name: value' (e.g. an auth header); values are never printed."""
     headers = {}
     for name in names:
-        raw = os.environ.get(name, "")
-        key, sep, value = raw.partition(":")
+        key, sep, value = os.environ.get(name, "").partition(":")
         if not sep or not key.strip():
             raise ValueError(f"${name} must hold 'Header-Name: value'")
         headers[key.strip()] = value.strip()
@@ -86,18 +85,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "smoke", help="check that a code location is LOADED in a webserver (GraphQL)", description=__doc__
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=run)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="smoke", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return ci.main(__doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,9 @@ import sys
 import tomllib
 from pathlib import Path
 
+from dagster_platform import ci
+from dagster_platform.paths import dagster_version
+
 # PEP 440 subset that Dagster releases use: 1.13.27, 1.14.0rc1, 1.13.0.post1, 1.14.0.dev0
 _VERSION = re.compile(
     r"^v?(?P<release>\d+(?:\.\d+)*)"
@@ -97,12 +100,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     platform_version = args.platform_version
     if not platform_version:
-        try:  # inside the platform repo: its one pin in pyproject.toml
-            from dagster_platform.paths import dagster_version
-        except ImportError:
+        try:  # in a checkout of the platform repo: its one pin in pyproject.toml
+            platform_version = dagster_version()
+        except (OSError, RuntimeError):
             print("version-guard: give --platform-version or set DAGSTER_PLATFORM_VERSION", file=sys.stderr)
             return 2
-        platform_version = dagster_version()
     try:
         print(check(args.lock, platform_version, args.package))
     except VersionGuardError as exc:
@@ -111,18 +113,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "version-guard", help="fail when a repo's locked dagster is newer than the platform's", description=__doc__
-    )
-    add_arguments(parser)
-    parser.set_defaults(func=run)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="version_guard", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return ci.main(__doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":
