@@ -3,7 +3,7 @@
 The bench starts every command exactly as its user would and watches it from outside with the product's own
 pieces: the GraphQL client (`dagster_platform.graphql.Client`) for readiness and runs, `procs.processes_of`
 for "no process left" (the same definition as the product's stop tests), `local.locations.ensure_example` and
-`template.generate.render` for the repos, `bench/stack.py` (`measure`) for the local stack.
+`template.render.render` for the repos, `bench/stack.py` (`measure`) for the local stack.
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def dev_figures(runs: int) -> list[Figure]:
 
 # --- template → green, dg check defs -----------------------------------------------------------------------
 def template_figures(runs: int) -> list[Figure]:
-    from dagster_platform.template.generate import render
+    from dagster_platform.template.render import render
 
     work, log, answers = BENCH_DIR / "template", LOG_DIR / "template-green.log", {"project_name": "Bench Pipelines"}
     # Render once and `uv sync --frozen`: the uv cache then holds every package a new repo needs.

@@ -9,7 +9,7 @@ import sys
 # Each module registers its own subcommands: `register(subparsers)` adds parsers whose
 # `func(args) -> int` does the work. Keep this list the only place that knows them all.
 COMMAND_MODULES = [
-    "dagster_platform.template.generate",
+    "dagster_platform.template.new",
     "dagster_platform.helm.cli",
     "dagster_platform.ci.cli",
     "dagster_platform.local.cli",

@@ -11,7 +11,7 @@ from dagster_platform.ci.config import Pipeline, load_pipeline
 from dagster_platform.ci.runner import context_variables, job_whens
 from dagster_platform.net import free_port, http_ok
 from dagster_platform.paths import ROOT
-from dagster_platform.template.generate import render
+from dagster_platform.template.render import render
 
 from .helpers import FEATURE_PUSH, MAIN, MR, PLATFORM_CI, as_checkout, git, load_usercode, wait_for
 

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from dagster_platform.ci.config import load_pipeline, schema_check
-from dagster_platform.template.generate import render
+from dagster_platform.template.render import render
 
 from .helpers import OTHER_ANSWERS, PLATFORM_CI, USERCODE_CI, as_checkout, load_usercode
 

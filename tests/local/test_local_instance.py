@@ -14,7 +14,7 @@ import yaml
 from dagster_platform.helm import instance as helm_instance
 from dagster_platform.helm.values import ENVIRONMENTS
 from dagster_platform.local import config
-from dagster_platform.template import generate as template
+from dagster_platform.template import render as template
 
 ENVS = ENVIRONMENTS
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from dagster_platform.template.generate import render
+from dagster_platform.template.render import render
 
 from .helpers import CUSTOM_ANSWERS
 

@@ -144,7 +144,7 @@ def test_end_of_input_while_asking_is_refused_in_one_line(tmp_path):
 def test_template_defaults_are_the_platform_settings():
     """cookiecutter.json's private variables equal what `make new-usercode` passes from the platform's own
     settings, so a plain `cookiecutter usercode-template` renders the same repository."""
-    from dagster_platform.template.generate import default_answers, platform_context
+    from dagster_platform.template.render import default_answers, platform_context
 
     platform = platform_context()
     defaults = default_answers()
@@ -153,7 +153,8 @@ def test_template_defaults_are_the_platform_settings():
 
 
 def test_prompt_and_hook_share_one_set_of_validators():
-    from dagster_platform.template.generate import QUESTIONS, validators
+    from dagster_platform.template.new import QUESTIONS
+    from dagster_platform.template.render import validators
 
     checks = validators()
     assert list(checks.FIELDS) == list(QUESTIONS)

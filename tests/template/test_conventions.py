@@ -3,7 +3,7 @@ assets: a correct new asset needs no test change; one that breaks a rule fails n
 
 import pytest
 
-from dagster_platform.template.generate import render
+from dagster_platform.template.render import render
 
 from .helpers import run_make
 

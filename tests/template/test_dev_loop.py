@@ -19,7 +19,7 @@ import pytest
 from dagster_platform import procs
 from dagster_platform.graphql import Client, GraphQLError
 from dagster_platform.net import free_port, http_ok
-from dagster_platform.template.generate import render
+from dagster_platform.template.render import render
 
 from .helpers import run_make
 

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from dagster_platform.template.generate import render
+from dagster_platform.template.render import render
 
 from .helpers import run_make
 

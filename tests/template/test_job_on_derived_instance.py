@@ -25,7 +25,7 @@ from dagster_platform.helm.values import ENVIRONMENTS
 from dagster_platform.local import config, lifecycle, postgres
 from dagster_platform.local.supervisor import Supervisor
 from dagster_platform.paths import ROOT
-from dagster_platform.template.generate import render
+from dagster_platform.template.render import render
 
 from .helpers import run_make
 

@@ -13,7 +13,7 @@ from dagster_platform.helm import cli as helm_cli
 from dagster_platform.helm import registry as helm_registry
 from dagster_platform.helm import values as helm_values
 from dagster_platform.paths import grpc_port
-from dagster_platform.template.generate import render
+from dagster_platform.template.render import render
 
 
 def test_template_serves_the_platform_port(tmp_path):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from dagster_platform.paths import ROOT, TEMPLATE_DIR, uv_executable
-from dagster_platform.template import generate as template
+from dagster_platform.template import render as template
 
 pytestmark = pytest.mark.slow
 

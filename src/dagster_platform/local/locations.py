@@ -1,7 +1,7 @@
 """The code locations of the local runtime, and the one place that prepares a location's environment.
 
 - The entry of platform/code-locations.yaml whose name is what the template renders with its default answers
-  comes from the template (`dagster_platform.template.generate.render`): the example location (both modes).
+  comes from the template (`dagster_platform.template.render.render`): the example location (both modes).
 - Every directory under platform/local/ with a pyproject.toml is a local-only location (the canary; stack only).
 
 prepare() puts each under <locations dir>/<name>/ with its own .venv from its own lock, so locations may use
@@ -41,7 +41,7 @@ class Location:
 
 def example_location() -> Location:
     """The template's example, as registered in platform/code-locations.yaml."""
-    from dagster_platform.template.generate import default_answers
+    from dagster_platform.template.render import default_answers
 
     # Mirrors cookiecutter.json's location_name expression.
     name = default_answers()["project_name"].lower().replace(" ", "-").replace("_", "-")
@@ -72,7 +72,7 @@ def prepare(location: Location, locations_dir: Path, refresh: bool = True, dev: 
     target = locations_dir / location.name
     if refresh or not (target / "pyproject.toml").exists():
         if location.source == "template":
-            from dagster_platform.template.generate import render
+            from dagster_platform.template.render import render
 
             staging = locations_dir / ".render"
             shutil.rmtree(staging, ignore_errors=True)
