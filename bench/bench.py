@@ -1,24 +1,19 @@
-"""`make bench`: the developer loop and the platform, measured side by side with plain Dagster.
+"""`make bench`: the developer loop and the platform, measured side by side with plain Dagster (docs/bench.md).
 
-Not a test: a script that measures, prints a Markdown table and writes the same figures as JSON to
-bench/results/bench-<timestamp>.json and bench/results/latest.json (git-ignored). Every figure is the
-median of several runs, with min and max; figures with a target (issue 6, on the 2-core machines) get a
-pass/FAIL against it. Sections (`--only`):
+Not a test: it prints a Markdown table and writes the same figures as JSON to bench/results/ (git-ignored).
+Every figure is the median of several runs, with min and max; figures with a target (issue 6, on the 2-core
+machines) get a pass/FAIL against it. Sections (`--only`):
 
-- dev:      `make dev` (exactly as a user runs it) until the UI answers and every location is LOADED, next
-            to `dg dev` on a bare `create-dagster project` scaffold with one asset and a generated repo's own
-            `make dev`; runs alternate, so all see the same machine load; ratios are taken per pair. Also:
-            when the daemon is healthy, the cold first run and how long Ctrl-C takes until no process is left.
+- dev:      `make dev`, a generated repo's own `make dev` and `dg dev` on a bare scaffold, alternating:
+            until ready, until the daemon is healthy, Ctrl-C until no process is left; ratios per pair.
 - template: render a new repo from usercode-template/ and run its `make lint test` (warm uv cache).
 - check:    `dg check defs` on the example location vs the bare scaffold.
-- runs:     the example job (orders_job, three assets and a check) launched from `make dev`'s UI (GraphQL):
-            launch → SUCCESS, one run after the other, on a fresh dev dir rendered from the current template.
-- stack:    the production-like local stack (bench/stack.py): up until all locations
-            LOADED, launch→SUCCESS of a trivial run, draining N queued runs, RSS per process.
+- runs:     the example job launched from `make dev`'s UI: launch → SUCCESS, one run after the other.
+- stack:    the local stack (bench/stack.py): up, trivial run latency, draining N queued runs, RSS.
 - test:     wall time of the platform's own `make test` (a few minutes, so one run unless asked).
 
-Modules: bench/sections.py measures (one function per section), bench/report.py aggregates and writes the
-table and JSON (tested in tests/test_bench.py), this one runs the sections. Docs: docs/bench.md.
+bench/sections.py measures (one function per section), bench/report.py aggregates and writes the table and
+JSON, this module runs the sections and is the command line.
 """
 
 from __future__ import annotations
@@ -31,7 +26,7 @@ import platform
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,14 +38,8 @@ from dagster_platform.paths import ROOT, dagster_version
 RESULTS_DIR = ROOT / "bench" / "results"  # git-ignored
 # Variables of the caller's shell (or of an outer `make bench`) that a user's own `make dev` would not see.
 SCRUBBED_ENV = (
-    "VIRTUAL_ENV",
-    "UV_PROJECT_ENVIRONMENT",
-    "DAGSTER_HOME",
-    "PYTHONPATH",
-    "MAKEFLAGS",
-    "MFLAGS",
-    "MAKELEVEL",
-)
+    "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "DAGSTER_HOME", "PYTHONPATH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL",
+)  # fmt: skip
 
 
 def now_iso() -> str:
@@ -58,16 +47,15 @@ def now_iso() -> str:
 
 
 class LoadSampler(threading.Thread):
-    """The 1-minute load average every few seconds while the bench runs (the machine may be shared)."""
+    """The 1-minute load average every 5 s while the bench runs (the machine may be shared)."""
 
-    def __init__(self, interval: float = 5.0):
+    def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.interval = interval
         self.samples = [os.getloadavg()[0]]
         self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._done.wait(self.interval):
+        while not self._done.wait(5.0):
             self.samples.append(os.getloadavg()[0])
 
     def stop(self) -> None:
@@ -91,16 +79,9 @@ def stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def run_bench(
-    sections: Sequence[str],
-    runs: int,
-    make_test_runs: int,
-    drain_runs: int,
-    merge: bool = False,
-    results_dir: Path = RESULTS_DIR,
-    baseline_rev: str | None = None,
-) -> dict[str, Any]:
-    s.BENCH_DIR.mkdir(parents=True, exist_ok=True)
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure the sections chosen on the command line (in SECTIONS order); the report as build_report makes it."""
+    s.LOG_DIR.mkdir(parents=True, exist_ok=True)
     started = now_iso()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     machine = {
@@ -115,35 +96,37 @@ def run_bench(
     figures: list[Figure] = []
     errors: dict[str, str] = {}
     measures: dict[str, Callable[[], list[Figure]]] = {
-        "dev": lambda: s.dev_figures(runs),
-        "template": lambda: s.template_figures(runs),
-        "check": lambda: s.check_figures(runs),
-        "runs": lambda: s.runs_figures(runs),
-        "stack": lambda: s.stack_figures(runs, drain_runs, baseline_rev),
-        "test": lambda: s.test_figures(make_test_runs),
+        "dev": lambda: s.dev_figures(args.runs),
+        "template": lambda: s.template_figures(args.runs),
+        "check": lambda: s.check_figures(args.runs),
+        "runs": lambda: s.runs_figures(args.runs),
+        "stack": lambda: s.stack_figures(args.runs, args.drain_runs, args.stack_baseline),
+        "test": lambda: s.test_figures(args.make_test_runs),
     }
-    for section in (name for name in SECTIONS if name in sections):
+    for section in (name for name in SECTIONS if name in args.only):
         load_before = os.getloadavg()[0]
         s.say(f"--- {section} (load average {load_before:.2f})")
+        # A failing section (a command, a timeout, a RuntimeError: the bench's BenchError, the product's
+        # GraphQLError or ComponentFailed) is "not measured"; the other sections still run.
         try:
             with stdout_to_stderr():
                 found = measures[section]()
-        except (s.BenchError, subprocess.SubprocessError, OSError) as exc:
+        except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
             s.say(f"{section}: not measured: {exc}")
-            errors[section] = str(exc).splitlines()[0]
+            errors[section] = (str(exc) or repr(exc)).splitlines()[0]
             found = []
         stamp, load_after = now_iso(), os.getloadavg()[0]
         for fig in found:
-            fig.measured_at = fig.measured_at or stamp
-            fig.load = fig.load or [load_before, load_after]
+            fig.measured_at, fig.load = stamp, [load_before, load_after]
         figures += found
     sampler.stop()
     machine.update(load_start=sampler.samples[0], load_end=sampler.samples[-1], load_max=max(sampler.samples))
-    if merge and (results_dir / "latest.json").exists():
-        previous = json.loads((results_dir / "latest.json").read_text())
-        figures = merge_previous(figures, sections, previous)
-        errors = {**{k: v for k, v in previous.get("errors", {}).items() if k not in sections}, **errors}
-    options = {"runs": runs, "make_test_runs": make_test_runs, "drain_runs": drain_runs, "only": list(sections)}
+    latest = Path(args.results_dir) / "latest.json"
+    if args.merge and latest.exists():
+        previous = json.loads(latest.read_text())
+        figures = merge_previous(figures, args.only, previous)
+        errors = {**{k: v for k, v in previous.get("errors", {}).items() if k not in args.only}, **errors}
+    options = {name: getattr(args, name) for name in ("runs", "make_test_runs", "drain_runs", "only")}
     return build_report(figures, errors, machine, options, started, now_iso())
 
 
@@ -176,16 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in SCRUBBED_ENV:  # every command below is started as a user would start it
         os.environ.pop(name, None)
     s.PROFILE = args.profile
-    results_dir = Path(args.results_dir)
-    report = run_bench(
-        args.only, args.runs, args.make_test_runs, args.drain_runs, args.merge, results_dir, args.stack_baseline
-    )
-    dated, latest = write_report(report, results_dir)
+    report = run_bench(args)
+    dated, latest = write_report(report, Path(args.results_dir))
     print(render_report(report))
     print(f"wrote {dated} and {latest}")
-    if report["errors"]:
-        return 1
-    return 1 if args.strict and not report["passed"] else 0
+    return 1 if report["errors"] or (args.strict and not report["passed"]) else 0
 
 
 if __name__ == "__main__":

@@ -21,11 +21,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import stack
 from bench.report import Figure, Values, alternate, ratios
 from dagster_platform import procs
 from dagster_platform.graphql import Client, GraphQLError
+from dagster_platform.local.locations import ensure_example
+from dagster_platform.local.supervisor import log_tail, run_once
 from dagster_platform.net import free_port
 from dagster_platform.paths import ROOT, dagster_version, uv_executable
+from dagster_platform.template.render import render
 
 BENCH_DIR = ROOT / ".bench"  # scratch: scaffold, dev dirs, rendered repos, logs (git-ignored)
 SCAFFOLD_DIR = BENCH_DIR / "bare-scaffold"
@@ -34,6 +38,7 @@ REPO_DEV_DIR = BENCH_DIR / "repo-dev"  # a repo generated from the template, for
 LOG_DIR = BENCH_DIR / "logs"
 MAKE = ["make", "--no-print-directory"]
 EXAMPLE_JOB = ("example-pipelines", "orders_job")
+RUNS_PER_SESSION = 3  # of the example job, one after the other, per `make dev` session
 PROFILE = False  # --profile: log every server's process timeline and readiness events to stderr
 
 SCAFFOLD_ASSET = '''"""The one asset of the bare scaffold the benchmark compares against."""
@@ -55,22 +60,6 @@ def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-def _tail(path: Path, lines: int = 25) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
-
-
-def run_timed(argv: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None, check: bool = True) -> Values:
-    """Wall time and exit code of a command (output to log); with `check`, a failure is a BenchError."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        began = time.monotonic()
-        done = subprocess.run(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, timeout=1800)
-    if check and done.returncode != 0:
-        command = " ".join([Path(argv[0]).name, *argv[1:]])
-        raise BenchError(f"`{command}` failed in {cwd} (exit {done.returncode}); log {log}:\n{_tail(log)}")
-    return {"took": time.monotonic() - began, "exit": done.returncode}
-
-
 # --- dev servers: make dev, a generated repo's make dev, dg dev ------------------------------------------
 def time_server(
     argv: list[str],
@@ -90,7 +79,6 @@ def time_server(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     client, argv = Client(url, timeout=5), [arg.format(port=port) for arg in argv]
-    log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         started, started_epoch = time.monotonic(), time.time()
         env = {**os.environ, **(env or {})}
@@ -106,7 +94,7 @@ def time_server(
     try:
         while "ready" not in result or "daemon" not in result:
             if proc.poll() is not None:
-                raise BenchError(f"{argv[0]} exited ({proc.returncode}) before it was ready; log:\n{_tail(log)}")
+                raise BenchError(f"{argv[0]} exited ({proc.returncode}) before it was ready; log:\n{log_tail(log)}")
             if time.monotonic() > started + timeout:
                 missing = [k for k in ("webserver", "ready", "daemon") if k not in result]
                 raise BenchError(f"timed out after {timeout:.0f}s waiting for {missing}; log {log}")
@@ -169,8 +157,9 @@ def dg_dev(scaffold: Path, log: Path) -> Values:
     return time_server(argv, scaffold, scaffold, scaffold / ".dagster_home", log, env=env)
 
 
-def ensure_scaffold(path: Path = SCAFFOLD_DIR) -> Path:
+def ensure_scaffold() -> Path:
     """A bare `create-dagster project` (same Dagster version) with one asset in defs/, made once."""
+    path = SCAFFOLD_DIR
     if not (path / ".venv" / "bin" / "dg").exists():
         shutil.rmtree(path, ignore_errors=True)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,13 +170,6 @@ def ensure_scaffold(path: Path = SCAFFOLD_DIR) -> Path:
     if not asset.exists():
         asset.write_text(SCAFFOLD_ASSET)
     return path
-
-
-def ensure_example(dev_dir: Path) -> Path:
-    """The example location as `make dev` renders it, rendered once and installed (the product's own)."""
-    from dagster_platform.local.locations import ensure_example
-
-    return ensure_example(dev_dir)
 
 
 def dev_figures(runs: int) -> list[Figure]:
@@ -236,8 +218,6 @@ def dev_figures(runs: int) -> list[Figure]:
 
 # --- template → green, dg check defs -----------------------------------------------------------------------
 def template_figures(runs: int) -> list[Figure]:
-    from dagster_platform.template.render import render
-
     work, log, answers = BENCH_DIR / "template", LOG_DIR / "template-green.log", {"project_name": "Bench Pipelines"}
     # Render once and `uv sync --frozen`: the uv cache then holds every package a new repo needs.
     shutil.rmtree(work, ignore_errors=True)
@@ -247,7 +227,7 @@ def template_figures(runs: int) -> list[Figure]:
         """A fresh render (no .venv, no ruff cache) and its own `make lint test`: seconds for both."""
         shutil.rmtree(work, ignore_errors=True)
         began = time.monotonic()
-        run_timed([*MAKE, "lint", "test"], render(work, answers), log)
+        run_once([*MAKE, "lint", "test"], os.environ, log, cwd=render(work, answers))
         return {"green": time.monotonic() - began}
 
     samples = alternate(runs, {"template → green": green}, say)["template → green"]["green"]
@@ -261,7 +241,7 @@ def dg_check(project: Path, log: Path) -> Values:
     with tempfile.TemporaryDirectory(dir=BENCH_DIR) as home:
         env = {k: v for k, v in os.environ.items() if k not in ("WAREHOUSE_HOST", "WAREHOUSE_PASSWORD")}
         env.update(DAGSTER_ENV="local", DAGSTER_HOME=home)
-        return {"check": run_timed([str(project / ".venv" / "bin" / "dg"), "check", "defs"], project, log, env)["took"]}
+        return {"check": run_once([str(project / ".venv" / "bin" / "dg"), "check", "defs"], env, log, cwd=project)}
 
 
 def check_figures(runs: int) -> list[Figure]:
@@ -283,23 +263,14 @@ def check_figures(runs: int) -> list[Figure]:
 
 
 # --- the example job, launched from make dev's UI ----------------------------------------------------------
-def launch_runs(url: str, count: int = 3, idle: float = 10.0) -> Values:
-    """After `idle` seconds (the daemon's first iterations compete for the CPUs right after start-up), the
-    example job `count` times one after the other: seconds launch → SUCCESS as the client sees it, and the
-    run's own start → end (its run worker and steps, without the queue)."""
-    time.sleep(idle)
+def launch_runs(url: str) -> Values:
+    """After the local stack's settle time (why: stack.SETTLE_S), the example job one run after the other:
+    seconds launch → SUCCESS as the client sees it, and the run's own start → end (without the queue)."""
+    time.sleep(stack.SETTLE_S)
     client = Client(url)
-    values: dict[str, list[float]] = {"launch_success": [], "execution": []}
-    for _ in range(count):
-        began = time.monotonic()
-        run_id = client.launch_run(*EXAMPLE_JOB)
-        run = client.wait_run(run_id, timeout=240, interval=0.1)
-        took = time.monotonic() - began
-        if run["status"] != "SUCCESS":
-            raise BenchError(f"{EXAMPLE_JOB[1]} run {run_id} ended {run['status']} after {took:.1f}s")
-        values["launch_success"].append(took)
-        values["execution"].append(run["endTime"] - run["startTime"])
-    return values
+    launch_success = stack.run_latency(client, *EXAMPLE_JOB, samples=RUNS_PER_SESSION)
+    done = client.runs(tags={"bench": "latency"}, limit=RUNS_PER_SESSION)  # the same runs, newest first
+    return {"launch_success": launch_success, "execution": [run["endTime"] - run["startTime"] for run in done]}
 
 
 def runs_figures(runs: int) -> list[Figure]:
@@ -307,10 +278,10 @@ def runs_figures(runs: int) -> list[Figure]:
     shutil.rmtree(dev_dir, ignore_errors=True)  # rendered from the current template on the first start
     session = lambda i: make_dev(dev_dir, LOG_DIR / f"runs-{i}.log", then=launch_runs)  # noqa: E731
     values = alternate(runs, {"example job session": session}, say)["example job session"]
-    job = EXAMPLE_JOB[1]
+    job, idle = EXAMPLE_JOB[1], f"after {stack.SETTLE_S:.0f} s idle"
     return [
         Figure("runs.example_job", f"`{job}` launch → SUCCESS (`make dev`)", "s", values["launch_success"],
-               "`make dev`, 3 runs per session one after the other, after 10 s idle"),
+               f"`make dev`, {RUNS_PER_SESSION} runs per session one after the other, {idle}"),
         Figure("runs.example_job_execution", f"`{job}` run start → end", "s", values["execution"],
                "the run's own startTime → endTime: run worker and steps, without the queue"),
     ]  # fmt: skip
@@ -353,8 +324,6 @@ def measure_baseline(tree: Path) -> dict[str, Any]:
 def stack_figures(runs: int, drain_runs: int, baseline_rev: str | None = None) -> list[Figure]:
     """`runs` fresh stacks (each up → 3 trivial runs → RSS → down); the drain only on the first (it takes minutes).
     With a baseline revision, each run is preceded by one of the baseline's stack (same machine, same load)."""
-    from bench import stack as measure
-
     baseline = baseline_checkout(baseline_rev) if baseline_rev else None
     figures: dict[str, Figure] = {}
 
@@ -367,41 +336,37 @@ def stack_figures(runs: int, drain_runs: int, baseline_rev: str | None = None) -
             add("stack.up.baseline", f"`make stack` → ready, baseline {baseline_rev}", "s", [old["total_s"]])
             label = f"trivial run launch → SUCCESS, baseline {baseline_rev}"
             add("stack.launch_success.baseline", label, "s", old["run_latency_s"])
-        try:
-            result = measure.measure(runs=drain_runs if i == 0 else 0, latency_samples=3)
-        except Exception as exc:  # noqa: BLE001 - any failure of the stack makes the section "not measured"
-            raise BenchError(f"local stack run {i + 1}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
-        add(
-            "stack.up",
-            "`make stack` → all LOADED, daemons healthy",
-            "s",
-            [result["total_s"]],
-            "fresh state dir: render, venvs from the warm uv cache, initdb, migrate",
-        )
+        result = stack.measure(runs=drain_runs if i == 0 else 0, latency_samples=3)
+        add("stack.up", "`make stack` → all LOADED, daemons healthy", "s", [result["total_s"]],
+            "fresh state dir: render, venvs from the warm uv cache, initdb, migrate")  # fmt: skip
         add("stack.all_loaded", "stack processes started → all locations LOADED", "s", [result["all_loaded_s"]])
         add("stack.launch_success", "trivial run launch → SUCCESS (local stack)", "s", result["run_latency_s"],
-            "3 runs per stack, one after the other, after 10 s idle")  # fmt: skip
-        if result.get("drain_runs"):
-            if result["drain_failed"]:
-                raise BenchError(f"{len(result['drain_failed'])} of {result['drain_runs']} drained runs failed")
-            n, took = result["drain_runs"], result["drain_drain_s"]
-            note = f"{n} runs submitted at once; peak in flight seen {result['drain_peak_in_flight_sampled']}"
+            f"3 runs per stack, one after the other, after {stack.SETTLE_S:.0f} s idle")  # fmt: skip
+        progress = f"up={result['total_s']:.1f}s loaded={result['all_loaded_s']:.1f}s"
+        if drain := result["drain"]:
+            if drain["failed"]:
+                raise BenchError(f"{len(drain['failed'])} of {drain['runs']} drained runs failed")
+            n, took = drain["runs"], drain["drain_s"]
+            note = f"{n} runs submitted at once; peak in flight seen {drain['peak_in_flight_sampled']}"
             add("stack.drain", f"drain {n} queued runs", "s", [took], note)
             add("stack.drain_rate", "runs per minute while draining", "runs/min", [n / took * 60])
+            progress += f" drain={took:.0f}s"
         for component, rss in sorted(result["rss_idle"].items()):
             note = f"whole process group {rss['group_rss_mib']:.0f} MiB, {rss['processes']} processes"
             add(f"stack.rss_{component}", f"RSS {component} (idle)", "MiB", [rss["rss_mib"]], note)
-        say(
-            f"stack run {i + 1}/{runs}: up={result['total_s']:.1f}s loaded={result['all_loaded_s']:.1f}s "
-            f"latency={result['run_latency_median_s']:.2f}s"
-            + (f" drain={result['drain_drain_s']:.0f}s" if result.get("drain_runs") else "")
-        )
+        say(f"stack run {i + 1}/{runs}: {progress} latency={result['run_latency_median_s']:.2f}s")
     return list(figures.values())
 
 
 # --- platform make test ------------------------------------------------------------------------------------
 def test_figures(runs: int) -> list[Figure]:
-    make_test = lambda _: run_timed([*MAKE, "test"], ROOT, LOG_DIR / "make-test.log", check=False)  # noqa: E731
+    def make_test(_: int) -> Values:
+        """Wall time and exit code: a failing suite still has a time (its figure FAILs, the bench goes on)."""
+        with (LOG_DIR / "make-test.log").open("wb") as out:
+            began = time.monotonic()
+            done = subprocess.run([*MAKE, "test"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=1800)
+        return {"took": time.monotonic() - began, "exit": done.returncode}
+
     values = alternate(runs, {"make test": make_test}, say)["make test"]
     failures = ", ".join(f"run {i + 1} exit {code:.0f}" for i, code in enumerate(values["exit"]) if code)
     note = f"{runs} run{'s' if runs != 1 else ''} (each takes minutes; --make-test-runs N for more)"
