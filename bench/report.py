@@ -106,10 +106,8 @@ def alternate(
     for i in range(runs):
         for name, measure in sides.items():
             values = {k: v if isinstance(v, list) else [v] for k, v in measure(i).items()}
-            log(
-                f"{name} run {i + 1}/{runs}: "
-                + ", ".join(f"{k}={'/'.join(f'{x:.2f}' for x in v)}" for k, v in values.items())
-            )
+            shown = ", ".join(f"{k}={'/'.join(f'{x:.2f}' for x in v)}" for k, v in values.items())
+            log(f"{name} run {i + 1}/{runs}: {shown}")
             for key, value in values.items():
                 collected[name].setdefault(key, []).extend(value)
     return collected

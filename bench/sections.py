@@ -3,7 +3,8 @@
 The bench starts every command exactly as its user would and watches it from outside with the product's own
 pieces: the GraphQL client (`dagster_platform.graphql.Client`) for readiness and runs, `procs.processes_of`
 for "no process left" (the same definition as the product's stop tests), `local.locations.ensure_example` and
-`template.render.render` for the repos, `bench/stack.py` (`measure`) for the local stack.
+`template.render.render` for the repos, `local.supervisor.run_once` for one-shot commands, `bench/stack.py`
+(`measure`, `run_latency`) for the local stack and the example job's runs.
 """
 
 from __future__ import annotations

@@ -8,9 +8,8 @@ measure() brings a fresh stack up in its own state directory and returns:
 - run_latency_s:  launchRun → SUCCESS of a trivial run, per sample (and run_latency_median_s)
 - drain:          N runs submitted at once → all finished (QueuedRunCoordinator limits apply; runs=0 skips)
 - rss_idle:       MiB per component: the process itself and its whole process group (run workers, backends)
-The helpers also work against an already running stack (`Stack` from lifecycle.up).
-
-Its keys total_s and run_latency_s are read from older revisions' measure() too (`--stack-baseline`): keep them.
+The helpers also work against an already running stack (`Stack` from lifecycle.up). `--stack-baseline` reads
+total_s and run_latency_s from older revisions' measure() too: keep those keys.
 """
 
 from __future__ import annotations
