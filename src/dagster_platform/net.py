@@ -5,11 +5,13 @@ from __future__ import annotations
 import socket
 import urllib.request
 
+HOST = "127.0.0.1"  # every local process listens on loopback only
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
+        sock.bind((HOST, 0))
         return sock.getsockname()[1]
 
 

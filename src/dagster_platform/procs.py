@@ -24,17 +24,14 @@ def stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()
 
 
-# Indexes into stat_fields(): state (field 3), ppid (4), process group (5), start time in clock ticks (22).
-STATE, PPID, PGRP, START_TICKS = 0, 1, 2, 19
+# Indexes into stat_fields(): state (field 3), process group (5), start time in clock ticks (22).
+STATE, PGRP, START_TICKS = 0, 2, 19
 
 
 def all_stat_fields() -> dict[int, list[str]]:
     """stat_fields() of every process, by PID."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := stat_fields(int(entry))) is not None:
-            table[int(entry)] = fields
-    return table
+    table = {int(entry): stat_fields(int(entry)) for entry in os.listdir("/proc") if entry.isdigit()}
+    return {pid: fields for pid, fields in table.items() if fields is not None}
 
 
 def live_cmdlines() -> dict[int, str]:
@@ -71,12 +68,10 @@ def processes_of(directory: Path, dagster_home: Path) -> dict[int, str]:
 
 def rss_mib(pid: int) -> float:
     """Resident memory of a process, in MiB (VmRSS); 0 when it is gone."""
-    try:
+    with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
-    except OSError:
-        pass
     return 0.0
 
 
@@ -89,11 +84,11 @@ _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") el
 
 
 @contextlib.contextmanager
-def signals_blocked(signals: frozenset[int] = STOP_SIGNALS) -> Iterator[None]:
+def signals_blocked() -> Iterator[None]:
     """Hold the stop signals back (they stay pending and are delivered on exit): wrap "start a process and
     record it" so a signal never lands between the two. Children started meanwhile get them unblocked again
     by child_setup(); everything here starts processes from the main thread."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
     finally:
@@ -128,12 +123,11 @@ def child_setup(die_with_parent: bool = False, watchdog: Watchdog | None = None)
 # The watchdog's own program: stdlib only, run with `python -I -c`. It reads "+<pgid>", "-<pgid>" and
 # "release" lines from the owner's pipe. At end of file (the owner exited or was killed: the kernel closes
 # the pipe either way) it stops every process group still registered, unless released: SIGTERM, then
-# SIGKILL after the grace period. A group is skipped when its ID now belongs to another process (recycled).
+# SIGKILL 5 s later. A group is skipped when its ID now belongs to another process (recycled).
 _WATCHDOG_PROGRAM = r"""
 import os, signal, sys, time
 for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
     signal.signal(s, signal.SIG_IGN)
-grace = float(sys.argv[2])
 def ticks(pid):
     try:
         raw = open(f"/proc/{pid}/stat").read()
@@ -164,7 +158,7 @@ while True:
 if released:
     sys.exit(0)
 targets = [g for g, t in groups.items() if ticks(g) in (None, t)]
-for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
     targets = [g for g in targets if alive(g)]
     for g in targets:
         try:
@@ -182,9 +176,9 @@ class Watchdog:
     an exception, SIGKILL, the OOM killer), it stops every process group registered with it. Children
     register themselves through child_setup(watchdog=...). `label` shows up in its command line (ps)."""
 
-    def __init__(self, label: str, grace: float = 5.0):
+    def __init__(self, label: str):
         self.process = subprocess.Popen(
-            [sys.executable, "-I", "-c", _WATCHDOG_PROGRAM, f"dagster-platform-watchdog:{label}", str(grace)],
+            [sys.executable, "-I", "-c", _WATCHDOG_PROGRAM, f"dagster-platform-watchdog:{label}"],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

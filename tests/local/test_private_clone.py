@@ -45,7 +45,7 @@ report["first"] = {
     "server_uid": int(Path(f"/proc/{sup.components['postgres'].pid}/status").read_text().split("Uid:")[1].split()[0]),
     "paths": {
         str(p): [os.stat(p).st_uid, oct(os.stat(p).st_mode & 0o777)]
-        for p in (data_dir.parent, data_dir, cluster.key_file, cluster.cert_file)
+        for p in (data_dir.parent, data_dir, data_dir / "server.key", data_dir / "server.crt")
     },
     "pid": sup.components["postgres"].pid,
 }
@@ -170,6 +170,17 @@ def test_missing_openssl_is_refused_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no openssl
     with pytest.raises(postgres.PostgresUnavailable, match=r"^openssl not found .*apt-get install openssl"):
         postgres.preflight()
+
+
+def test_no_directory_the_server_user_can_enter_is_refused_in_one_line(tmp_path, monkeypatch):
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)  # ours only: `nobody` cannot enter it
+    monkeypatch.setattr(postgres, "PRIVATE_BASES", (str(closed),))
+    with pytest.raises(postgres.PostgresUnavailable) as refused:
+        postgres.private_base("nobody")
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith(f"none of {closed} can be entered by the `nobody` user") and "chmod 1777" in message
 
 
 def test_pg_url_sslmode_defaults_to_require():

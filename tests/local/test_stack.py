@@ -6,6 +6,8 @@ the stack healthy for the browser test, which doubles as a recovery check.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from contextlib import contextmanager
@@ -240,7 +242,8 @@ def test_killed_code_server_is_isolated_and_recovers(stack, client):
     example_location_loaded(stack, client)
     sup = stack.supervisor
     name = f"code-server-{EXAMPLE}"
-    sup.kill(name, group=False)  # SIGKILL the server process only, like a crashed pod
+    os.kill(sup.components[name].pid, signal.SIGKILL)  # the server process only, like a crashed pod
+    wait_until(lambda: not sup.alive(name), 30, f"{name} to exit after SIGKILL")
     assert client.server_info() == 200
     client.reload_location(EXAMPLE)
     state = wait_until(

@@ -105,6 +105,5 @@ def register(subparsers) -> None:
     down = actions.add_parser("down", help="stop everything the stack started, by PID")
     down.add_argument("--wipe", action="store_true", help="also delete the database and instance data")
     down.set_defaults(func=_down_command)
-    actions.add_parser("status", help="what runs, its PID and memory, location load state").set_defaults(
-        func=_status_command
-    )
+    status = actions.add_parser("status", help="what runs, its PID and memory, location load state")
+    status.set_defaults(func=_status_command)

@@ -28,22 +28,15 @@ from pathlib import Path
 
 from dagster_platform import net, procs
 from dagster_platform.graphql import Client
-from dagster_platform.local import config, locations, objectstore, postgres
-from dagster_platform.local.services import (
-    cluster_from_state,
-    start_object_store,
-    start_object_store_server,
-    start_postgres,
-    start_postgres_server,
-)
+from dagster_platform.local import config, locations, objectstore, postgres, services
+from dagster_platform.local.services import start_object_store, start_postgres
 from dagster_platform.local.supervisor import ComponentFailed, Supervisor, run_once
 from dagster_platform.paths import DEV_DIR, ROOT, dagster_version
 
-MODES = config.MODES
 STATE_DIRS = {"dev": DEV_DIR, "stack": ROOT / ".stack"}
 DEFAULT_STATE_DIR = STATE_DIRS["stack"]
 DEFAULT_PORT = 3000
-HOST = "127.0.0.1"
+HOST = net.HOST
 PLATFORM_BIN = Path(sys.executable).parent  # the platform's .venv: webserver, daemon, migrate
 
 # Variables from the caller's shell that would make a child use the wrong environment or instance.
@@ -70,7 +63,6 @@ class Stack:
     url: str
     pg: postgres.PgConnection | None  # None in dev mode (SQLite)
     store: objectstore.ObjectStore | None  # None in dev mode (step logs on disk)
-    env_name: str = config.DEFAULT_ENV
     mode: str = "stack"
     locations: dict[str, dict] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -127,10 +119,10 @@ def code_server_command(mode: str, location_dir: Path, loc: locations.Location, 
     ]  # fmt: skip
 
 
-def migrate(env: dict[str, str], home: Path, sup: Supervisor, once: bool = False, mode: str = "stack") -> float:
-    """`dagster instance migrate`; once=True: only when the instance's stamp for this Dagster version is missing."""
+def migrate(env: dict[str, str], home: Path, sup: Supervisor, mode: str = "stack") -> float:
+    """`dagster instance migrate`; dev: only when the instance's stamp for this Dagster version is missing."""
     stamp = home / f".schema-dagster-{dagster_version()}"
-    if once and stamp.exists():
+    if mode == "dev" and stamp.exists():
         return 0.0
     say(mode, f"instance: creating/migrating the instance schema in {home}")
     took = run_once([str(PLATFORM_BIN / "dagster"), "instance", "migrate"], env, sup.log_dir / "migrate.log", cwd=home)
@@ -155,7 +147,7 @@ def up(
     t0 = time.monotonic()
     state_dir = Path(state_dir or STATE_DIRS[mode]).resolve()
     sup = Supervisor(state_dir)
-    if running := sup.pids():
+    if running := {name: c.pid for name, c in sup.components.items() if sup.alive(name)}:
         raise RuntimeError(f"already running from {state_dir}: {running}; stop it first (Ctrl-C / `stack down`)")
     if net.port_open(host, port):
         fix = f"make dev PORT={port + 1}" if mode == "dev" else "pass another --port"
@@ -170,10 +162,10 @@ def up(
     pg = store = None
     try:
         dirs: dict[str, Path] = {}
+        loc_dir = state_dir if mode == "dev" else state_dir / "locations"
         for loc in stack_locations:  # a build step (cached), not part of "processes started → ready"
             began = time.monotonic()
-            loc_dir = state_dir if mode == "dev" else state_dir / "locations"
-            dirs[loc.name] = locations.prepare(loc, loc_dir, refresh=mode == "stack", dev=mode == "dev")
+            dirs[loc.name] = locations.prepare(loc, loc_dir, dev=mode == "dev")
             if not loc.venv_from:
                 say(mode, f"location {loc.name}: sources and .venv ready ({time.monotonic() - began:.1f}s)")
         t_processes = time.monotonic()
@@ -185,9 +177,9 @@ def up(
         sup.meta.update(mode=mode, env_name=env_name)
         sup.save()
         ports = {loc.name: net.free_port() for loc in stack_locations}
-        workspace = config.write_workspace(home, [{"name": n, "host": HOST, "port": p} for n, p in ports.items()])
+        workspace = config.write_workspace(home, ports)
         env = base_env(home, pg, store)
-        timings["migrate"] = migrate(env, home, sup, once=mode == "dev", mode=mode)
+        timings["migrate"] = migrate(env, home, sup, mode)
         for loc in stack_locations:  # all at once, then waited for
             sup.start(
                 f"code-server-{loc.name}",
@@ -211,19 +203,17 @@ def up(
         sup.wait_ready("webserver", lambda: client.server_info() == 200, timeout)
         say(mode, f"webserver: {url} answering ({time.monotonic() - t_processes:.1f}s)")
         sup.start("daemon", [str(PLATFORM_BIN / "dagster-daemon"), "run", "-w", str(workspace)], env=env, cwd=home)
-        code_servers = [f"code-server-{name}" for name in required]
-        sup.wait_ready("webserver", lambda: client.all_loaded(required), timeout, also=code_servers)
+        also = [f"code-server-{name}" for name in required]  # a required code server that exits fails it at once
+        sup.wait_ready("webserver", lambda: client.all_loaded(required), timeout, also=also)
         timings["all_loaded"] = time.monotonic() - t_processes
         say(mode, f"location{'s' * (len(required) > 1)} {', '.join(required)} LOADED ({timings['all_loaded']:.1f}s)")
         sup.wait_ready("daemon", lambda: all(client.daemon_health().values()), timeout)
         timings["ready"] = time.monotonic() - t_processes
         timings["total"] = time.monotonic() - t0
         say(mode, f"daemon: healthy ({', '.join(sorted(client.daemon_health()))}; {timings['ready']:.1f}s)")
-        sup.meta["url"] = url
-        sup.meta["locations"] = {n: {"port": p, "dir": str(dirs[n])} for n, p in ports.items()}
+        sup.meta.update(url=url, locations={n: {"port": p, "dir": str(dirs[n])} for n, p in ports.items()})
         sup.save()
-        running = {n: {"port": p, "dir": dirs[n]} for n, p in ports.items()}
-        return Stack(state_dir, url, pg, store, env_name, mode, running, timings)
+        return Stack(state_dir, url, pg, store, mode, sup.meta["locations"], timings)
     except BaseException as exc:
         say(mode, f"{exc or 'SIGINT'} received, stopping" if isinstance(exc, KeyboardInterrupt) else f"FAILED: {exc}")
         stopped = down(state_dir, quiet=True, grace=5 if mode == "dev" else 20)
@@ -231,14 +221,14 @@ def up(
         raise
 
 
-def watch(stack: Stack, interval: float = 0.2) -> None:
+def watch(stack: Stack) -> None:
     """Return never: raise ComponentFailed (with its log tail) as soon as a component exits (`make dev`)."""
     sup = stack.supervisor
     while True:
         for name in sup.components:
             if not sup.alive(name):
                 raise ComponentFailed(f"{name} exited; {sup.tail(name)}")
-        time.sleep(interval)
+        time.sleep(0.2)
 
 
 def stop_order(names: list[str]) -> list[str]:
@@ -261,7 +251,7 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, wipe: bool = False, quiet: bool = 
         # Data: the throwaway cluster, the instance directory, logs, state. Location sources/venvs stay
         # (a cache rebuilt from the locks).
         postgres.remove_data(state_dir, sup.meta.get("postgres") or {})  # pgdata, or the server user's dir
-        shutil.rmtree(home_of(state_dir, sup.meta.get("mode", "stack")), ignore_errors=True)
+        shutil.rmtree(home_of(state_dir, mode), ignore_errors=True)
         shutil.rmtree(state_dir / "logs", ignore_errors=True)
         (state_dir / "state.json").unlink(missing_ok=True)
         if not quiet:
@@ -281,9 +271,9 @@ def restart_component(stack: Stack, name: str, ready: Callable[[], bool], timeou
     """Start a stopped component again with its recorded command (fault-recovery tests, operators)."""
     sup = stack.supervisor
     if name == "postgres":
-        return start_postgres_server(sup, cluster_from_state(stack.state_dir), timeout)
+        return services.start_postgres_server(sup, services.cluster_from_state(stack.state_dir), timeout)
     if name == "object-store":
-        return start_object_store_server(sup, stack.store, timeout)
+        return services.start_object_store_server(sup, stack.store, timeout)
     component = sup.components[name]
     env, cwd = base_env(stack.dagster_home, stack.pg, stack.store), stack.dagster_home
     if name == "webserver":
@@ -294,4 +284,3 @@ def restart_component(stack: Stack, name: str, ready: Callable[[], bool], timeou
         env = location_env(env, loc, cwd, stack.dagster_home)
     sup.start(name, component.command, env=env, cwd=cwd, info=component.info)
     sup.wait_ready(name, ready, timeout)
-    return None

@@ -63,14 +63,14 @@ def default_locations(mode: str = "stack") -> list[Location]:
     return found
 
 
-def prepare(location: Location, locations_dir: Path, refresh: bool = True, dev: bool = False) -> Path:
-    """Render/copy the location's source to locations_dir/<name> (refresh=False: only when it is not there
-    yet) and sync its own .venv (dev: with dev dependencies, skipped when its stamp is newer than the lock);
-    returns the dir."""
+def prepare(location: Location, locations_dir: Path, dev: bool = False) -> Path:
+    """Render/copy the location's source to locations_dir/<name> (dev: only when it is not there yet, as it
+    is the developer's to edit) and sync its own .venv (dev: with dev dependencies, skipped when its stamp is
+    newer than the lock); returns the dir."""
     if location.venv_from:
         return locations_dir / location.venv_from
     target = locations_dir / location.name
-    if refresh or not (target / "pyproject.toml").exists():
+    if not dev or not (target / "pyproject.toml").exists():
         if location.source == "template":
             from dagster_platform.template.render import render
 
@@ -101,7 +101,7 @@ def prepare(location: Location, locations_dir: Path, refresh: bool = True, dev: 
 
 def ensure_example(dev_dir: Path = DEV_DIR) -> Path:
     """`make dev`'s example location: rendered into dev_dir once, its locked environment installed."""
-    return prepare(example_location(), dev_dir, refresh=False, dev=True)
+    return prepare(example_location(), dev_dir, dev=True)
 
 
 def _sync_tree(source: Path, target: Path) -> None:
@@ -110,11 +110,5 @@ def _sync_tree(source: Path, target: Path) -> None:
     for child in target.iterdir():
         if child.name != ".venv":
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-    skip = (".venv", "__pycache__", ".dagster_home")
-    for child in source.iterdir():
-        if child.name in skip:
-            continue
-        if child.is_dir():
-            shutil.copytree(child, target / child.name, ignore=shutil.ignore_patterns(*skip, "*.pyc"))
-        else:
-            shutil.copy2(child, target / child.name)
+    ignore = shutil.ignore_patterns(".venv", "__pycache__", ".dagster_home", "*.pyc")
+    shutil.copytree(source, target, ignore=ignore, dirs_exist_ok=True)

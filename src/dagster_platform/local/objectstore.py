@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dagster_platform.local.config import S3_ENDPOINT_ENV
+from dagster_platform.net import HOST
 
-HOST = "127.0.0.1"
 REGION = "us-east-1"
 
 
@@ -58,8 +58,7 @@ class ObjectStore:
 
     def ensure_bucket(self, bucket: str) -> None:
         client = self.client()
-        existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-        if bucket not in existing:
+        if bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
             client.create_bucket(Bucket=bucket)
 
     def keys(self, bucket: str, prefix: str = "") -> list[str]:

@@ -15,10 +15,10 @@ with one line naming the cause and the fix, before anything starts.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
-import secrets
 import shutil
 import stat
 import subprocess
@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from dagster_platform import procs
 from dagster_platform.local.config import PG_LOCATION
+from dagster_platform.net import HOST
 
 DB_NAME = "dagster"
 DB_USER = "dagster"
@@ -37,7 +38,7 @@ PG_URL_ENV = "DAGSTER_PG_URL"
 SERVER_USER = "postgres"  # the system user PostgreSQL runs as when we are root (Debian's package creates it)
 PRIVATE_PREFIX = "dagster-stack-pg-"  # /var/tmp/dagster-stack-pg-*: the server user's own directory (root)
 # Where that directory may go, in order: kept across reboots like the rest of the stack's data, else $TMPDIR.
-PRIVATE_BASES = ("/var/tmp", tempfile.gettempdir(), "/tmp")
+PRIVATE_BASES = tuple(dict.fromkeys(("/var/tmp", tempfile.gettempdir(), "/tmp")))
 
 
 class PostgresUnavailable(RuntimeError):
@@ -90,14 +91,11 @@ def from_url(url: str) -> PgConnection:
     )
 
 
-SERVER_BINARIES = ("initdb", "postgres")
-
-
 def bin_dir() -> Path:
     """Directory with initdb/postgres: $PG_BIN, else the newest /usr/lib/postgresql/*/bin, else PATH."""
     if os.environ.get("PG_BIN"):
         chosen = Path(os.environ["PG_BIN"])
-        missing = [name for name in SERVER_BINARIES if not os.access(chosen / name, os.X_OK)]
+        missing = [name for name in ("initdb", "postgres") if not os.access(chosen / name, os.X_OK)]
         if missing:
             raise PostgresUnavailable(
                 f"PG_BIN={chosen} has no {' or '.join(missing)}: point PG_BIN at PostgreSQL's server bin "
@@ -105,11 +103,9 @@ def bin_dir() -> Path:
                 "existing server"
             )
         return chosen
-    candidates = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name), reverse=True
-    )
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
     if candidates:
-        return candidates[0].parent
+        return candidates[-1].parent
     found = shutil.which("initdb")
     if found and os.access(Path(found).parent / "postgres", os.X_OK):
         return Path(found).parent
@@ -151,12 +147,11 @@ def _reachable_by(path: Path, entry: pwd.struct_passwd) -> bool:
 def private_base(user: str) -> Path:
     """The directory to create the server user's private directory in: one it can reach."""
     entry = pwd.getpwnam(user)
-    tried = list(dict.fromkeys(PRIVATE_BASES))
-    for base in tried:
+    for base in PRIVATE_BASES:
         if Path(base).is_dir() and _reachable_by(Path(base), entry):
             return Path(base)
     raise PostgresUnavailable(
-        f"none of {', '.join(tried)} can be entered by the `{user}` user, which must own the cluster's data: "
+        f"none of {', '.join(PRIVATE_BASES)} can be entered by the `{user}` user, which must own the cluster's data: "
         "make /var/tmp usable by every user (chmod 1777 /var/tmp) or set TMPDIR to a directory it can reach"
     )
 
@@ -170,23 +165,15 @@ def preflight() -> str | None:
             "openssl not found (the throwaway cluster serves TLS with a self-signed certificate made by it): "
             f"install it (`apt-get install openssl`) or set {PG_URL_ENV} to use an existing server"
         )
-    user = run_as()
-    if user is not None:
+    if (user := run_as()) is not None:
         private_base(user)
     return user
-
-
-def new_private_dir(user: str) -> Path:
-    """A fresh directory owned by the server's user, mode 0700, where that user can reach it."""
-    path = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX, dir=private_base(user)))  # 0700, created by us
-    _chown_to(path, user)
-    return path
 
 
 def data_dir_for(state_dir: Path, saved: dict) -> Path:
     """Where the cluster of this state dir lives: the recorded data directory when it still exists; else
     <state dir>/pgdata when not root (or an initialised one from before this layout); else a new
-    directory private to the server's user."""
+    directory private to the server's user (mode 0700, where that user can reach it)."""
     recorded = saved.get("data_dir")
     if recorded and Path(recorded).is_dir():
         return Path(recorded)
@@ -194,41 +181,32 @@ def data_dir_for(state_dir: Path, saved: dict) -> Path:
     user = run_as()
     if user is None or (legacy / "PG_VERSION").exists():
         return legacy
-    return new_private_dir(user) / "pgdata"
+    private = Path(tempfile.mkdtemp(prefix=PRIVATE_PREFIX, dir=private_base(user)))  # 0700, created by us
+    _chown_to(private, user)
+    return private / "pgdata"
 
 
-def remove_data(state_dir: Path, saved: dict) -> list[Path]:
+def remove_data(state_dir: Path, saved: dict) -> None:
     """Delete the cluster's data (stack down --wipe): <state dir>/pgdata and, when the recorded data
-    directory is in a private directory made for the server's user, that whole directory. Returns what was
-    removed."""
-    targets = [Path(state_dir) / "pgdata"]
+    directory is in a private directory made for the server's user, that whole directory."""
+    shutil.rmtree(Path(state_dir) / "pgdata", ignore_errors=True)
     recorded = saved.get("data_dir")
     if recorded and Path(recorded).parent.name.startswith(PRIVATE_PREFIX):
-        targets.append(Path(recorded).parent)
-    removed = []
-    for target in targets:
-        if target.is_dir():
-            shutil.rmtree(target, ignore_errors=True)
-            removed.append(target)
-    return removed
+        shutil.rmtree(Path(recorded).parent, ignore_errors=True)
 
 
 def _chown_to(path: Path, user: str | None) -> None:
-    if user is None:
-        return
-    entry = pwd.getpwnam(user)
-    os.chown(path, entry.pw_uid, entry.pw_gid)
-    for root, dirs, files in os.walk(path):
-        os.chown(root, entry.pw_uid, entry.pw_gid)
-        for name in dirs + files:
-            os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+    """Give a file or an empty directory we just made to the server's user (no-op when that is us)."""
+    if user is not None:
+        shutil.chown(path, user, pwd.getpwnam(user).pw_gid)
 
 
 @dataclass
 class Cluster:
     """A throwaway cluster living in `data_dir` (created on first use). Its parent directory is where the
     server's user works (the subprocesses' cwd: they must be able to enter it) and holds initdb's
-    password file while initdb runs; the TLS key and certificate are in the data directory."""
+    password file while initdb runs; the TLS key and certificate are in the data directory, under the names
+    PostgreSQL looks for by default (server.key, server.crt)."""
 
     data_dir: Path
     port: int
@@ -236,7 +214,7 @@ class Cluster:
 
     @property
     def connection(self) -> PgConnection:
-        return PgConnection("127.0.0.1", self.port, DB_USER, self.password, DB_NAME)
+        return PgConnection(HOST, self.port, DB_USER, self.password, DB_NAME)
 
     @property
     def initialized(self) -> bool:
@@ -246,89 +224,66 @@ class Cluster:
     def workdir(self) -> Path:
         return self.data_dir.parent
 
-    @property
-    def cert_file(self) -> Path:
-        return self.data_dir / "server.crt"
-
-    @property
-    def key_file(self) -> Path:
-        return self.data_dir / "server.key"
-
     def init(self) -> None:
         """initdb with a superuser `dagster` (scram-sha-256 over TCP) if the data dir is still empty; a
-        self-signed TLS certificate if there is none; TCP logins over TLS only."""
+        self-signed TLS certificate if there is none; TCP logins over TLS only (pg_hba.conf: `hostssl`, like a
+        managed database that forces SSL)."""
         user = preflight()
         if not self.initialized:
             self._initdb(user)
         self._ensure_tls(user)
-        self._require_tls()
-
-    def _initdb(self, user: str | None) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir.chmod(0o700)
-        pwfile = self.workdir / ".pgpass-init"
-        pwfile.write_text(self.password + "\n")
-        pwfile.chmod(0o600)
-        _chown_to(self.data_dir, user)
-        _chown_to(pwfile, user)
-        try:
-            result = subprocess.run(
-                [str(bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", DB_USER, f"--pwfile={pwfile}",
-                 "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C", "--no-sync"],
-                user=user,
-                cwd=self.workdir,  # initdb returns to its cwd: it must be one the server's user can enter
-                capture_output=True,
-                text=True,
-                preexec_fn=procs.child_setup(die_with_parent=True),
-            )  # fmt: skip
-        finally:
-            pwfile.unlink(missing_ok=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"initdb failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-
-    def _ensure_tls(self, user: str | None) -> None:
-        """A self-signed certificate for 127.0.0.1; the key is the server user's, mode 0600 (postgres
-        refuses a key others can read)."""
-        if self.cert_file.exists() and self.key_file.exists():
-            return
-        result = subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=127.0.0.1",
-             "-keyout", str(self.key_file), "-out", str(self.cert_file)],
-            cwd=self.workdir, capture_output=True, text=True, preexec_fn=procs.child_setup(die_with_parent=True),
-        )  # fmt: skip
-        if result.returncode != 0:
-            raise RuntimeError(f"openssl failed ({result.returncode}): {result.stderr.strip()}")
-        self.key_file.chmod(0o600)
-        self.cert_file.chmod(0o644)
-        _chown_to(self.key_file, user)
-        _chown_to(self.cert_file, user)
-
-    def _require_tls(self) -> None:
-        """pg_hba.conf: TCP logins only over TLS (`hostssl`), like a managed database that forces SSL."""
         hba = self.data_dir / "pg_hba.conf"
         text = hba.read_text()
         required = re.sub(r"^host(\s)", r"hostssl\1", text, flags=re.MULTILINE)
         if required != text:
             hba.write_text(required)  # rewriting keeps the file's owner and mode
 
+    def _initdb(self, user: str | None) -> None:
+        """initdb creates the data directory itself (mode 0700, owned by the user it runs as)."""
+        pwfile = self.workdir / ".pgpass-init"
+        pwfile.write_text(self.password + "\n")
+        pwfile.chmod(0o600)
+        _chown_to(pwfile, user)
+        try:
+            self._run(user, [
+                str(bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", DB_USER, f"--pwfile={pwfile}",
+                "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C", "--no-sync",
+            ])  # fmt: skip
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _ensure_tls(self, user: str | None) -> None:
+        """A self-signed certificate for 127.0.0.1, made by the server's user; the key mode 0600 (postgres
+        refuses a key others can read)."""
+        key, cert = self.data_dir / "server.key", self.data_dir / "server.crt"
+        if not (key.exists() and cert.exists()):
+            self._run(user, [
+                "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", "/CN=127.0.0.1",
+                "-keyout", str(key), "-out", str(cert),
+            ])  # fmt: skip
+            key.chmod(0o600)
+
+    def _run(self, user: str | None, argv: list[str]) -> None:
+        """A set-up step as the server's user, in a directory it can enter (initdb returns to its cwd)."""
+        result = subprocess.run(
+            argv, user=user, cwd=self.workdir, capture_output=True, text=True,
+            preexec_fn=procs.child_setup(die_with_parent=True),
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise RuntimeError(f"{Path(argv[0]).name} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+
     def server_command(self) -> list[str]:
         """The postgres server in the foreground (the supervisor owns the process)."""
         settings = {
-            "listen_addresses": "127.0.0.1",
+            "listen_addresses": HOST,
             "unix_socket_directories": "",
             "max_connections": "200",
             "fsync": "off",  # a throwaway cluster: durability across power loss is not the point
             "logging_collector": "off",
-            "ssl": "on",
-            "ssl_cert_file": self.cert_file,
-            "ssl_key_file": self.key_file,
+            "ssl": "on",  # with the data directory's server.crt and server.key (PostgreSQL's defaults)
         }
         options = [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
         return [str(bin_dir() / "postgres"), "-D", str(self.data_dir), "-p", str(self.port), *options]
-
-
-def new_password() -> str:
-    return secrets.token_urlsafe(18)
 
 
 def wait_accepting(conn: PgConnection, timeout: float = 60.0, alive=lambda: True) -> None:
@@ -351,23 +306,16 @@ def wait_accepting(conn: PgConnection, timeout: float = 60.0, alive=lambda: True
 
 def ensure_database(conn: PgConnection) -> None:
     """CREATE DATABASE <db> when it does not exist yet (throwaway cluster only)."""
-    admin = conn.connect("postgres")
-    try:
+    with contextlib.closing(conn.connect("postgres")) as admin:
         admin.autocommit = True
         with admin.cursor() as cur:
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (conn.db_name,))
             if cur.fetchone() is None:
                 cur.execute(f'CREATE DATABASE "{conn.db_name}"')
-    finally:
-        admin.close()
 
 
 def query(conn: PgConnection, sql: str, params: tuple = ()) -> list[tuple]:
     """Run one read query against the instance database (used by tests and measurements)."""
-    db = conn.connect()
-    try:
-        with db.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall()
-    finally:
-        db.close()
+    with contextlib.closing(conn.connect()) as db, db.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()

@@ -5,6 +5,7 @@ last time (data directory, password, port, credentials) and found again from it.
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import time
 from pathlib import Path
@@ -14,8 +15,7 @@ import yaml
 from dagster_platform import net
 from dagster_platform.local import objectstore, postgres
 from dagster_platform.local.supervisor import Supervisor
-
-HOST = "127.0.0.1"
+from dagster_platform.net import HOST
 
 
 def say(message: str) -> None:
@@ -46,7 +46,7 @@ def start_postgres(sup: Supervisor, pg_url: str | None) -> tuple[postgres.PgConn
     cluster = postgres.Cluster(
         data_dir=postgres.data_dir_for(sup.state_dir, saved),
         port=_port(saved),
-        password=saved.get("password") or postgres.new_password(),
+        password=saved.get("password") or secrets.token_urlsafe(18),
     )
     fresh = not cluster.initialized
     # Recorded before initdb: a restart finds the data dir, `down --wipe` removes it even after a failed init.

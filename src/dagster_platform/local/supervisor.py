@@ -66,16 +66,14 @@ def log_tail(path: str | Path, lines: int = 40) -> str:
         return "(no log file)"
 
 
-def run_once(
-    command: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path | None = None, timeout: float = 300
-) -> float:
+def run_once(command: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path) -> float:
     """Run a one-shot step (e.g. `dagster instance migrate`) to completion, appending its output to `log`;
     returns seconds taken. Raises ComponentFailed with the log tail when it fails."""
     started = time.monotonic()
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         result = subprocess.run(
-            list(command), env=dict(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout,
+            list(command), env=dict(env), cwd=cwd, stdout=out, stderr=subprocess.STDOUT, timeout=300,
             preexec_fn=procs.child_setup(die_with_parent=True),  # a one-shot step dies with its caller
         )  # fmt: skip
     if result.returncode != 0:
@@ -91,12 +89,9 @@ class Supervisor:
         self.state_dir = Path(state_dir)
         self.log_dir = self.state_dir / "logs"
         self.state_file = self.state_dir / "state.json"
-        self.components: dict[str, Component] = {}
-        self.meta: dict = {}
-        if self.state_file.exists():
-            data = json.loads(self.state_file.read_text())
-            self.meta = data.get("meta", {})
-            self.components = {c["name"]: Component(**c) for c in data.get("components", [])}
+        data = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+        self.meta: dict = data.get("meta", {})
+        self.components = {c["name"]: Component(**c) for c in data.get("components", [])}
 
     def save(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -140,9 +135,7 @@ class Supervisor:
             self.save()
         return component
 
-    def wait_ready(
-        self, name: str, check: Callable[[], bool], timeout: float, interval: float = 0.2, also: Sequence[str] = ()
-    ) -> float:
+    def wait_ready(self, name: str, check: Callable[[], bool], timeout: float, also: Sequence[str] = ()) -> float:
         """Poll `check` until it is true; returns seconds waited. Raises ComponentFailed with the log tail
         when the process (or one of `also`) exits or the timeout passes."""
         started = time.monotonic()
@@ -156,7 +149,7 @@ class Supervisor:
                     return time.monotonic() - started
             if time.monotonic() - started > timeout:
                 raise ComponentFailed(f"{name} not ready after {timeout:.0f}s; {self.tail(name)}")
-            time.sleep(interval)
+            time.sleep(0.2)
 
     def tail(self, name: str) -> str:
         log = self.components[name].log
@@ -166,12 +159,12 @@ class Supervisor:
         component = self.components.get(name)
         return bool(component and is_alive(component))
 
-    def stop(self, name: str, grace: float = 20.0, sig: int | None = None) -> bool:
+    def stop(self, name: str, grace: float = 20.0) -> bool:
         """Stop one component (its process group) by PID; returns whether it was running."""
         component = self.components.get(name)
         if component is None or not is_alive(component):
             return False
-        _killpg(component.pid, component.stop_signal if sig is None else sig)
+        _killpg(component.pid, component.stop_signal)
         deadline = time.monotonic() + grace
         while is_alive(component) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -183,21 +176,6 @@ class Supervisor:
         if _owner is not None:
             _owner[0].forget(component.pid)
         return True
-
-    def kill(self, name: str, group: bool = True) -> None:
-        """SIGKILL without grace (fault injection); group=False kills only the component's own PID and
-        leaves its children (e.g. runs in flight) alone, like a crashed container."""
-        component = self.components[name]
-        if group:
-            _killpg(component.pid, signal.SIGKILL)
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(component.pid, signal.SIGKILL)
-        while is_alive(component):
-            time.sleep(0.05)
-
-    def pids(self) -> dict[str, int]:
-        return {name: c.pid for name, c in self.components.items() if is_alive(c)}
 
 
 def _killpg(pgid: int, sig: int) -> None:
