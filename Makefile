@@ -76,7 +76,7 @@ template-lock: install ## regenerate usercode-template's uv.lock after changing 
 	$(CLI) template lock
 
 template-instance: install ## regenerate usercode-template's dagster.yaml (its local instance) after a platform change
-	$(CLI) template instance
+	$(CLI) local-instance --mode dev --output 'usercode-template/{{cookiecutter.project_slug}}/dagster.yaml'
 
 clean: ## remove local environments and runtime state
 	rm -rf $(VENV) .tools .dev .dagster_home .pytest_cache .ruff_cache

@@ -12,6 +12,9 @@ PLATFORM_DIR = ROOT / "platform"
 INSTANCE_YAML = PLATFORM_DIR / "instance" / "instance.yaml"
 CODE_LOCATIONS_YAML = PLATFORM_DIR / "code-locations.yaml"
 HELM_DIR = ROOT / "helm"
+# The user-code repo's local instance (its `make dev`, `make check`): the local runtime's dev-mode dagster.yaml,
+# committed in the template so rendered repos and `cruft update` carry it (`make template-instance`).
+TEMPLATE_INSTANCE = TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "dagster.yaml"
 # Platform facts a data engineer is never asked (registry, CI project, port, warehouse domains).
 USERCODE_SETTINGS = PLATFORM_DIR / "usercode.yaml"
 # Local, git-ignored state: the rendered example for `make dev` and its instance.

@@ -14,7 +14,7 @@ import yaml
 from dagster_platform.helm import instance as helm_instance
 from dagster_platform.helm.values import ENVIRONMENTS
 from dagster_platform.local import config
-from dagster_platform.template import render as template
+from dagster_platform.paths import TEMPLATE_INSTANCE
 
 ENVS = ENVIRONMENTS
 
@@ -47,10 +47,10 @@ def test_written_local_instance_is_the_derived_one_with_named_substitutions(tmp_
 
 def test_the_template_ships_the_derived_dev_instance():
     """usercode-template/.../dagster.yaml is generated (`make template-instance`) and must not drift."""
-    assert template.TEMPLATE_INSTANCE.read_text() == template.local_instance_text(), (
+    assert TEMPLATE_INSTANCE.read_text() == config.instance_text(config.DEFAULT_ENV, "dev"), (
         "usercode-template's dagster.yaml differs from the platform's derived instance: run `make template-instance`"
     )
-    local = yaml.safe_load(template.TEMPLATE_INSTANCE.read_text())
+    local = yaml.safe_load(TEMPLATE_INSTANCE.read_text())
     assert config.parity_errors(local, config.DEFAULT_ENV, "dev") == []
 
 

@@ -84,6 +84,16 @@ def _status_command(args) -> int:
     return 0 if all(i["alive"] for i in state.values()) else 1
 
 
+def _instance_command(args) -> int:
+    text = config.instance_text(args.env, args.mode)
+    if args.output is None:
+        print(text, end="")
+    else:
+        Path(args.output).write_text(text)
+        print(f"wrote {args.output}")
+    return 0
+
+
 def register(subparsers) -> None:
     env_help = f"whose derived dagster.yaml to run (default {config.DEFAULT_ENV})"
     dev = subparsers.add_parser("dev", help="serve the Dagster UI locally with the example code location (SQLite)")
@@ -107,3 +117,11 @@ def register(subparsers) -> None:
     down.set_defaults(func=_down_command)
     status = actions.add_parser("status", help="what runs, its PID and memory, location load state")
     status.set_defaults(func=_status_command)
+
+    instance = subparsers.add_parser(
+        "local-instance", help="the local runtime's dagster.yaml of a mode (stdout or --output)"
+    )
+    instance.add_argument("--mode", choices=("dev", "stack"), default="dev")
+    instance.add_argument("--env", default=config.DEFAULT_ENV, choices=ENVIRONMENTS, help=env_help)
+    instance.add_argument("--output", default=None, help="write it here (make template-instance: the template's)")
+    instance.set_defaults(func=_instance_command)

@@ -143,12 +143,18 @@ def header(env: str, mode: str) -> str:
     )
 
 
+def instance_text(env: str = DEFAULT_ENV, mode: str = "stack", derived: Mapping[str, Any] | None = None) -> str:
+    """The local dagster.yaml for `env` and `mode`: the derived instance with the mode's substitutions."""
+    derived = derive_instance(env) if derived is None else derived
+    return instance_yaml(local_instance(derived, mode), header(env, mode))
+
+
 def write_instance(dagster_home: Path, env: str = DEFAULT_ENV, mode: str = "stack") -> Path:
     """Write the local dagster.yaml for `env` and `mode`, then read it back and refuse any drift."""
     dagster_home.mkdir(parents=True, exist_ok=True)
     target = dagster_home / "dagster.yaml"
     derived = derive_instance(env)
-    target.write_text(instance_yaml(local_instance(derived, mode), header(env, mode)))
+    target.write_text(instance_text(env, mode, derived))
     if errors := parity_errors(yaml.safe_load(target.read_text()), env, mode, derived):
         raise ValueError(errors[0])
     return target

@@ -10,9 +10,7 @@ from pathlib import Path
 
 from dagster_platform.paths import ROOT
 from dagster_platform.template.render import (
-    TEMPLATE_INSTANCE,
     default_answers,
-    local_instance_text,
     platform_context,
     relock,
     validators,
@@ -205,12 +203,6 @@ def _new_command(args) -> int:
     return 0
 
 
-def _instance_command(args) -> int:
-    TEMPLATE_INSTANCE.write_text(local_instance_text())
-    print(f"wrote {TEMPLATE_INSTANCE}")
-    return 0
-
-
 def _relock_command(args) -> int:
     import tempfile
 
@@ -224,10 +216,6 @@ def register(subparsers) -> None:
     actions = template.add_subparsers(dest="action", required=True)
     lock = actions.add_parser("lock", help="regenerate the template's uv.lock from its pyproject.toml")
     lock.set_defaults(func=_relock_command)
-    instance = actions.add_parser(
-        "instance", help="regenerate the template's dagster.yaml from the platform's instance"
-    )
-    instance.set_defaults(func=_instance_command)
     new = actions.add_parser("new", help="a new user-code repository from the template, via cruft (make new-usercode)")
     new.add_argument("--output-dir", default="..", help="directory the repository is created in")
     new.add_argument("--template-url", default=str(ROOT), help="the platform repository's Git URL or path")

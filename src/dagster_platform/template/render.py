@@ -1,5 +1,6 @@
 """Render the user-code template (cookiecutter) and regenerate the files the platform maintains in it
-(its uv.lock, its local dagster.yaml); the platform facts it is rendered with."""
+(its uv.lock; its dagster.yaml is the local runtime's: `dagster-platform local-instance`); the platform facts
+it is rendered with."""
 
 from __future__ import annotations
 
@@ -81,15 +82,3 @@ def relock(work_dir: Path) -> Path:
         raise RuntimeError("the generated lock contains Jinja syntax; it cannot be templated safely")
     TEMPLATE_LOCK.write_text(text.replace(LOCK_SENTINEL, "{{ cookiecutter.location_name }}"))
     return TEMPLATE_LOCK
-
-
-# The user-code repo's local instance (its `make dev`, `make check`): the platform's derived dagster.yaml
-# in dev mode, generated here and committed in the template, so rendered repos and `cruft update` carry it.
-TEMPLATE_INSTANCE = TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "dagster.yaml"
-
-
-def local_instance_text() -> str:
-    from dagster_platform.helm.instance import derive_instance, instance_yaml
-    from dagster_platform.local.config import DEFAULT_ENV, header, local_instance
-
-    return instance_yaml(local_instance(derive_instance(DEFAULT_ENV), "dev"), header(DEFAULT_ENV, "dev"))
