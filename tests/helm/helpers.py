@@ -28,5 +28,27 @@ def edit_yaml(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
+def set_in(path: tuple[str, ...], value: Any) -> Callable[[dict[str, Any]], None]:
+    """An `edit_yaml` edit that sets the value at `path` (keys), creating mappings on the way."""
+
+    def edit(data: dict[str, Any]) -> None:
+        for part in path[:-1]:
+            data = data.setdefault(part, {})
+        data[path[-1]] = value
+
+    return edit
+
+
+def platform_check_errors(monkeypatch, capsys, attr: str, copy: Path, env: str = "acceptance") -> list[str]:
+    """stderr lines of `dagster-platform platform check` with `paths.<attr>` pointing at `copy` (exit code 1)."""
+    from dagster_platform import paths
+    from dagster_platform.cli import main
+
+    monkeypatch.setattr(paths, attr, copy)
+    monkeypatch.setenv("DAGSTER_PLATFORM_HELM", "sdk")  # the same engine name on every machine
+    assert main(["platform", "check", "--env", env]) == 1
+    return capsys.readouterr().err.splitlines()
+
+
 def objects_of(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}

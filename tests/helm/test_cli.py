@@ -26,6 +26,22 @@ def test_full_check_needs_the_official_chart_here():
     assert any("official dagster chart is not in helm/dagster-platform/charts/" in p for p in problems)
 
 
+def test_deps_offline_names_the_chart_repository_in_one_line(monkeypatch, capsys):
+    import helm_python
+
+    def offline(chart_dir):
+        raise helm_python.HelmError("open /tmp/helm-c-deps-1/repository/helm-c-dep-0-index.yaml: no such file or\n dir")
+
+    monkeypatch.setenv("DAGSTER_PLATFORM_HELM", "sdk")
+    monkeypatch.setattr(helm_python, "dependency_build", offline)
+    assert main(["platform", "deps"]) == 1
+    assert capsys.readouterr().err == (
+        "platform deps: helm/dagster-platform/Chart.yaml dependencies: the official chart could not be fetched "
+        "(dagster 1.13.27 from https://dagster-io.github.io/helm); `make platform-deps` needs network access to that "
+        "repository (Helm: open /tmp/helm-c-deps-1/repository/helm-c-dep-0-index.yaml: no such file or dir)\n"
+    )
+
+
 def test_values_writes_the_generated_layer_last(tmp_path, capsys):
     assert main(["platform", "values", "--env", "production", "--out", str(tmp_path)]) == 0
     args = capsys.readouterr().out.split()

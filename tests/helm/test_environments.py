@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 
 from dagster_platform.cli import main
+from dagster_platform.helm import checks
 from dagster_platform.helm import separation as hs
 from dagster_platform.helm import upgrade as helm_upgrade
 from dagster_platform.helm import values as helm_values
 
-from .helpers import ENVS, edit_yaml
+from .helpers import ENVS, edit_yaml, set_in
 
 OTHER = {"acceptance": "production", "production": "acceptance"}
 
@@ -76,7 +77,7 @@ def test_value_pointing_at_the_other_environment_fails(values_of, env, path, lea
     node[path[-1]] = leak
     found = hs.check_environment_separation(env, values, other_env_files(env))
     assert {v.rule for v in found} == {"environment-separation"}
-    assert f"names {OTHER[env]}'s" in "\n".join(map(str, found))
+    assert len(found) == 1 and f"names {OTHER[env]} (" in str(found[0])
 
 
 def test_rendered_object_naming_the_other_environment_fails(rendered):
@@ -93,7 +94,52 @@ def test_environment_name_must_match_the_file(values_dir):
     edit_yaml(values_dir / "acceptance.yaml", lambda d: d["environment"].update({"name": "production"}))
     values = helm_values.merge_layers(helm_values.values_layers("acceptance", values_dir=values_dir))
     found = hs.check_environment_separation("acceptance", values, other_env_files("acceptance"))
-    assert "environment.name is 'production', not 'acceptance'" in "\n".join(map(str, found))
+    assert [str(v) for v in found] == [
+        "[environment-separation] values: environment.name is 'production'; set it to acceptance"
+    ]
+
+
+_EXTERNAL = ("postgresPassword", "externalSecret")
+
+
+@pytest.mark.parametrize(
+    ("env", "path", "leak", "marker"),
+    [
+        (
+            "acceptance",
+            (*_EXTERNAL, "secretStoreRef", "name"),
+            "vault-production",
+            "'production', its environment.name",
+        ),
+        (
+            "acceptance",
+            (*_EXTERNAL, "remoteRef", "key"),
+            "dagster/production/postgres",
+            "'production', its environment.name",
+        ),
+        (
+            "acceptance",
+            ("objectStore", "credentialsSecretName"),
+            "prod-creds-production",
+            "'production', its environment.name",
+        ),
+        (
+            "production",
+            ("objectStore", "credentialsSecretName"),
+            "vault-acceptance",
+            "'vault-acceptance', its postgresPassword.externalSecret.secretStoreRef.name",
+        ),
+    ],
+)
+def test_value_naming_the_other_environments_secret_store_key_or_secret_fails_in_one_line(
+    values_dir, env, path, leak, marker
+):
+    edit_yaml(values_dir / f"{env}.yaml", set_in(path, leak))
+    found = checks.check_values(env, layers=helm_values.values_layers(env, values_dir=values_dir))
+    assert [str(v) for v in found] == [
+        f"[environment-separation] platform/values/{env}.yaml: {'.'.join(path)}: {leak!r} names {OTHER[env]} "
+        f"({marker}); name {env}'s own instead"
+    ]
 
 
 # -- the upgrade guard --------------------------------------------------------------------------

@@ -7,11 +7,12 @@ import copy
 
 import pytest
 
+from dagster_platform import paths
 from dagster_platform.helm import checks
 from dagster_platform.helm import instance as helm_instance
 from dagster_platform.helm import values as helm_values
 
-from .helpers import ENVS
+from .helpers import ENVS, edit_yaml, platform_check_errors, set_in
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +115,50 @@ def test_values_drifting_from_instance_yaml_fail(values_of, instance):
 
 
 def test_instance_yaml_section_without_a_helm_mapping_fails(instance):
-    with pytest.raises(helm_instance.InstanceTranslationError, match="neither translated"):
+    with pytest.raises(helm_instance.InstanceTranslationError, match="not a section the cluster's values express"):
         helm_values.instance_to_values({**instance, "code_servers": {"local_startup_timeout": 60}})
     broken = copy.deepcopy(instance)
     broken["run_monitoring"]["max_runtime_seconds"] = 10
     with pytest.raises(helm_instance.InstanceTranslationError, match="max_runtime_seconds"):
         helm_values.instance_to_values(broken)
+
+
+_INSTANCE = "platform check: platform/instance/instance.yaml"
+_TEACH = "(or teach dagster_platform.helm.values)"
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (("run_coordinator", "config", "max_concurrent_runz"), 5,
+         f"{_INSTANCE}: run_coordinator.config.max_concurrent_runz: no dagster chart value expresses it; use one of "
+         f"max_concurrent_runs, tag_concurrency_limits, dequeue_interval_seconds, dequeue_use_threads, "
+         f"dequeue_num_workers {_TEACH}"),
+        (("telemetryy",), {"enabled": False},
+         f"{_INSTANCE}: telemetryy: not a section the cluster's values express; use one of run_coordinator, "
+         f"run_monitoring, run_retries, sensors, schedules, retention, telemetry {_TEACH}"),
+        (("compute_logs",), {"module": "x", "class": "Y"},
+         f"{_INSTANCE}: compute_logs: place-specific (storage, compute logs and the run launcher come from "
+         "platform/values on the cluster); remove it here"),
+        (("run_coordinator", "class"), "DefaultRunCoordinator",
+         f"{_INSTANCE}: run_coordinator.class: dagster.core.run_coordinator.DefaultRunCoordinator is not what the "
+         "platform runs; set module: dagster.core.run_coordinator, class: QueuedRunCoordinator"),
+        (("run_retries",), 1, f"{_INSTANCE}: run_retries: 1 is not a mapping; write it as dagster.yaml"),
+    ],
+)  # fmt: skip
+def test_instance_yaml_mistake_is_one_line_of_platform_check(tmp_path, monkeypatch, capsys, path, value, expected):
+    copy_ = tmp_path / "instance.yaml"
+    copy_.write_text(paths.INSTANCE_YAML.read_text())
+    edit_yaml(copy_, set_in(path, value))
+    assert platform_check_errors(monkeypatch, capsys, "INSTANCE_YAML", copy_) == [expected]
+
+
+def test_instance_yaml_that_is_not_yaml_is_one_line_of_platform_check(tmp_path, monkeypatch, capsys):
+    copy_ = tmp_path / "instance.yaml"
+    copy_.write_text(paths.INSTANCE_YAML.read_text() + "telemetry: [\n")
+    assert platform_check_errors(monkeypatch, capsys, "INSTANCE_YAML", copy_) == [
+        f"platform check: {copy_}: line 58: expected the node content, but found '<stream end>'; fix the YAML there"
+    ]
 
 
 def test_instance_yaml_must_not_hold_storage_or_launcher(instance):

@@ -11,7 +11,7 @@ from dagster_platform.helm import manifests as hm
 from dagster_platform.helm import policies as hp
 from dagster_platform.helm import values as helm_values
 
-from .helpers import ENVS, edit_yaml, objects_of
+from .helpers import ENVS, edit_yaml, objects_of, set_in
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -265,6 +265,51 @@ def test_environment_file_repeating_base_fails(values_dir):
     edit_yaml(values_dir / "acceptance.yaml", lambda d: d["dagster"]["postgresql"].update({"enabled": False}))
     found = hp.check_layering(helm_values.values_layers("acceptance", values_dir=values_dir))
     assert "dagster.postgresql.enabled repeats base.yaml's value False" in messages(found)
+
+
+_RUN_POD = ("dagster", "runLauncher", "config", "k8sRunLauncher", "resources")
+_QUANTITY_FIX = "is not a Kubernetes quantity; write e.g. 4Gi, 4G or 500m"
+
+
+@pytest.mark.parametrize(
+    ("env", "file", "path", "value", "expected"),
+    [
+        ("acceptance", "base.yaml", (*_RUN_POD, "limits", "memory"), "4GB",
+         f"[kubernetes-quantity] platform/values/base.yaml: {'.'.join(_RUN_POD)}.limits.memory: '4GB' {_QUANTITY_FIX}"),
+        ("production", "base.yaml", ("dagster", "dagsterDaemon", "resources", "requests", "memory"), "768 Mi",
+         f"[kubernetes-quantity] platform/values/base.yaml: dagster.dagsterDaemon.resources.requests.memory: "
+         f"'768 Mi' {_QUANTITY_FIX}"),
+        ("acceptance", "base.yaml", ("dagster", "dagsterWebserver", "resources", "limits", "ephemeral-storage"), "1gb",
+         f"[kubernetes-quantity] platform/values/base.yaml: dagster.dagsterWebserver.resources.limits."
+         f"ephemeral-storage: '1gb' {_QUANTITY_FIX}"),
+        ("production", "production.yaml", ("dagster", "dagsterWebserver", "replicaCount"), 0,
+         "[replica-count] platform/values/production.yaml: dagster.dagsterWebserver.replicaCount: 0 in production; "
+         "set an integer >= 1"),
+        ("acceptance", "acceptance.yaml", ("dagster", "dagsterWebserver", "replicaCount"), "two",
+         "[replica-count] platform/values/acceptance.yaml: dagster.dagsterWebserver.replicaCount: 'two' in "
+         "acceptance; set an integer >= 0"),
+    ],
+)  # fmt: skip
+def test_invalid_quantity_or_replica_count_fails_in_one_line(values_dir, env, file, path, value, expected):
+    edit_yaml(values_dir / file, set_in(path, value))
+    found = checks.check_values(env, layers=helm_values.values_layers(env, values_dir=values_dir))
+    assert [str(v) for v in found] == [expected]
+
+
+def test_production_daemon_has_its_one_replica(values_dir):
+    # The official chart runs one daemon, or none when disabled (it has no dagsterDaemon.replicaCount).
+    edit_yaml(values_dir / "base.yaml", set_in(("dagster", "dagsterDaemon", "enabled"), False))
+    found = checks.check_values("production", layers=helm_values.values_layers("production", values_dir=values_dir))
+    assert "[required-setting] production values: dagster.dagsterDaemon.enabled must be True, is False" in map(
+        str, found
+    )
+
+
+@pytest.mark.parametrize("quantity", ["4Gi", "4G", "500m", "0.5", 1, 2.5, "1e3", "128974848", "129M", "123Mi"])
+def test_kubernetes_quantities_pass(values_of, quantity):
+    values = values_of("production")
+    values["dagster"]["dagsterDaemon"]["resources"]["limits"]["memory"] = quantity
+    assert hp.check_counts_and_quantities("production", values, "production values") == []
 
 
 def test_image_tag_drifting_from_pyproject_fails(values_of):

@@ -7,13 +7,14 @@ import copy
 
 import pytest
 
+from dagster_platform import paths
 from dagster_platform.ci.version_guard import VersionGuardError, check
 from dagster_platform.helm import registry
 from dagster_platform.helm import values as helm_values
 from dagster_platform.mappings import deep_merge
 from dagster_platform.paths import TEMPLATE_DIR, dagster_version
 
-from .helpers import ENVS, objects_of
+from .helpers import ENVS, objects_of, platform_check_errors
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +65,28 @@ def test_workspace_server_that_is_not_registered_fails(env_values, locations):
     [
         ({"name": "Sales_Pipelines", "team": "t", "image": "r/x", "port": 4000, "module": "m"}, "DNS-1123"),
         ({"name": "sales", "team": "t", "image": "r/x:latest", "port": 4000, "module": "m"}, "without tag"),
-        ({"name": "sales", "team": "t", "image": "r/x", "port": "4000", "module": "m"}, "port must be"),
+        (
+            {"name": "sales", "team": "t", "image": "r/x", "port": "4000", "module": "m"},
+            "port '4000' is not an integer",
+        ),
         ({"name": "sales", "image": "r/x", "port": 4000, "module": "m"}, "lacks ['team']"),
     ],
 )
 def test_invalid_registry_entry_fails(locations, entry, expected):
     found = registry.check_code_location_registry([*locations, entry])
     assert expected in "\n".join(map(str, found))
+
+
+def test_registry_port_that_is_not_an_integer_is_one_line_of_platform_check(tmp_path, monkeypatch, capsys):
+    copy_ = tmp_path / "code-locations.yaml"
+    copy_.write_text(paths.CODE_LOCATIONS_YAML.read_text().replace("port: 4000", "port: abc"))
+    errors = platform_check_errors(monkeypatch, capsys, "CODE_LOCATIONS_YAML", copy_)
+    assert not any("Traceback" in line for line in errors)
+    assert errors[:2] == [
+        "acceptance: 2 problem(s) [helm-python-sdk (Helm Go SDK), platform templates]",
+        "  [registry] platform/code-locations.yaml: example-pipelines: port 'abc' is not an integer; "
+        "register it with port: 4000",
+    ]
 
 
 def test_duplicate_location_fails(locations):

@@ -63,6 +63,7 @@ def check_values(env: str, *, layers: list[tuple[str, Mapping[str, Any]]] | None
     out: list[Violation] = []
     for name, layer in layers:
         out += policies.check_dagster_keys(layer, name) + policies.check_no_plaintext_secrets(layer, name)
+        out += policies.check_counts_and_quantities(env, layer, name)
     out += policies.check_layering(layers)
     out += policies.check_embedded_k8s_objects(values, where)
     out += policies.check_value_images(values, where)
@@ -73,7 +74,8 @@ def check_values(env: str, *, layers: list[tuple[str, Mapping[str, Any]]] | None
     out += registry.check_code_location_registry(locations)
     out += registry.check_workspace(values, locations, where)
     out += check_instance_config(env, values, helm_values.load_instance())
-    out += separation.check_environment_separation(env, values, separation.other_env_files(env))
+    for name, layer in layers[:2]:  # the files; what the generated layer repeats of them is found in them
+        out += separation.check_environment_separation(env, layer, separation.other_env_files(env), where=name)
     return out
 
 

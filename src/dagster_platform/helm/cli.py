@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -42,21 +43,13 @@ INSTANCE_HEADER = (
 
 
 def cmd_instance(args: argparse.Namespace) -> int:
-    try:
-        instance = helm_instance.derive_instance(args.env)
-    except helm_instance.InstanceTranslationError as exc:
-        print(f"platform instance: {args.env}: {exc}", file=sys.stderr)
-        return 1
+    instance = helm_instance.derive_instance(args.env)
     sys.stdout.write(helm_instance.instance_yaml(instance, INSTANCE_HEADER.format(env=args.env)))
     return 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    try:
-        objects = render_environment(args.env, full=args.full)
-    except HelmEngineError as exc:
-        print(f"render failed: {exc}", file=sys.stderr)
-        return 1
+    objects = render_environment(args.env, full=args.full)
     text = "---\n".join(
         f"# Source: {obj.get('__source__')}\n" + yaml.safe_dump(strip_source(obj), sort_keys=True) for obj in objects
     )
@@ -86,11 +79,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_deps(args: argparse.Namespace) -> int:
     engine = HelmEngine()
-    try:
-        engine.dependency_build(helm_values.CHART_DIR)
-    except (HelmEngineError, subprocess.CalledProcessError) as exc:
-        print(f"helm dependency build failed: {exc}", file=sys.stderr)
-        return 1
+    engine.dependency_build(helm_values.CHART_DIR)
     print(json.dumps(engine.dependency_status(helm_values.CHART_DIR)))
     return 0
 
@@ -168,6 +157,19 @@ def cmd_postgres_setup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A mistake in a platform file or a refusal by Helm ends the command in one line, never a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (helm_values.InstanceTranslationError, HelmEngineError) as exc:
+            print(f"platform {args.platform_command}: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     platform = subparsers.add_parser("platform", help="Helm values, render, checks, diff and upgrade per environment")
     sub = platform.add_subparsers(dest="platform_command", required=True)
@@ -185,7 +187,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = {}
     for name, (func, text, envs) in commands.items():
         p[name] = sub.add_parser(name, help=text)
-        p[name].set_defaults(func=func)
+        p[name].set_defaults(func=_one_line(func))
         if envs:
             p[name].add_argument("--env", required=True, choices=envs)
     p["values"].add_argument("--out", help=f"directory (default {helm_values.GENERATED_DIR})")

@@ -21,7 +21,10 @@ import yaml
 
 
 class HelmEngineError(Exception):
-    """Helm refused the chart or the values (schema, template `fail`, missing chart, ...)."""
+    """Helm refused the chart or the values (schema, template `fail`, missing chart, ...); one line."""
+
+    def __str__(self) -> str:
+        return " ".join(super().__str__().split())
 
 
 _SOURCE = re.compile(r"^# Source: (?P<path>\S+)\s*$", re.MULTILINE)
@@ -113,17 +116,25 @@ class HelmEngine:
         return helm_python.dependency_list(chart_dir)
 
     def dependency_build(self, chart_dir: Path) -> None:
-        """`helm dependency build`: fetch charts/ exactly as Chart.lock pins them."""
-        if self.binary:
-            for dep in yaml.safe_load((chart_dir / "Chart.yaml").read_text()).get("dependencies", []):
-                repo = dep["repository"]
-                if repo.startswith(("http://", "https://")):
-                    subprocess.run([self.binary, "repo", "add", "--force-update", dep["name"], repo], check=True)
-            subprocess.run([self.binary, "dependency", "build", str(chart_dir)], check=True)
-            return
+        """`helm dependency build`: fetch charts/ exactly as Chart.lock pins them. Offline, one line naming the
+        chart and its repository (Chart.yaml) instead of Helm's temporary index file."""
         import helm_python
 
+        deps = yaml.safe_load((chart_dir / "Chart.yaml").read_text()).get("dependencies", [])
         try:
-            helm_python.dependency_build(chart_dir)
-        except helm_python.HelmError as exc:
-            raise HelmEngineError(str(exc)) from exc
+            if not self.binary:
+                helm_python.dependency_build(chart_dir)
+                return
+            for dep in deps:
+                if dep["repository"].startswith(("http://", "https://")):
+                    add = [self.binary, "repo", "add", "--force-update", dep["name"], dep["repository"]]
+                    subprocess.run(add, check=True, capture_output=True, text=True)
+            build = [self.binary, "dependency", "build", str(chart_dir)]
+            subprocess.run(build, check=True, capture_output=True, text=True)
+        except (helm_python.HelmError, subprocess.CalledProcessError) as exc:
+            charts = ", ".join(f"{d['name']} {d['version']} from {d['repository']}" for d in deps)
+            raise HelmEngineError(
+                f"{chart_dir.parent.name}/{chart_dir.name}/Chart.yaml dependencies: the official chart could not be "
+                f"fetched ({charts}); `make platform-deps` needs network access to that repository "
+                f"(Helm: {getattr(exc, 'stderr', None) or exc})"
+            ) from None

@@ -142,6 +142,28 @@ def check_embedded_k8s_objects(values: Mapping[str, Any], where: str) -> list[Vi
     return out
 
 
+# Kubernetes' quantity grammar (k8s.io/apimachinery resource.Quantity): a number with a binary-SI, decimal-SI or
+# exponent suffix: 4Gi, 4G, 500m, 0.5, 1e3; not 4GB.
+_QUANTITY = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
+_RESOURCE_QUANTITY = re.compile(r"(^|\.)resources\.(requests|limits)\.[^.]+$")
+
+
+def check_counts_and_quantities(env: str, values: Mapping[str, Any], where: str) -> list[Violation]:
+    """Every resources quantity is a Kubernetes quantity; every replicaCount an integer, >= 1 in production."""
+    least, fix = (1 if env == "production" else 0), "is not a Kubernetes quantity; write e.g. 4Gi, 4G or 500m"
+    out = [
+        Violation("kubernetes-quantity", where, f"{path}: {value!r} {fix}")
+        for path, value in leaves(values)
+        if _RESOURCE_QUANTITY.search(path) and (isinstance(value, bool) or not _QUANTITY.match(str(value)))
+    ]
+    out += [
+        Violation("replica-count", where, f"{path}: {value!r} in {env}; set an integer >= {least}")
+        for path, value in leaves(values)
+        if path.endswith("replicaCount") and (type(value) is not int or value < least)
+    ]
+    return out
+
+
 # -- secrets ------------------------------------------------------------------------------------------
 _SECRET_KEY = re.compile(r"pass(word|wd)?$|secret$|token$|apikey$|api_key$|credentials?$", re.IGNORECASE)
 _SECRET_ENV = re.compile(r"PASS|SECRET|TOKEN|API_?KEY|CREDENTIAL|PRIVATE_KEY", re.IGNORECASE)

@@ -23,7 +23,7 @@ def check_workspace(values: Mapping[str, Any], locations: list[Mapping[str, Any]
         out.append(Violation("workspace", where, "dagster.dagsterWebserver.workspace.enabled is not true"))
     servers = {(s.get("name"), s.get("host"), s.get("port")) for s in workspace.get("servers") or []}
     policy_targets = {(c.get("name"), c.get("port")) for c in values.get("codeLocations") or []}
-    registered = {(loc["name"], loc["name"], int(loc["port"])) for loc in locations}
+    registered = {(loc.get("name"), loc.get("name"), loc.get("port")) for loc in locations}
     for name, host, port in sorted(registered - servers):
         out.append(Violation("workspace", where, f"registered location {name} ({host}:{port}) is not in the workspace"))
     for name, host, port in sorted(servers - registered):
@@ -43,7 +43,7 @@ def check_code_location_registry(locations: list[Mapping[str, Any]]) -> list[Vio
         problems = []
         missing = sorted({"name", "team", "image", "port", "module"} - set(loc))
         if missing:
-            problems.append(f"location {name or '?'} lacks {missing}")
+            problems.append(f"location {name or '?'} lacks {missing}; add them (the file's header says what each is)")
         if not _DNS1123.match(name) or len(name) > 53:
             problems.append(f"{name!r} is not a DNS-1123 label of at most 53 characters")
         if name in seen:
@@ -51,8 +51,8 @@ def check_code_location_registry(locations: list[Mapping[str, Any]]) -> list[Vio
         seen.add(name)
         if ":" in str(loc.get("image", "")).rsplit("/", 1)[-1]:
             problems.append(f"{name}: image must be a repository without tag")
-        if not isinstance(loc.get("port"), int) or not 1024 <= loc["port"] <= 65535:
-            problems.append(f"{name}: port must be an integer in 1024..65535")
+        if type(loc.get("port")) is not int:
+            problems.append(f"{name}: port {loc.get('port')!r} is not an integer; register it with port: {served}")
         elif loc["port"] != served:
             # The workspace dials this port; the location's code server (template Dockerfile and
             # deploy/values-*.yaml, rendered from the same setting) listens on the other one.

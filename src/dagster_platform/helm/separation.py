@@ -1,5 +1,7 @@
 """Environment separation: no value or rendered object of one environment names another's namespace, kube
-context, database, secrets, hosts or CIDRs. The chart cannot know this (it renders one environment at a
+context, database, secrets, hosts or CIDRs, nor the other environment's name itself (a secret store, secret
+key path or secret name of the other environment has its name in it: `vault-production`,
+`dagster/production/postgres`). The chart cannot know this (it renders one environment at a
 time); the render-time namespace guard in our templates is the other half."""
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dagster_platform.helm.engine import strip_source
 from dagster_platform.helm.policies import Violation, leaves, obj_name
 
 IDENTITY_KEYS = (
+    "environment.name",
     "environment.namespace",
     "environment.kubeContext",
     "global.postgresqlSecretName",
@@ -54,19 +57,22 @@ def check_environment_separation(
     values: Mapping[str, Any],
     other_envs: Mapping[str, Mapping[str, Any]],
     objects: list[Mapping[str, Any]] = (),
+    where: str = "values",
 ) -> list[Violation]:
-    """No value or rendered object of `env` names another environment's identity."""
+    """No value (of the file `where`) or rendered object of `env` names another environment's identity."""
     out = []
     name = helm_values.get_path(values, "environment.name")
-    if values and name != env:
-        out.append(Violation("environment-separation", env, f"environment.name is {name!r}, not {env!r}"))
-    haystacks = [(f"values {path}", value) for path, value in leaves(values)]
-    haystacks += [(f"{obj_name(obj)} {path}", value) for obj in objects for path, value in leaves(strip_source(obj))]
+    if "environment" in values and name != env:
+        out.append(Violation("environment-separation", where, f"environment.name is {name!r}; set it to {env}"))
+    haystacks = [(where, path, value) for path, value in leaves(values) if path != "environment.name"]
+    haystacks += [(obj_name(obj), path, value) for obj in objects for path, value in leaves(strip_source(obj))]
     for other, other_values in other_envs.items():
-        for marker, key in identity_markers(other_values).items():
-            out += [
-                Violation("environment-separation", f"{env}: {where}", f"{value!r} names {other}'s {key} ({marker!r})")
-                for where, value in haystacks
-                if isinstance(value, str) and marker in value
-            ]
+        markers = identity_markers(other_values)
+        for at, path, value in haystacks:
+            # One line per value, naming the most specific marker it holds.
+            marker = max((m for m in markers if isinstance(value, str) and m in value), key=len, default=None)
+            if marker:
+                its = f"({marker!r}, its {markers[marker]})"
+                message = f"{path}: {value!r} names {other} {its}; name {env}'s own instead"
+                out.append(Violation("environment-separation", at, message))
     return out

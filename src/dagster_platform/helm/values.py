@@ -46,8 +46,22 @@ GENERATED_KEYS = (
 )
 
 
+class InstanceTranslationError(ValueError):
+    """A platform file says something the values or dagster.yaml cannot express, or is not YAML: the message
+    is one line naming the file, the key and the fix (the commands print it instead of a traceback)."""
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
-    return yaml.safe_load(path.read_text()) or {}
+    where = path.relative_to(paths.ROOT) if path.is_relative_to(paths.ROOT) else path
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}" if mark else "?"
+        raise InstanceTranslationError(f"{where}: {at}: {getattr(exc, 'problem', exc)}; fix the YAML there") from None
+    if not isinstance(data, Mapping):
+        raise InstanceTranslationError(f"{where}: the top level is a {type(data).__name__}; write a mapping")
+    return data
 
 
 # dagster.yaml sections that legitimately differ between the cluster and the local stack.
@@ -76,10 +90,7 @@ _QUEUED_CLASSES = {
     ("dagster._core.run_coordinator", "QueuedRunCoordinator"),
     ("dagster._core.run_coordinator.queued_run_coordinator", "QueuedRunCoordinator"),
 }
-
-
-class InstanceTranslationError(Exception):
-    """instance.yaml holds something the chart values cannot express."""
+_INSTANCE = "platform/instance/instance.yaml"
 
 
 def load_instance() -> dict[str, Any]:
@@ -91,12 +102,14 @@ def snake_to_camel(key: str) -> str:
     return head + "".join(word.title() for word in rest)
 
 
-def _map_keys(section: str, data: Mapping[str, Any], known: tuple[str, ...]) -> dict[str, Any]:
+def _map_keys(section: str, data: Any, known: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise InstanceTranslationError(f"{_INSTANCE}: {section}: {data!r} is not a mapping; write it as dagster.yaml")
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise InstanceTranslationError(
-            f"instance.yaml {section}: {unknown} have no mapping to the dagster chart's values "
-            f"(known: {sorted(known)}); extend dagster_platform.helm.values"
+            f"{_INSTANCE}: {section}.{', '.join(unknown)}: no dagster chart value expresses it; "
+            f"use one of {', '.join(known)} (or teach dagster_platform.helm.values)"
         )
     return {snake_to_camel(key): value for key, value in data.items()}
 
@@ -123,23 +136,25 @@ def instance_to_values(instance: Mapping[str, Any]) -> dict[str, Any]:
     extra = sorted(set(instance) - set(TRANSLATED_SECTIONS) - set(PLACE_SPECIFIC_SECTIONS))
     if extra:
         raise InstanceTranslationError(
-            f"instance.yaml sections {extra} are neither translated to Helm values nor place-specific"
+            f"{_INSTANCE}: {', '.join(extra)}: not a section the cluster's values express; "
+            f"use one of {', '.join(TRANSLATED_SECTIONS)} (or teach dagster_platform.helm.values)"
         )
     place_specific = sorted(set(instance) & set(PLACE_SPECIFIC_SECTIONS))
     if place_specific:
         raise InstanceTranslationError(
-            f"instance.yaml must not hold place-specific sections {place_specific}: "
-            "storage and the run launcher come from the Helm values on the cluster"
+            f"{_INSTANCE}: {', '.join(place_specific)}: place-specific (storage, compute logs and the run launcher "
+            "come from platform/values on the cluster); remove it here"
         )
     daemon: dict[str, Any] = {}
     dagster: dict[str, Any] = {"dagsterDaemon": daemon}
 
     coordinator = instance.get("run_coordinator")
     if coordinator:
+        _map_keys("run_coordinator", coordinator, ("module", "class", "config"))
         if (coordinator.get("module"), coordinator.get("class")) not in _QUEUED_CLASSES:
             raise InstanceTranslationError(
-                f"instance.yaml run_coordinator {coordinator.get('module')}.{coordinator.get('class')}: "
-                "the platform runs the QueuedRunCoordinator"
+                f"{_INSTANCE}: run_coordinator.class: {coordinator.get('module')}.{coordinator.get('class')} "
+                "is not what the platform runs; set module: dagster.core.run_coordinator, class: QueuedRunCoordinator"
             )
         config = _map_keys("run_coordinator.config", coordinator.get("config") or {}, _QUEUED_KEYS)
         daemon["runCoordinator"] = {
@@ -161,7 +176,8 @@ def instance_to_values(instance: Mapping[str, Any]) -> dict[str, Any]:
             dagster["retention"][snake_to_camel(section)] = {"purgeAfterDays": data["purge_after_days"]}
 
     if "telemetry" in instance:
-        dagster["telemetry"] = {"enabled": bool(instance["telemetry"].get("enabled"))}
+        telemetry = _map_keys("telemetry", instance["telemetry"], ("enabled",))
+        dagster["telemetry"] = {"enabled": bool(telemetry.get("enabled"))}
     return {"dagster": dagster}
 
 
@@ -175,7 +191,8 @@ def workspace_values(locations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     Each location is its own Helm release (user-code template) whose Service is named after the
     location, in the same namespace.
     """
-    servers = [{"host": loc["name"], "port": int(loc["port"]), "name": loc["name"]} for loc in locations]
+    # As registered: a wrong entry is the registry check's one-line finding (helm/registry.py), not a crash here.
+    servers = [{"host": loc.get("name"), "port": loc.get("port"), "name": loc.get("name")} for loc in locations]
     return {
         "codeLocations": [{"name": s["name"], "port": s["port"]} for s in servers],
         "dagster": {"dagsterWebserver": {"workspace": {"enabled": True, "servers": servers}}},
