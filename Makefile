@@ -137,3 +137,7 @@ stack: install ## local stack like the cluster: Postgres, daemon, webserver, one
 
 stack-down: install ## stop everything `make stack` started, by PID; WIPE=1 also deletes its data
 	$(CLI) stack down $(if $(WIPE),--wipe)
+
+.PHONY: stack-restart
+stack-restart: install ## restart one dead or hung stack component alone, as `stack status` names it (COMPONENT=daemon)
+	$(CLI) stack restart $(COMPONENT)

@@ -20,6 +20,11 @@ from tests.local.helpers import BROKEN, CANARY, EXAMPLE
 HERE = Path(__file__).parent
 
 
+def pytest_collection_modifyitems(items):
+    """`stack down` tests end the session stack: they run last."""
+    items.sort(key=lambda item: item.name.startswith("test_stack_down"))
+
+
 @pytest.fixture(scope="session")
 def stack():
     # Under the repo's git-ignored .stack/ (not pytest's 0700 tmp dirs): the `postgres` user must be able

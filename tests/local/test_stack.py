@@ -18,7 +18,7 @@ import yaml
 
 from dagster_platform import net, procs
 from dagster_platform.local import lifecycle, postgres
-from tests.local.helpers import ARTIFACTS, BROKEN, CANARY, EXAMPLE, max_concurrent_runs, wait_until
+from tests.local.helpers import ARTIFACTS, BROKEN, CANARY, EXAMPLE, PLATFORM_CLI, max_concurrent_runs, wait_until
 
 pytestmark = pytest.mark.slow
 # Debian's chromium, headless, as root, on a machine with no way out: no sandbox, no background traffic.
@@ -282,6 +282,47 @@ def test_postgres_restart_loses_nothing_and_the_stack_recovers(stack, client):
     wait_until(lambda: all(client.daemon_health().values()), 120, "all required daemons healthy again")
 
 
+def test_dead_daemon_is_named_by_status_and_restarted_alone(stack, client):
+    cli = [str(PLATFORM_CLI), "stack", "--state-dir", str(stack.state_dir)]
+    sup = stack.supervisor
+    others = {name: c.pid for name, c in sup.components.items() if name != "daemon"}
+    os.kill(sup.components["daemon"].pid, signal.SIGKILL)
+    wait_until(lambda: not sup.alive("daemon"), 30, "the daemon to exit after SIGKILL")
+    status = subprocess.run([*cli, "status"], capture_output=True, text=True, timeout=60)
+    assert status.returncode == 1, status.stdout
+    dead = [line for line in status.stdout.splitlines() if " dead " in line]  # the broken location's server too
+    assert (
+        f"[stack] daemon is dead (log {sup.components['daemon'].log}); restart it alone: "
+        f"dagster-platform stack --state-dir {stack.state_dir} restart daemon"
+    ) in dead, status.stdout
+    refused = subprocess.run([*cli, "restart", "deamon"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and refused.stdout == "", refused
+    assert (
+        refused.stderr.startswith("stack restart failed: no component 'deamon' in ") and refused.stderr.count("\n") == 1
+    )
+    since = time.time()
+    restart = subprocess.run([*cli, "restart", "daemon"], capture_output=True, text=True, timeout=300)
+    assert restart.returncode == 0, restart.stdout + restart.stderr
+    assert client.daemons_healthy(since), client.daemon_statuses()  # heartbeats of the new daemon
+    sup = stack.supervisor
+    assert {name: c.pid for name, c in sup.components.items() if name != "daemon"} == others, "restarted alone"
+    assert [name for name in sup.components if not sup.alive(name)] == [f"code-server-{BROKEN}"]
+    status = subprocess.run([*cli, "status"], capture_output=True, text=True, timeout=60)
+    assert "daemon is dead" not in status.stdout and f"code-server-{BROKEN} is dead" in status.stdout
+
+
+def test_files_holding_secrets_are_0600(stack):
+    secrets = [stack.pg.password, stack.store.secret_key]
+    holders = [
+        stack.state_dir / "state.json",
+        postgres.data_dir_for(stack.state_dir, stack.supervisor.meta["postgres"]) / "server.key",
+    ]
+    for path in (p for p in stack.state_dir.rglob("*") if "locations" not in p.parts and p.is_file()):
+        if path.stat().st_size < 10_000_000 and any(s.encode() in path.read_bytes() for s in secrets):
+            holders.append(path)
+    assert {str(p): oct(p.stat().st_mode & 0o777) for p in holders} == {str(p): "0o600" for p in holders}
+
+
 @contextmanager
 def ui_page():
     """A Chromium page on the Dagster UI (Debian's chromium through Playwright), closed afterwards."""
@@ -387,3 +428,20 @@ def test_browser_shows_a_steps_stdout_and_stderr_from_the_object_store(stack, cl
         page.get_by_text("canary says hello on stdout").first.wait_for()
         page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+def test_stack_down_stops_the_run_workers_of_a_code_server_that_died(stack, client):
+    """Ends the session stack, so it runs last (conftest.py)."""
+    run_id = client.launch_run(
+        CANARY, "nap_job", {"ops": {"nap": {"config": {"seconds": 900}}}}, tags={"test": "orphan"}
+    )
+    workers = wait_until(
+        lambda: client.run(run_id)["status"] == "STARTED" and _run_processes(run_id), 180, "its worker"
+    )
+    sup = stack.supervisor
+    os.kill(sup.components[f"code-server-{CANARY}"].pid, signal.SIGKILL)  # the server only: its run worker lives on
+    wait_until(lambda: not sup.alive(f"code-server-{CANARY}"), 30, "the code server to exit after SIGKILL")
+    assert all(procs.stat_fields(pid) for pid in workers), "the run worker must outlive its code server"
+    lifecycle.down(stack.state_dir, quiet=True)
+    assert not [pid for pid in workers if (f := procs.stat_fields(pid)) and f[procs.STATE] not in "ZX"]
+    assert procs.processes_of(stack.state_dir, stack.dagster_home) == {}

@@ -2,7 +2,7 @@
 store, one gRPC code server per location, each location in its own virtualenv), both running the cluster's
 derived dagster.yaml with named substitutions. Imports point down this list:
 
-- cli:         `dagster-platform dev` and `stack up|down|status`: arguments, one-line refusals, exit codes
+- cli:         `dagster-platform dev` and `stack up|down|status|restart`: arguments, one-line refusals, exit codes
 - lifecycle:   up (either mode) / watch / down / status / restart, in the one start-up order
 - services:    the stack's Postgres and object store under the supervisor, found again from its state
 - postgres:    a throwaway TLS-only PostgreSQL cluster (or an existing server from DAGSTER_PG_URL)

@@ -1,6 +1,6 @@
 """The local runtime's command line: `dagster-platform dev` (`make dev`) and `dagster-platform stack
-up|down|status` (`make stack`, `make stack-down`): arguments, one-line refusals and exit codes; the work is
-lifecycle's."""
+up|down|status|restart` (`make stack`, `make stack-down`, `make stack-restart`): arguments, one-line
+refusals and exit codes; the work is lifecycle's."""
 
 from __future__ import annotations
 
@@ -76,12 +76,33 @@ def _status_command(args) -> int:
     for name, info in state.items():
         mark = "running" if info["alive"] else "stopped"
         lifecycle.say("stack", f"{name:<32} {mark:<8} pid {info['pid']:<8} {info['rss_mib']:>7.1f} MiB")
-    url = Supervisor(Path(args.state_dir).resolve()).meta.get("url")
+    state_dir = Path(args.state_dir).resolve()
+    url = Supervisor(state_dir).meta.get("url")
     if url and state.get("webserver", {}).get("alive"):
         for name, loc in Client(url, timeout=10).locations().items():
             error = f" ERROR: {loc['error'][:200]}" if loc["error"] else ""
             lifecycle.say("stack", f"location {name}: {loc['status']}{error}")
+    restart = "make stack-restart COMPONENT=" if state_dir == lifecycle.DEFAULT_STATE_DIR else (
+        f"dagster-platform stack --state-dir {state_dir} restart "
+    )  # fmt: skip
+    for name in (name for name, info in state.items() if not info["alive"]):
+        lifecycle.say("stack", f"{name} is dead (log {state[name]['log']}); restart it alone: {restart}{name}")
     return 0 if all(i["alive"] for i in state.values()) else 1
+
+
+def _restart_command(args) -> int:
+    try:
+        with owned(str(Path(args.state_dir).resolve()), keep=True):  # interrupted before ready: stopped again
+            stack = lifecycle.attach(Path(args.state_dir))
+            lifecycle.restart_component(stack, args.component)
+    except KeyboardInterrupt as exc:
+        print(f"stack restart interrupted ({exc or 'SIGINT'}); {args.component} stopped", file=sys.stderr)
+        return 130
+    except ERRORS as exc:
+        print(f"stack restart failed: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    lifecycle.say("stack", f"restarted {args.component} (pid {stack.supervisor.components[args.component].pid})")
+    return 0
 
 
 def _instance_command(args) -> int:
@@ -117,6 +138,9 @@ def register(subparsers) -> None:
     down.set_defaults(func=_down_command)
     status = actions.add_parser("status", help="what runs, its PID and memory, location load state")
     status.set_defaults(func=_status_command)
+    restart = actions.add_parser("restart", help="stop what is left of one component and start it again, alone")
+    restart.add_argument("component", help="as `stack status` names it: daemon, webserver, code-server-<location>, ...")
+    restart.set_defaults(func=_restart_command)
 
     instance = subparsers.add_parser(
         "local-instance", help="the local runtime's dagster.yaml of a mode (stdout or --output)"

@@ -267,14 +267,41 @@ def status(state_dir: Path = DEFAULT_STATE_DIR) -> dict[str, dict]:
     }
 
 
-def restart_component(stack: Stack, name: str, ready: Callable[[], bool], timeout: float = 120) -> None:
-    """Start a stopped component again with its recorded command (fault-recovery tests, operators)."""
+def attach(state_dir: Path = DEFAULT_STATE_DIR) -> Stack:
+    """The stack recorded in a state dir, as up() returned it (`stack restart`)."""
+    state_dir = Path(state_dir).resolve()
+    meta = Supervisor(state_dir).meta
+    if "url" not in meta:
+        raise RuntimeError(f"no stack was started from {state_dir} (or it was wiped): run `make stack`")
+    saved_pg, saved_store = meta.get("postgres") or {}, meta.get("object_store")
+    pg = store = None
+    if saved_pg.get("external"):
+        pg = postgres.from_url(saved_pg.get("url") or os.environ.get(postgres.PG_URL_ENV, ""))
+    elif saved_pg:
+        pg = services.cluster_from_state(state_dir).connection
+    if saved_store:
+        store = objectstore.ObjectStore(saved_store["port"], saved_store["access_key"], saved_store["secret_key"])
+    return Stack(state_dir, meta["url"], pg, store, meta.get("mode", "stack"), meta.get("locations", {}))
+
+
+def restart_component(stack: Stack, name: str, ready: Callable[[], bool] | None = None, timeout: float = 120) -> None:
+    """Start one component again with its recorded command, alone, after stopping what is left of its process
+    group (a hung daemon; a dead code server's run workers, which nothing would track afterwards). Ready:
+    the daemon's fresh heartbeats, the webserver's /server_info, a code server's port (or `ready`)."""
     sup = stack.supervisor
+    if name not in sup.components:
+        raise RuntimeError(f"no component {name!r} in {stack.state_dir}; one of: {', '.join(sup.components)}")
+    sup.stop(name)
     if name == "postgres":
         return services.start_postgres_server(sup, services.cluster_from_state(stack.state_dir), timeout)
     if name == "object-store":
         return services.start_object_store_server(sup, stack.store, timeout)
-    component = sup.components[name]
+    component, since = sup.components[name], time.time()
+    port = component.info.get("port")
+    ready = ready or {
+        "daemon": lambda: stack.client.daemons_healthy(since),
+        "webserver": lambda: stack.client.server_info() == 200,
+    }.get(name, lambda: net.port_open(HOST, port))
     env, cwd = base_env(stack.dagster_home, stack.pg, stack.store), stack.dagster_home
     if name == "webserver":
         env = own_tmp(env, stack.dagster_home, name)

