@@ -18,10 +18,11 @@ import yaml
 
 from dagster_platform import paths
 from dagster_platform.helm import instance as helm_instance
+from dagster_platform.helm import upgrade
 from dagster_platform.helm import values as helm_values
 from dagster_platform.helm.checks import check_environment, official_chart_present, render_environment
 from dagster_platform.helm.engine import HelmEngine, HelmEngineError, strip_source
-from dagster_platform.helm.upgrade import GuardError, deployed_app_version, guard, needs_migration, upgrade_plan
+from dagster_platform.helm.upgrade import GuardError, guard
 
 
 def _envs(arg: str) -> list[str]:
@@ -128,14 +129,56 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         print("refusing: the checks fail:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1
     files = helm_values.write_generated(args.env)
+    new_version = paths.dagster_version()
+    where = {"context": context, "namespace": namespace}
+    name = upgrade.backup_name()
+    manifest = helm_values.GENERATED_DIR / args.env / f"{name}.yaml"
+    steps = upgrade.backup_steps(args.env, **where, name=name, manifest=manifest)
+    print(f"backup Job {name} -> s3://{'/'.join(upgrade.backup_location(args.env, name)[:2])} ({manifest})")
     migrate = args.migrate == "always"
-    if args.migrate == "auto":
-        deployed = None if args.dry_run else deployed_app_version(context, namespace)
-        migrate = needs_migration(deployed, paths.dagster_version())
-    for cmd in upgrade_plan(args.env, context=context, namespace=namespace, value_files=files, migrate=migrate):
+    if args.migrate == "auto" and not args.dry_run:
+        try:
+            migrate = upgrade.needs_migration(upgrade.deployed_app_version(context, namespace), new_version)
+        except (OSError, subprocess.CalledProcessError, ValueError) as exc:
+            print(f"platform upgrade: reading the deployed version (helm list) failed: {exc}", file=sys.stderr)
+            return 1
+    plan = upgrade.upgrade_steps(args.env, **where, value_files=files, migrate=migrate)
+    if args.dry_run:
+        if args.migrate == "auto":  # the deployed version is not read in a dry run: show both branches
+            when = f"[only if the deployed Dagster minor differs from {'.'.join(new_version.split('.')[:2])}] "
+            migration = upgrade.upgrade_steps(args.env, **where, value_files=files, migrate=True)[len(plan) :]
+            plan += [(label, [when + cmd[0], *cmd[1:]]) for label, cmd in migration]
+        for _, cmd in steps + plan:
+            print("+ " + " ".join(cmd), flush=True)
+        return 0
+    return _run_upgrade(args.env, steps + plan, where, name)
+
+
+def _run_upgrade(env: str, steps: list[upgrade.Step], where: dict[str, str], name: str) -> int:
+    """Run the steps; when one fails, scale back up if scaled down and print one line: the step, the way back."""
+    scaled_down = migrating = False
+    for label, cmd in steps:
         print("+ " + " ".join(cmd), flush=True)
-        if not args.dry_run:
-            subprocess.run(cmd, check=True)
+        try:
+            code = subprocess.run(cmd).returncode
+            reason = f"exit {code}"
+        except OSError as exc:
+            code, reason = 127, f"{cmd[0]}: {exc.strerror}"
+        scaled_down = scaled_down or label == upgrade.SCALED_DOWN
+        migrating = migrating or label == upgrade.MIGRATION
+        if code == 0:
+            scaled_down = scaled_down and label != upgrade.SCALED_UP
+            continue
+        restored = ""
+        if scaled_down:
+            back = [subprocess.run(c).returncode == 0 for _, c in upgrade.scale_up_steps(env, **where)]
+            restored = "; webservers and daemon scaled back up" if all(back) else "; SCALING BACK UP FAILED too"
+        if label in upgrade.BACKUP_STEPS:
+            way_back = f"nothing was changed; see `kubectl logs job/{name}`"
+        else:
+            way_back = upgrade.recovery(env, **where, name=name, migrated=migrating)
+        print(f"platform upgrade: step '{label}' failed ({reason}){restored}; {way_back}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -181,7 +224,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "check": (cmd_check, "all guardrail policies, Kubernetes schemas and helm lint", all_),
         "deps": (cmd_deps, "helm dependency build (fetch the official chart pinned in Chart.lock)", None),
         "diff": (cmd_diff, "helm-diff (or rendered diff) against the deployed release", one),
-        "upgrade": (cmd_upgrade, "guarded helm upgrade --install --atomic --wait, with instance migration", one),
+        "upgrade": (cmd_upgrade, "guarded backup, helm upgrade --atomic --wait and instance migration", one),
         "postgres-setup": (cmd_postgres_setup, "print the psql commands for platform/postgres/*.sql", one),
     }
     p = {}
@@ -197,7 +240,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name in ("diff", "upgrade"):
         p[name].add_argument("--namespace", help="defaults to the context's namespace, else the environment's")
         p[name].add_argument("--kubeconfig", help="defaults to $KUBECONFIG, else ~/.kube/config")
-    p["upgrade"].add_argument("--dry-run", action="store_true", help="print the commands only")
+    p["upgrade"].add_argument(
+        "--dry-run", action="store_true", help="print every step (the migration marked conditional); call nothing"
+    )
     p["upgrade"].add_argument(
         "--migrate",
         choices=["auto", "always", "never"],

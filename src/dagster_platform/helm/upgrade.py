@@ -1,5 +1,6 @@
-"""The guarded upgrade: which kube context and namespace may be touched, and the commands of
-`make platform-upgrade` (helm upgrade --atomic, then Dagster's instance migration on a minor upgrade)."""
+"""The guarded upgrade: which kube context and namespace may be touched, and the steps of
+`make platform-upgrade`: a pg_dump backup Job to the object store, helm upgrade --atomic, then Dagster's
+instance migration on a minor upgrade; the recovery steps printed when one of them fails."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import json
 import os
 import shlex
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from dagster_platform.helm import values as helm_values
 from dagster_platform.helm.separation import other_env_files
 
-# Timeout of `helm upgrade --wait` and of the migration Job.
+# Timeout of `helm upgrade --wait` and of the backup and migration Jobs.
 UPGRADE_TIMEOUT = "15m"
+WAIT_TIMEOUT = f"--timeout={UPGRADE_TIMEOUT}"
+WEBSERVERS = "component in (dagster-webserver,dagster-webserver-read-only)"
 
 
 class GuardError(Exception):
@@ -76,35 +81,176 @@ def needs_migration(deployed_app_version: str | None, new_version: str) -> bool:
     return deployed is not None and new is not None and deployed != new
 
 
-def upgrade_plan(env: str, *, context: str, namespace: str, value_files: list[Path], migrate: bool) -> list[list[str]]:
-    """The commands `make platform-upgrade` runs, in order."""
+# A labelled command of the upgrade: (what it does, argv). The label names the step when it fails.
+Step = tuple[str, list[str]]
+
+SCALED_DOWN = "scale the webservers and the daemon to 0"
+SCALED_UP = "scale the daemon back up"
+MIGRATION = "apply the migration Job"
+
+
+def _kube(context: str, namespace: str) -> list[str]:
+    return ["kubectl", "--context", context, "--namespace", namespace]
+
+
+def scale_up_steps(env: str, context: str, namespace: str) -> list[Step]:
+    """Back to the replicas the values ask for (also what a failed upgrade restores)."""
+    replicas = helm_values.environment_values(env)["dagster"]["dagsterWebserver"].get("replicaCount", 1)
+    scale = [*_kube(context, namespace), "scale", "deployment"]
+    instance = f"app.kubernetes.io/instance={helm_values.RELEASE_NAME}"
+    return [
+        ("scale the webservers back up", [*scale, f"--replicas={replicas}", "-l", f"{instance},{WEBSERVERS}"]),
+        (SCALED_UP, [*scale, "--replicas=1", "-l", f"{instance},component=dagster-daemon"]),
+    ]
+
+
+def upgrade_steps(env: str, *, context: str, namespace: str, value_files: list[Path], migrate: bool) -> list[Step]:
+    """The steps `make platform-upgrade` runs after the backup, in order."""
     release, chart = helm_values.RELEASE_NAME, str(helm_values.CHART_DIR)
     target = ["--kube-context", context, "--namespace", namespace]
     files = [arg for f in value_files for arg in ("--values", str(f))]
-    plan = [["helm", "upgrade", "--install", release, chart, *target, *files, "--atomic", "--wait"]]
-    plan[0] += ["--timeout", UPGRADE_TIMEOUT]
+    upgrade = ["helm", "upgrade", "--install", release, chart, *target, *files, "--atomic", "--wait"]
+    steps = [("helm upgrade", [*upgrade, "--timeout", UPGRADE_TIMEOUT])]
     if not migrate:
-        return plan
-    replicas = helm_values.environment_values(env)["dagster"]["dagsterWebserver"].get("replicaCount", 1)
-    kube = ["kubectl", "--context", context, "--namespace", namespace]
-    scale = [*kube, "scale", "deployment"]
+        return steps
+    kube = _kube(context, namespace)
     instance = f"app.kubernetes.io/instance={release}"
-    webservers = "dagster-webserver,dagster-webserver-read-only"
+    all_core = f"{instance},component in (dagster-webserver,dagster-webserver-read-only,dagster-daemon)"
     job = f"{release}-dagster-webserver-instance-migrate"
     render_job = ["helm", "template", release, chart, *target, *files, "--set", "dagster.migrate.enabled=true"]
     render_job += ["--show-only", "charts/dagster/templates/job-instance-migrate.yaml"]
-    return plan + [
+    apply_job = shlex.join(render_job) + " | " + shlex.join([*kube, "apply", "-f", "-"])
+    return steps + [
         # 1. No run may write to the database while it migrates.
-        [*scale, "--replicas=0", "-l", f"{instance},component in ({webservers},dagster-daemon)"],
+        (SCALED_DOWN, [*kube, "scale", "deployment", "--replicas=0", "-l", all_core]),
         # 2. The official chart's migration Job (dagster instance migrate), from the new chart.
-        ["sh", "-c", shlex.join(render_job) + " | " + shlex.join([*kube, "apply", "-f", "-"])],
-        [*kube, "wait", "--for=condition=complete", f"job/{job}", f"--timeout={UPGRADE_TIMEOUT}"],
-        [*kube, "delete", "job", job],
+        (MIGRATION, ["sh", "-c", apply_job]),
+        ("wait for the migration Job", [*kube, "wait", "--for=condition=complete", f"job/{job}", WAIT_TIMEOUT]),
+        ("delete the migration Job", [*kube, "delete", "job", job]),
         # 3. Back to the replicas the values ask for.
-        [*scale, f"--replicas={replicas}", "-l", f"{instance},component in ({webservers})"],
-        [*scale, "--replicas=1", "-l", f"{instance},component=dagster-daemon"],
-        [*kube, "rollout", "status", "deployment", "-l", instance, f"--timeout={UPGRADE_TIMEOUT}"],
+        *scale_up_steps(env, context, namespace),
+        ("wait for the rollout", [*kube, "rollout", "status", "deployment", "-l", instance, WAIT_TIMEOUT]),
     ]
+
+
+def upgrade_plan(env: str, *, context: str, namespace: str, value_files: list[Path], migrate: bool) -> list[list[str]]:
+    """The commands `make platform-upgrade` runs after the backup, in order."""
+    steps = upgrade_steps(env, context=context, namespace=namespace, value_files=value_files, migrate=migrate)
+    return [cmd for _, cmd in steps]
+
+
+# -- the backup: pg_dump (custom format) of the environment's database to its object store ----------
+BACKUP_PREFIX = "backups"
+BACKUP_DEADLINE_SECONDS = 1800
+BACKUP_STEPS = ("apply the backup Job", "wait for the backup Job")
+
+
+def backup_name(now: datetime | None = None) -> str:
+    return "dagster-backup-" + (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+
+
+def backup_location(env: str, name: str) -> tuple[str, str, str]:
+    """(bucket, key, endpoint URL) of the dump: the environment's compute-log bucket, under backups/."""
+    s3 = helm_values.environment_values(env)["dagster"]["computeLogManager"]["config"]["s3ComputeLogManager"]
+    return s3["bucket"], f"{BACKUP_PREFIX}/{env}/{name}.dump", s3.get("endpointUrl", "")
+
+
+UPLOAD = (
+    "import os, boto3; "
+    "boto3.client('s3', endpoint_url=os.environ['ENDPOINT'] or None)"
+    ".upload_file('/dump/db.dump', os.environ['BUCKET'], os.environ['KEY']); "
+    "print('uploaded s3://' + os.environ['BUCKET'] + '/' + os.environ['KEY'])"
+)
+
+
+def backup_job(env: str, name: str) -> dict[str, Any]:
+    """The backup Job: pg_dump (postgres image) into an emptyDir, then boto3 (the Dagster image) uploads it.
+
+    Host, database and user come from `dagster.postgresql`, the password from the Secret
+    `global.postgresqlSecretName` (key `postgresql-password`, the official chart's convention), the
+    object store's credentials from `objectStore.credentialsSecretName` (empty: workload identity).
+    """
+    values = helm_values.environment_values(env)
+    dagster, pg = values["dagster"], values["dagster"]["postgresql"]
+    bucket, key, endpoint = backup_location(env, name)
+    web = dagster["dagsterWebserver"]
+    password = {"name": values["global"]["postgresqlSecretName"], "key": "postgresql-password"}
+    pg_env = {
+        "PGHOST": pg["postgresqlHost"],
+        "PGPORT": str(pg.get("service", {}).get("port", 5432)),
+        "PGDATABASE": pg["postgresqlDatabase"],
+        "PGUSER": pg["postgresqlUsername"],
+        "PGSSLMODE": (pg.get("postgresqlParams") or {}).get("sslmode", "prefer"),
+    }
+    common = {
+        "securityContext": web["securityContext"],
+        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+        "volumeMounts": [{"name": "dump", "mountPath": "/dump"}],
+    }
+    dump = {
+        "name": "pg-dump",
+        "image": f"{pg['image']['repository']}:{pg['image']['tag']}",
+        "command": ["pg_dump", "--format=custom", "--no-owner", "--file=/dump/db.dump"],
+        "env": [{"name": k, "value": v} for k, v in pg_env.items()]
+        + [{"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": password}}],
+        **common,
+    }
+    upload = {
+        "name": "upload",
+        "image": f"{web['image']['repository']}:{web['image']['tag']}",
+        "command": ["python", "-c", UPLOAD],
+        "env": [{"name": k, "value": v} for k, v in {"BUCKET": bucket, "KEY": key, "ENDPOINT": endpoint}.items()],
+        **common,
+    }
+    credentials = (values.get("objectStore") or {}).get("credentialsSecretName")
+    if credentials:
+        upload["envFrom"] = [{"secretRef": {"name": credentials}}]
+    labels = {"app.kubernetes.io/instance": helm_values.RELEASE_NAME, "component": "dagster-backup"}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": values["environment"]["namespace"], "labels": labels},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": BACKUP_DEADLINE_SECONDS,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "securityContext": web["podSecurityContext"],
+                    "volumes": [{"name": "dump", "emptyDir": {}}],
+                    "initContainers": [dump],
+                    "containers": [upload],
+                },
+            },
+        },
+    }
+
+
+def backup_steps(env: str, *, context: str, namespace: str, name: str, manifest: Path) -> list[Step]:
+    """Write the backup Job to `manifest`; the steps that apply it and wait for it."""
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(yaml.safe_dump(backup_job(env, name), sort_keys=False))
+    kube = _kube(context, namespace)
+    apply, wait = BACKUP_STEPS
+    return [
+        (apply, [*kube, "apply", "-f", str(manifest)]),
+        (wait, [*kube, "wait", "--for=condition=complete", f"job/{name}", WAIT_TIMEOUT]),
+    ]
+
+
+def recovery(env: str, *, context: str, namespace: str, name: str, migrated: bool) -> str:
+    """How to get back (one line; docs/upgrade.md): roll the release back, and restore the dump if the
+    migration had started (not before: the dump is older than the runs since)."""
+    rollback = f"`helm rollback {helm_values.RELEASE_NAME} --kube-context {context} --namespace {namespace}`"
+    if not migrated:
+        return f"the database was not migrated; if `helm history` shows the new revision deployed: {rollback}"
+    bucket, key, endpoint = backup_location(env, name)
+    pg = helm_values.environment_values(env)["dagster"]["postgresql"]
+    restore = f"aws s3 cp s3://{bucket}/{key} db.dump --endpoint-url {endpoint} && "
+    restore += f"pg_restore --clean --if-exists --no-owner -h {pg['postgresqlHost']} -U {pg['postgresqlUsername']} "
+    restore += f"-d {pg['postgresqlDatabase']} db.dump"
+    return f"to recover: restore the backup with `{restore}`, then {rollback} (docs/upgrade.md)"
 
 
 def deployed_app_version(context: str, namespace: str) -> str | None:

@@ -1,0 +1,152 @@
+"""`dagster-platform platform upgrade` run for real against stub `helm` and `kubectl` executables that
+record their argv: backup before anything changes, the migration order, replicas restored and one line
+with the way back when a step fails, and a dry run that lists every step and calls nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from dagster_platform.helm import upgrade
+from dagster_platform.helm.values import GENERATED_DIR
+
+from .test_environments import kubeconfig
+
+STUB = """#!/bin/sh
+echo "$(basename "$0") $*" >> "$STUB_LOG"
+if [ -n "$STUB_FAIL" ]; then
+  case "$*" in *"$STUB_FAIL"*) echo "stub: failing on purpose" >&2; exit 1;; esac
+fi
+if [ "$1" = list ]; then echo "[{\\"app_version\\": \\"$STUB_DEPLOYED\\"}]"; fi
+exit 0
+"""
+
+# The full checks of a real upgrade need the official chart (`make platform-deps`, not downloadable
+# here); everything else is the command as `make platform-upgrade` runs it.
+WITHOUT_CHART = (
+    "import sys; from dagster_platform.helm import cli; cli.check_environment = lambda env, full: []; "
+    "from dagster_platform.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+MIGRATE_JOB = "job/dagster-dagster-webserver-instance-migrate"
+
+
+def run_upgrade(tmp_path, *flags, fail="", deployed="1.12.3", chart=False):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in ("helm", "kubectl"):
+        (bin_dir / name).write_text(STUB)
+        (bin_dir / name).chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "STUB_LOG": str(log)}
+    env |= {"STUB_FAIL": fail, "STUB_DEPLOYED": deployed, "DAGSTER_PLATFORM_HELM": "sdk"}
+    code = ["-m", "dagster_platform.cli"] if chart else ["-c", WITHOUT_CHART]
+    args = ["platform", "upgrade", "--env", "acceptance", "--kubeconfig", kubeconfig(tmp_path, "acme-acceptance")]
+    result = subprocess.run([sys.executable, *code, *args, *flags], env=env, capture_output=True, text=True)
+    calls = log.read_text().splitlines() if log.exists() else []
+    return result, calls
+
+
+def index(calls, *needles):
+    """Position of the first call containing every needle."""
+    return next(i for i, call in enumerate(calls) if all(n in call for n in needles))
+
+
+def test_backup_then_upgrade_then_migration_in_order(tmp_path):
+    result, calls = run_upgrade(tmp_path)
+    assert result.returncode == 0, result.stderr
+    name = result.stdout.split("backup Job ")[1].split()[0]
+    assert name.startswith("dagster-backup-")
+    pipe = {index(calls, "helm template", "dagster.migrate.enabled=true"), index(calls, "kubectl", "apply -f -")}
+    order = [
+        index(calls, "helm list"),  # read-only: is this a minor upgrade?
+        index(calls, "kubectl", "apply -f", f"{name}.yaml"),
+        index(calls, "kubectl", "wait --for=condition=complete", f"job/{name}"),
+        index(calls, "helm upgrade --install dagster", "--atomic"),
+        index(calls, "scale deployment --replicas=0"),
+        min(pipe),  # helm template | kubectl apply -f - (one shell pipe: either may log first)
+        max(pipe),
+        index(calls, "wait --for=condition=complete", MIGRATE_JOB),
+        index(calls, "delete job"),
+        index(calls, "--replicas=1", "dagster-webserver"),
+        index(calls, "--replicas=1", "component=dagster-daemon"),
+        index(calls, "rollout status"),
+    ]
+    assert order == sorted(order) and len(calls) == len(order), "\n".join(calls)
+    assert all("--context acme-acceptance --namespace dagster-acceptance" in c for c in calls if "kubectl" in c)
+
+
+def test_backup_job_dumps_the_environments_database_to_its_bucket(tmp_path):
+    result, _ = run_upgrade(tmp_path, "--dry-run")
+    name = result.stdout.split("backup Job ")[1].split()[0]
+    job = yaml.safe_load((GENERATED_DIR / "acceptance" / f"{name}.yaml").read_text())
+    pod = job["spec"]["template"]["spec"]
+    dump, upload = pod["initContainers"][0], pod["containers"][0]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in dump["env"] + upload["env"]}
+    assert dump["command"][:2] == ["pg_dump", "--format=custom"]
+    assert env["PGHOST"] == "pg-acceptance.db.acme.internal" and env["PGDATABASE"] == "dagster_acceptance"
+    assert env["PGPASSWORD"] == {
+        "secretKeyRef": {"name": "dagster-acceptance-postgresql", "key": "postgresql-password"}
+    }
+    assert env["BUCKET"] == "acme-dagster-acceptance-logs" and env["KEY"] == f"backups/acceptance/{name}.dump"
+    assert upload["envFrom"] == [{"secretRef": {"name": "dagster-acceptance-object-store"}}]
+    assert job["metadata"]["namespace"] == "dagster-acceptance" and job["spec"]["backoffLimit"] == 0
+
+
+def test_failing_migration_restores_replicas_and_prints_the_way_back(tmp_path):
+    result, calls = run_upgrade(tmp_path, fail=f"wait --for=condition=complete {MIGRATE_JOB}")
+    assert result.returncode == 1
+    failed = index(calls, "wait --for=condition=complete", MIGRATE_JOB)
+    after = calls[failed + 1 :]
+    assert [c.split(" -l ")[0].split()[-1] for c in after] == ["--replicas=1", "--replicas=1"], after
+    assert "delete job" not in "\n".join(after) and "rollout" not in "\n".join(after)
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("platform upgrade: step 'wait for the migration Job' failed (exit 1); ")
+    assert "webservers and daemon scaled back up" in lines[-1]
+    assert "pg_restore --clean --if-exists" in lines[-1] and "s3://acme-dagster-acceptance-logs/backups/" in lines[-1]
+    assert "helm rollback dagster --kube-context acme-acceptance --namespace dagster-acceptance" in lines[-1]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("fail", "message"),
+    [
+        (
+            "wait --for=condition=complete job/dagster-backup-",
+            "'wait for the backup Job' failed (exit 1); nothing was changed",
+        ),
+        ("upgrade --install", "'helm upgrade' failed (exit 1); the database was not migrated"),
+        ("list --kube-context", "reading the deployed version (helm list) failed"),
+    ],
+)
+def test_failures_before_the_scale_down_change_nothing_else(tmp_path, fail, message):
+    result, calls = run_upgrade(tmp_path, fail=fail)
+    assert result.returncode == 1 and message in result.stderr
+    assert fail in calls[-1], calls  # the failing call was the last one
+    assert not any("scale" in c or "migrate" in c for c in calls)
+    ours = [line for line in result.stderr.splitlines() if not line.startswith("stub: ")]
+    assert "Traceback" not in result.stderr and len(ours) == 1 and ours[0].startswith("platform upgrade: ")
+
+
+def test_patch_upgrade_backs_up_and_upgrades_only(tmp_path):
+    result, calls = run_upgrade(tmp_path, deployed="1.13.1")
+    assert result.returncode == 0, result.stderr
+    assert [c.split()[:2] for c in calls] == [["helm", "list"], *[["kubectl", "--context"]] * 2, ["helm", "upgrade"]]
+
+
+def test_dry_run_lists_every_step_and_calls_nothing(tmp_path):
+    result, calls = run_upgrade(tmp_path, "--dry-run", chart=True)
+    assert result.returncode == 0, result.stderr
+    assert calls == []
+    steps = [line for line in result.stdout.splitlines() if line.startswith("+ ")]
+    when = "[only if the deployed Dagster minor differs from 1.13]"
+    assert "apply -f" in steps[0] and "wait --for=condition=complete job/dagster-backup-" in steps[1]
+    assert steps[2].startswith("+ helm upgrade --install dagster")
+    migration = upgrade.upgrade_plan(
+        "acceptance", context="acme-acceptance", namespace="dagster-acceptance", value_files=[], migrate=True
+    )[1:]
+    assert len(steps) == 3 + len(migration) and all(s.startswith(f"+ {when} ") for s in steps[3:])
+    assert MIGRATE_JOB in steps[5] and "rollout status" in steps[-1]
