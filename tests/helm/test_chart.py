@@ -15,6 +15,7 @@ import yaml
 from dagster_platform.helm import values as helm_values
 from dagster_platform.helm.engine import HelmEngineError
 from dagster_platform.helm.policies import CHART_KEYS_YAML
+from dagster_platform.helm.upgrade import backup_job
 from dagster_platform.paths import dagster_version
 
 from .helpers import ENVS, objects_of, render
@@ -215,6 +216,14 @@ def test_network_policies_default_deny_and_the_allowed_flows(rendered, env_value
             ]
         assert "dagster-code-server-example-pipelines" in policies
         assert "dagster-migrate-to-postgres" in policies
+        # The upgrade's pg_dump Job (helm/upgrade.py) may reach exactly Postgres and the bucket.
+        backup = policies["dagster-backup-to-postgres-and-object-store"]["spec"]
+        pod_labels = backup_job(env, "dagster-backup-test")["spec"]["template"]["metadata"]["labels"]
+        assert backup["podSelector"] == {"matchLabels": pod_labels}
+        assert backup["egress"] == [
+            policies["dagster-core-to-postgres"]["spec"]["egress"][0],
+            policies["dagster-core-to-object-store"]["spec"]["egress"][0],
+        ]
 
 
 def test_pdbs_for_the_webservers(rendered):
