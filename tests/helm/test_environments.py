@@ -216,9 +216,12 @@ def test_upgrade_refuses_without_a_kube_context(tmp_path, capsys):
 
 def test_upgrade_plan_is_atomic_and_migrates_on_a_minor_upgrade(tmp_path):
     files = [tmp_path / "v.yaml"]
-    plan = helm_upgrade.upgrade_plan(
-        "production", context="acme-production", namespace="dagster-production", value_files=files, migrate=True
-    )
+    plan = [
+        cmd
+        for _, cmd in helm_upgrade.upgrade_steps(
+            "production", context="acme-production", namespace="dagster-production", value_files=files, migrate=True
+        )
+    ]
     upgrade = plan[0]
     assert upgrade[:4] == ["helm", "upgrade", "--install", "dagster"]
     assert {"--atomic", "--wait"} <= set(upgrade) and upgrade[upgrade.index("--timeout") + 1]
@@ -241,7 +244,10 @@ def test_migration_only_for_minor_version_changes(deployed, new, migrate):
 
 
 def test_no_migration_step_for_a_patch_upgrade(tmp_path):
-    plan = helm_upgrade.upgrade_plan(
-        "acceptance", context="acme-acceptance", namespace="dagster-acceptance", value_files=[], migrate=False
-    )
+    plan = [
+        cmd
+        for _, cmd in helm_upgrade.upgrade_steps(
+            "acceptance", context="acme-acceptance", namespace="dagster-acceptance", value_files=[], migrate=False
+        )
+    ]
     assert len(plan) == 1 and plan[0][1] == "upgrade"

@@ -145,8 +145,11 @@ def test_dry_run_lists_every_step_and_calls_nothing(tmp_path):
     when = "[only if the deployed Dagster minor differs from 1.13]"
     assert "apply -f" in steps[0] and "wait --for=condition=complete job/dagster-backup-" in steps[1]
     assert steps[2].startswith("+ helm upgrade --install dagster")
-    migration = upgrade.upgrade_plan(
-        "acceptance", context="acme-acceptance", namespace="dagster-acceptance", value_files=[], migrate=True
-    )[1:]
+    migration = [
+        cmd
+        for _, cmd in upgrade.upgrade_steps(
+            "acceptance", context="acme-acceptance", namespace="dagster-acceptance", value_files=[], migrate=True
+        )
+    ][1:]
     assert len(steps) == 3 + len(migration) and all(s.startswith(f"+ {when} ") for s in steps[3:])
     assert MIGRATE_JOB in steps[5] and "rollout status" in steps[-1]

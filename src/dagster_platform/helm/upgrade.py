@@ -20,7 +20,8 @@ from dagster_platform.helm.separation import other_env_files
 # Timeout of `helm upgrade --wait` and of the backup and migration Jobs.
 UPGRADE_TIMEOUT = "15m"
 WAIT_TIMEOUT = f"--timeout={UPGRADE_TIMEOUT}"
-WEBSERVERS = "component in (dagster-webserver,dagster-webserver-read-only)"
+WEBSERVER_COMPONENTS = "dagster-webserver,dagster-webserver-read-only"
+WEBSERVERS = f"component in ({WEBSERVER_COMPONENTS})"
 
 
 class GuardError(Exception):
@@ -115,7 +116,7 @@ def upgrade_steps(env: str, *, context: str, namespace: str, value_files: list[P
         return steps
     kube = _kube(context, namespace)
     instance = f"app.kubernetes.io/instance={release}"
-    all_core = f"{instance},component in (dagster-webserver,dagster-webserver-read-only,dagster-daemon)"
+    all_core = f"{instance},component in ({WEBSERVER_COMPONENTS},dagster-daemon)"
     job = f"{release}-dagster-webserver-instance-migrate"
     render_job = ["helm", "template", release, chart, *target, *files, "--set", "dagster.migrate.enabled=true"]
     render_job += ["--show-only", "charts/dagster/templates/job-instance-migrate.yaml"]
@@ -131,12 +132,6 @@ def upgrade_steps(env: str, *, context: str, namespace: str, value_files: list[P
         *scale_up_steps(env, context, namespace),
         ("wait for the rollout", [*kube, "rollout", "status", "deployment", "-l", instance, WAIT_TIMEOUT]),
     ]
-
-
-def upgrade_plan(env: str, *, context: str, namespace: str, value_files: list[Path], migrate: bool) -> list[list[str]]:
-    """The commands `make platform-upgrade` runs after the backup, in order."""
-    steps = upgrade_steps(env, context=context, namespace=namespace, value_files=value_files, migrate=migrate)
-    return [cmd for _, cmd in steps]
 
 
 # -- the backup: pg_dump (custom format) of the environment's database to its object store ----------
