@@ -92,6 +92,70 @@ query Runs($filter: RunsFilter, $limit: Int) {{
   }}
 }}"""
 
+# The asset graph's data as the UI (1.13) loads it: per location, every repository's assetNodes with their
+# dependency keys (the UI's LocationWorkspaceAssetsQuery, fields of its RepositoryAsset fragment), here for the
+# whole workspace in one request. Per repository, not the root `assetNodes`: that one merges nodes of the same
+# key defined in several locations.
+ASSET_GRAPH = """
+query AssetGraph {
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        locationOrLoadError {
+          __typename
+          ... on RepositoryLocation {
+            repositories {
+              name
+              assetNodes {
+                id groupName graphName opNames jobNames computeKind kinds description(characterLimit: 240)
+                isMaterializable isObservable isExecutable isPartitioned isAutoCreatedStub hasAssetChecks
+                changedReasons hasMaterializePermission hasWipePermission hasReportRunlessAssetEventPermission
+                assetKey { path } dependencyKeys { path } tags { key value }
+                owners { ... on UserAssetOwner { email } ... on TeamAssetOwner { team } }
+                partitionDefinition { dimensionTypes { type dynamicPartitionsDefinitionName } }
+                automationCondition { __typename }
+                storageAddress { storageKind tableName }
+              }
+              assetGroups { id groupName }
+            }
+          }
+          ... on PythonError { message }
+        }
+      }
+    }
+    ... on PythonError { message }
+  }
+}"""
+
+# The runs page as the UI (1.13) asks it: runsFeedOrError (runs and backfills), 30 per page, roots only, with
+# the run fields of its RunsFeedTableEntryFragment and RunActionsMenuRunFragment.
+RUNS_FEED = """
+query RunsFeed($limit: Int!, $cursor: String, $filter: RunsFilter, $view: RunsFeedView!) {
+  runsFeedOrError(limit: $limit, cursor: $cursor, filter: $filter, view: $view) {
+    __typename
+    ... on RunsFeedConnection {
+      cursor
+      hasMore
+      results {
+        __typename id runStatus creationTime startTime endTime jobName tags { key value }
+        ... on Run {
+          repositoryOrigin { id repositoryLocationName repositoryName }
+          assetSelectionPreview: assetSelection(limit: 25) { ... on AssetKey { path } }
+          assetSelectionCount
+          assetCheckSelectionPreview: assetCheckSelection(limit: 25) { name assetKey { path } }
+          assetCheckSelectionCount
+          hasReExecutePermission hasTerminatePermission hasDeletePermission canTerminate mode status
+          pipelineName pipelineSnapshotId hasRunMetricsEnabled
+        }
+        ... on PartitionBackfill { backfillStatus: status partitionSetName numPartitions isAssetBackfill }
+      }
+    }
+    ... on PythonError { message }
+  }
+}"""
+
 DAEMONS = """
 query Daemons {
   instance { daemonHealth { allDaemonStatuses { daemonType required healthy lastHeartbeatTime } } }
@@ -250,6 +314,30 @@ class Client:
         if data["__typename"] != "Runs":
             raise GraphQLError(f"runs query failed: {data}")
         return data["results"]
+
+    def runs_feed(self, limit: int = 30, view: str = "ROOTS") -> list[dict[str, Any]]:
+        """The UI's runs page: the newest `limit` entries (runs and backfills) of the runs feed."""
+        variables = {"limit": limit, "cursor": None, "filter": None, "view": view}
+        data = self.query(RUNS_FEED, variables)["runsFeedOrError"]
+        if data["__typename"] != "RunsFeedConnection":
+            raise GraphQLError(f"runs feed query failed: {data}")
+        return data["results"]
+
+    # --- assets ----------------------------------------------------------------------------------
+    def asset_graph(self) -> dict[str, list[dict[str, Any]]]:
+        """The asset graph page's data: location name → its asset nodes (with dependencyKeys); a location that
+        failed to load has none."""
+        data = self.query(ASSET_GRAPH)["workspaceOrError"]
+        if data["__typename"] != "Workspace":
+            raise GraphQLError(f"workspace error: {data.get('message')}")
+        return {
+            entry["name"]: [
+                node
+                for repo in (entry["locationOrLoadError"] or {}).get("repositories", [])
+                for node in repo["assetNodes"]
+            ]
+            for entry in data["locationEntries"]
+        }
 
     # --- schedules and sensors -------------------------------------------------------------------
     def start(self, kind: str, location: str, name: str, repository: str = DEFAULT_REPOSITORY) -> str:
