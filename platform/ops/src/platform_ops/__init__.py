@@ -1,0 +1,1 @@
+"""The platform's operations code location (see README.md)."""
