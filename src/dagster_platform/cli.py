@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "dagster_platform.helm.cli",
     "dagster_platform.ci.cli",
     "dagster_platform.local.cli",
+    "dagster_platform.upgrade_pins",
 ]
 
 
