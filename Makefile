@@ -141,3 +141,14 @@ stack-down: install ## stop everything `make stack` started, by PID; WIPE=1 also
 .PHONY: stack-restart
 stack-restart: install ## restart one dead or hung stack component alone, as `stack status` names it (COMPONENT=daemon)
 	$(CLI) stack restart $(COMPONENT)
+
+# One Dagster version everywhere (tests/test_versions.py): every pin, image tag, CI variable and uv lock moved to
+# VERSION at once, by one command (docs/upgrade.md, "Bumping Dagster"). DRY_RUN=1 lists the files, writes nothing.
+.PHONY: dagster-upgrade
+ifneq ($(filter dagster-upgrade,$(MAKECMDGOALS)),)
+ifndef VERSION
+$(error set VERSION=x.y.z, the new Dagster release, e.g. make dagster-upgrade VERSION=1.13.28 (DRY_RUN=1 to list only))
+endif
+endif
+dagster-upgrade: install ## move every Dagster pin, image tag, CI variable and uv lock to VERSION=x.y.z (DRY_RUN=1 lists)
+	$(CLI) dagster-upgrade --version '$(VERSION)' $(if $(DRY_RUN),--dry-run)
