@@ -138,6 +138,10 @@ def upgrade_steps(env: str, *, context: str, namespace: str, value_files: list[P
 BACKUP_PREFIX = "backups"
 BACKUP_DEADLINE_SECONDS = 1800
 BACKUP_STEPS = ("apply the backup Job", "wait for the backup Job")
+# pg_dump's and pg_restore's flags, shared by the backup Job, the recovery line and the local restore drill
+# (local/upgrade_drill.py, `make upgrade-drill`), so the drill proves the commands the cluster path runs.
+PG_DUMP_FLAGS = ("--format=custom", "--no-owner")
+PG_RESTORE_FLAGS = ("--clean", "--if-exists", "--no-owner")
 
 
 def backup_name(now: datetime | None = None) -> str:
@@ -185,7 +189,7 @@ def backup_job(env: str, name: str) -> dict[str, Any]:
     dump = {
         "name": "pg-dump",
         "image": f"{pg['image']['repository']}:{pg['image']['tag']}",
-        "command": ["pg_dump", "--format=custom", "--no-owner", "--file=/dump/db.dump"],
+        "command": ["pg_dump", *PG_DUMP_FLAGS, "--file=/dump/db.dump"],
         "env": [{"name": k, "value": v} for k, v in pg_env.items()]
         + [{"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": password}}],
         **common,
@@ -243,7 +247,7 @@ def recovery(env: str, *, context: str, namespace: str, name: str, migrated: boo
     bucket, key, endpoint = backup_location(env, name)
     pg = helm_values.environment_values(env)["dagster"]["postgresql"]
     restore = f"aws s3 cp s3://{bucket}/{key} db.dump --endpoint-url {endpoint} && "
-    restore += f"pg_restore --clean --if-exists --no-owner -h {pg['postgresqlHost']} -U {pg['postgresqlUsername']} "
+    restore += f"pg_restore {' '.join(PG_RESTORE_FLAGS)} -h {pg['postgresqlHost']} -U {pg['postgresqlUsername']} "
     restore += f"-d {pg['postgresqlDatabase']} db.dump"
     return f"to recover: restore the backup with `{restore}`, then {rollback} (docs/upgrade.md)"
 
