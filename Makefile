@@ -104,8 +104,8 @@ platform-verify: platform-deps ## CI: full render with the official chart, every
 platform-diff: platform-env platform-deps ## what platform-upgrade would change in ENV (helm-diff, else manifest diff)
 	$(CLI) platform diff --env $(ENV)
 
-platform-upgrade: platform-env platform-deps ## guarded helm upgrade --install --atomic --wait of ENV, with instance migration
-	$(CLI) platform upgrade --env $(ENV) $(UPGRADE_FLAGS)
+platform-upgrade: platform-env platform-deps ## guarded helm upgrade of ENV (backup, migration); OPS_IMAGE_TAG= the platform/ops image tag
+	$(CLI) platform upgrade --env $(ENV) $(if $(OPS_IMAGE_TAG),--ops-image-tag $(OPS_IMAGE_TAG)) $(UPGRADE_FLAGS)
 
 # CI/CD pipelines (ci/README.md): the same checks tests/ci runs, for one look before pushing.
 .PHONY: ci-check ci-tools

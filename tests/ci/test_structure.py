@@ -27,7 +27,7 @@ def test_usercode_pipeline_passes(usercode_pipeline):
 
 
 def test_stage_order(platform_pipeline, usercode_pipeline):
-    assert platform_pipeline.stages == ["lint", "test", "render", "diff", "acceptance", "production"]
+    assert platform_pipeline.stages == ["lint", "test", "build", "render", "diff", "acceptance", "production"]
     assert usercode_pipeline.stages == ["lint", "test", "build", "scan", "acceptance", "production"]
 
 

@@ -46,6 +46,7 @@ def test_environment_files_only_hold_what_differs():
             "objectStore",
             "ingress",
             "networkPolicy",
+            "ops",
             "dagster",
         }
         assert set(own["dagster"]) <= {"dagsterWebserver", "postgresql", "computeLogManager"}

@@ -233,7 +233,7 @@ def test_pods_in_values_without_resources_or_non_root_fail(values_of, path, chan
     [
         ("acceptance", "dagster.postgresql.enabled", True),
         ("acceptance", "dagster.generatePostgresqlPasswordSecret", True),
-        ("acceptance", "dagster.dagster-user-deployments.enableSubchart", True),
+        ("acceptance", "dagster.dagster-user-deployments.enableSubchart", False),
         ("production", "dagster.runLauncher.type", "CeleryK8sRunLauncher"),
         ("production", "dagster.dagsterWebserver.enableReadOnly", False),
         ("production", "dagster.dagsterDaemon.runRetries.enabled", False),

@@ -34,7 +34,10 @@ WITHOUT_CHART = (
 MIGRATE_JOB = "job/dagster-dagster-webserver-instance-migrate"
 
 
-def run_upgrade(tmp_path, *flags, fail="", deployed="1.12.3", chart=False):
+OPS_TAG = "0123abcd"  # the platform/ops image the platform pipeline built (CI: $CI_COMMIT_SHA)
+
+
+def run_upgrade(tmp_path, *flags, fail="", deployed="1.12.3", chart=False, ops_tag=OPS_TAG):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for name in ("helm", "kubectl"):
@@ -45,6 +48,7 @@ def run_upgrade(tmp_path, *flags, fail="", deployed="1.12.3", chart=False):
     env |= {"STUB_FAIL": fail, "STUB_DEPLOYED": deployed, "DAGSTER_PLATFORM_HELM": "sdk"}
     code = ["-m", "dagster_platform.cli"] if chart else ["-c", WITHOUT_CHART]
     args = ["platform", "upgrade", "--env", "acceptance", "--kubeconfig", kubeconfig(tmp_path, "acme-acceptance")]
+    args += ["--ops-image-tag", ops_tag] if ops_tag else []
     result = subprocess.run([sys.executable, *code, *args, *flags], env=env, capture_output=True, text=True)
     calls = log.read_text().splitlines() if log.exists() else []
     return result, calls
@@ -65,7 +69,7 @@ def test_backup_then_upgrade_then_migration_in_order(tmp_path):
         index(calls, "helm list"),  # read-only: is this a minor upgrade?
         index(calls, "kubectl", "apply -f", f"{name}.yaml"),
         index(calls, "kubectl", "wait --for=condition=complete", f"job/{name}"),
-        index(calls, "helm upgrade --install dagster", "--atomic"),
+        index(calls, "helm upgrade --install dagster", "--atomic", f"deployments[0].image.tag={OPS_TAG}"),
         index(calls, "scale deployment --replicas=0"),
         min(pipe),  # helm template | kubectl apply -f - (one shell pipe: either may log first)
         max(pipe),
@@ -153,3 +157,13 @@ def test_dry_run_lists_every_step_and_calls_nothing(tmp_path):
     ][1:]
     assert len(steps) == 3 + len(migration) and all(s.startswith(f"+ {when} ") for s in steps[3:])
     assert MIGRATE_JOB in steps[5] and "rollout status" in steps[-1]
+
+
+def test_upgrade_without_the_ops_image_tag_is_refused_before_anything_runs(tmp_path):
+    result, calls = run_upgrade(tmp_path, ops_tag="")
+    assert result.returncode == 2
+    assert calls == []
+    assert result.stderr.strip().splitlines() == [
+        "refusing: no --ops-image-tag (OPS_IMAGE_TAG=...): the tag of the platform/ops image the platform pipeline "
+        "built for this commit (CI: $CI_COMMIT_SHA); without it the ops location would not deploy"
+    ]

@@ -79,7 +79,7 @@ def test_invalid_registry_entry_fails(locations, entry, expected):
 
 def test_registry_port_that_is_not_an_integer_is_one_line_of_platform_check(tmp_path, monkeypatch, capsys):
     copy_ = tmp_path / "code-locations.yaml"
-    copy_.write_text(paths.CODE_LOCATIONS_YAML.read_text().replace("port: 4000", "port: abc"))
+    copy_.write_text(paths.CODE_LOCATIONS_YAML.read_text().replace("port: 4000", "port: abc", 1))
     errors = platform_check_errors(monkeypatch, capsys, "CODE_LOCATIONS_YAML", copy_)
     assert not any("Traceback" in line for line in errors)
     assert errors[:2] == [

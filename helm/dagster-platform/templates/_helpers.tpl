@@ -52,3 +52,9 @@ manifests for the wrong place.
 {{- fail "dagster.postgresql.postgresqlPassword must not be set: the password comes from the Secret global.postgresqlSecretName" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The official chart's instance ConfigMap (`dagster.fullname`-instance; release names containing "dagster" keep their name). */}}
+{{- define "platform.instanceConfigMap" -}}
+{{- $full := ternary .Release.Name (printf "%s-dagster" .Release.Name) (contains "dagster" .Release.Name) -}}
+{{- printf "%s-instance" ($full | trunc 63 | trimSuffix "-") -}}
+{{- end -}}

@@ -28,7 +28,7 @@ from dagster_platform.ci.config import (
 from dagster_platform.paths import dagster_version
 
 STAGES = {
-    "platform": ["lint", "test", "render", "diff", "acceptance", "production"],
+    "platform": ["lint", "test", "build", "render", "diff", "acceptance", "production"],
     "usercode": ["lint", "test", "build", "scan", "acceptance", "production"],
 }
 # The commands a developer runs locally, exactly.
@@ -40,6 +40,8 @@ MR_RULE = '$CI_PIPELINE_SOURCE == "merge_request_event"'
 DEFAULT_BRANCH_RULE = "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"
 ENVIRONMENTS = ("acceptance", "production")
 CONTAINER_SCANNING = "Jobs/Container-Scanning.gitlab-ci.yml"
+# The platform's upgrade jobs deploy the ops image the same pipeline built (build-ops).
+UPGRADE_COMMAND = 'make platform-upgrade ENV="$ENV" OPS_IMAGE_TAG="$CI_COMMIT_SHA"'
 
 SECRET_NAME = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|PRIVATE|CREDENTIAL|API_KEY|AUTH|KUBECONFIG|_KEY$)", re.I)
 PRINTERS = re.compile(r"(^|[;&|(`]\s*|\$\(\s*)(echo|printf|cat\s*<<|tee)\b")
@@ -173,8 +175,8 @@ def _check_deploys(jobs: dict[str, dict], kind: str) -> list[str]:
             problems.append(f"{name}: KUBE_CONTEXT must be $KUBE_CONTEXT_{env.upper()}")
         if kind == "usercode":
             problems += _check_helm_deploy(name, env, commands, job_vars)
-        elif 'make platform-upgrade ENV="$ENV"' not in commands or job_vars.get("ENV") != env:
-            problems.append(f"{name}: must run make platform-upgrade ENV={env}")
+        elif UPGRADE_COMMAND not in commands or job_vars.get("ENV") != env:
+            problems.append(f"{name}: must run make platform-upgrade ENV={env} OPS_IMAGE_TAG=$CI_COMMIT_SHA")
     return problems
 
 

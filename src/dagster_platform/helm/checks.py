@@ -73,6 +73,8 @@ def check_values(env: str, *, layers: list[tuple[str, Mapping[str, Any]]] | None
     locations = helm_values.load_code_locations()
     out += registry.check_code_location_registry(locations)
     out += registry.check_workspace(values, locations, where)
+    out += registry.check_ops_deployment(values, locations, where)
+    out += policies.check_daemon_liveness(values, where)
     out += check_instance_config(env, values, helm_values.load_instance())
     for name, layer in layers[:2]:  # the files; what the generated layer repeats of them is found in them
         out += separation.check_environment_separation(env, layer, separation.other_env_files(env), where=name)

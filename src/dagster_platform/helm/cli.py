@@ -128,6 +128,13 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     if problems:
         print("refusing: the checks fail:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1
+    if not args.ops_image_tag and not args.dry_run:
+        print(
+            "refusing: no --ops-image-tag (OPS_IMAGE_TAG=...): the tag of the platform/ops image the platform "
+            "pipeline built for this commit (CI: $CI_COMMIT_SHA); without it the ops location would not deploy",
+            file=sys.stderr,
+        )
+        return 2
     files = helm_values.write_generated(args.env)
     new_version = paths.dagster_version()
     where = {"context": context, "namespace": namespace}
@@ -142,11 +149,13 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         except (OSError, subprocess.CalledProcessError, ValueError) as exc:
             print(f"platform upgrade: reading the deployed version (helm list) failed: {exc}", file=sys.stderr)
             return 1
-    plan = upgrade.upgrade_steps(args.env, **where, value_files=files, migrate=migrate)
+    tag = args.ops_image_tag or ("<OPS_IMAGE_TAG>" if args.dry_run else "")
+    plan = upgrade.upgrade_steps(args.env, **where, value_files=files, migrate=migrate, ops_image_tag=tag)
     if args.dry_run:
         if args.migrate == "auto":  # the deployed version is not read in a dry run: show both branches
             when = f"[only if the deployed Dagster minor differs from {'.'.join(new_version.split('.')[:2])}] "
-            migration = upgrade.upgrade_steps(args.env, **where, value_files=files, migrate=True)[len(plan) :]
+            migration = upgrade.upgrade_steps(args.env, **where, value_files=files, migrate=True, ops_image_tag=tag)
+            migration = migration[len(plan) :]
             plan += [(label, [when + cmd[0], *cmd[1:]]) for label, cmd in migration]
         for _, cmd in steps + plan:
             print("+ " + " ".join(cmd), flush=True)
@@ -242,6 +251,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p[name].add_argument("--kubeconfig", help="defaults to $KUBECONFIG, else ~/.kube/config")
     p["upgrade"].add_argument(
         "--dry-run", action="store_true", help="print every step (the migration marked conditional); call nothing"
+    )
+    p["upgrade"].add_argument(
+        "--ops-image-tag", default="", help="tag of the platform/ops image this pipeline built (CI: the commit SHA)"
     )
     p["upgrade"].add_argument(
         "--migrate",

@@ -15,6 +15,7 @@ from typing import Any
 from dagster_platform.helm.engine import strip_source
 from dagster_platform.helm.policies import (
     KUBE_VERSION,
+    OPS_LOCATION,
     Violation,
     has_resources,
     image_problem,
@@ -64,6 +65,8 @@ def check_manifest_pods(objects: list[Mapping[str, Any]]) -> list[Violation]:
                 repo_and_tag = image.split("@", 1)[0]
                 tag = repo_and_tag.rsplit(":", 1)[1] if ":" in repo_and_tag.rsplit("/", 1)[-1] else ""
                 problem = None if "@sha256:" in image else image_problem(tag)
+                if problem == "has no tag" and repo_and_tag.rstrip(":").endswith(f"/{OPS_LOCATION}"):
+                    problem = None  # the platform pipeline's commit, given at upgrade (`--ops-image-tag`)
                 if problem:
                     out.append(Violation("image-tag", name, f"image {image!r} {problem}"))
                 if not runs_as_non_root(spec.get("securityContext"), ctr.get("securityContext")):

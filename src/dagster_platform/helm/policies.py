@@ -210,6 +210,8 @@ def check_value_images(values: Mapping[str, Any], where: str) -> list[Violation]
     for path, node in mappings(values):
         image = node.get("image")
         problem = image_problem(image.get("tag")) if isinstance(image, Mapping) else None
+        if problem == "has no tag" and path.startswith(OPS_DEPLOYMENT):
+            continue  # the platform pipeline's commit, given at upgrade (`--ops-image-tag`), which refuses none
         if problem:
             at = f"{path}.image" if path else "image"
             out.append(Violation("image-tag", where, f"{at} ({image.get('repository')}) {problem}"))
@@ -234,12 +236,37 @@ def check_value_pods(values: Mapping[str, Any], where: str) -> list[Violation]:
     return out
 
 
+# The subchart deployment of the platform's operations location (platform/ops/): the only one, at index 0,
+# which `platform upgrade --ops-image-tag` sets with `--set`.
+OPS_DEPLOYMENT = "dagster.dagster-user-deployments.deployments[0]"
+OPS_LOCATION = "platform-ops"
+# A hung daemon is restarted within heartbeat interval + tolerance + probe window; the chart default
+# tolerance (1800 s) would leave the run queue stopped for half an hour.
+MAX_HEARTBEAT_TOLERANCE = 600
+
+
+def check_daemon_liveness(values: Mapping[str, Any], where: str) -> list[Violation]:
+    """The daemon has Dagster's liveness check as its probe and a heartbeat tolerance of minutes."""
+    daemon = helm_values.get_path(values, "dagster.dagsterDaemon") or {}
+    out = []
+    command = ((daemon.get("livenessProbe") or {}).get("exec") or {}).get("command") or []
+    if command[-2:] != ["dagster-daemon", "liveness-check"]:
+        message = "dagster.dagsterDaemon.livenessProbe.exec.command must be [dagster-daemon, liveness-check]"
+        out.append(Violation("daemon-liveness", where, message + " (a dead or hung daemon is then restarted)"))
+    tolerance = daemon.get("heartbeatTolerance")
+    if type(tolerance) is not int or not 60 <= tolerance <= MAX_HEARTBEAT_TOLERANCE:
+        message = f"dagster.dagsterDaemon.heartbeatTolerance is {tolerance!r}; "
+        message += f"set seconds in 60..{MAX_HEARTBEAT_TOLERANCE}"
+        out.append(Violation("daemon-liveness", where, message))
+    return out
+
+
 # -- what the platform relies on, stated once ------------------------------------------------------
 REQUIRED_VALUES = {
     "dagster.postgresql.enabled": False,
     "dagster.generatePostgresqlPasswordSecret": False,
     "dagster.dagster-user-deployments.enabled": True,
-    "dagster.dagster-user-deployments.enableSubchart": False,
+    "dagster.dagster-user-deployments.enableSubchart": True,  # for platform/ops only (check_ops_deployment)
     "dagster.runLauncher.type": "K8sRunLauncher",
     "dagster.dagsterDaemon.enabled": True,
     "dagster.dagsterDaemon.runCoordinator.enabled": True,

@@ -63,3 +63,24 @@ def check_code_location_registry(locations: list[Mapping[str, Any]]) -> list[Vio
             )
         out += [Violation("registry", _WHERE, problem) for problem in problems]
     return out
+
+
+def check_ops_deployment(values: Mapping[str, Any], locations: list[Mapping[str, Any]], where: str) -> list[Violation]:
+    """The user-deployments subchart runs exactly the platform's ops location, as registered."""
+    from dagster_platform.helm.policies import OPS_DEPLOYMENT, OPS_LOCATION
+
+    deployments = helm_values.get_path(values, "dagster.dagster-user-deployments.deployments") or []
+    names = [d.get("name") for d in deployments]
+    if names != [OPS_LOCATION]:
+        message = f"the platform release deploys only {OPS_LOCATION}; user code is its own release (found {names})"
+        return [Violation("ops-location", where, f"dagster.dagster-user-deployments.deployments: {message}")]
+    ops, entry = deployments[0], next((loc for loc in locations if loc.get("name") == OPS_LOCATION), None)
+    if entry is None:
+        return [Violation("ops-location", _WHERE, f"{OPS_LOCATION} is deployed but not registered; add its entry")]
+    expected = {"image.repository": entry.get("image"), "port": entry.get("port"),
+                "dagsterApiGrpcArgs": ["-m", entry.get("module")]}  # fmt: skip
+    return [
+        Violation("ops-location", where, f"{OPS_DEPLOYMENT}.{key} is {actual!r}; the registry says {value!r}")
+        for key, value in expected.items()
+        if (actual := helm_values.get_path(ops, key)) != value
+    ]

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from dagster_platform.helm import values as helm_values
+from dagster_platform.helm.policies import OPS_DEPLOYMENT
 from dagster_platform.helm.separation import other_env_files
 
 # Timeout of `helm upgrade --wait` and of the backup and migration Jobs.
@@ -105,11 +106,15 @@ def scale_up_steps(env: str, context: str, namespace: str) -> list[Step]:
     ]
 
 
-def upgrade_steps(env: str, *, context: str, namespace: str, value_files: list[Path], migrate: bool) -> list[Step]:
+def upgrade_steps(
+    env: str, *, context: str, namespace: str, value_files: list[Path], migrate: bool, ops_image_tag: str = ""
+) -> list[Step]:
     """The steps `make platform-upgrade` runs after the backup, in order."""
     release, chart = helm_values.RELEASE_NAME, str(helm_values.CHART_DIR)
     target = ["--kube-context", context, "--namespace", namespace]
     files = [arg for f in value_files for arg in ("--values", str(f))]
+    if ops_image_tag:  # the ops location's image, built by the same platform pipeline (platform/ops/)
+        files += ["--set", f"{OPS_DEPLOYMENT}.image.tag={ops_image_tag}"]
     upgrade = ["helm", "upgrade", "--install", release, chart, *target, *files, "--atomic", "--wait"]
     steps = [("helm upgrade", [*upgrade, "--timeout", UPGRADE_TIMEOUT])]
     if not migrate:
