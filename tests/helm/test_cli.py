@@ -10,6 +10,7 @@ import yaml
 from dagster_platform.cli import main
 from dagster_platform.helm import checks
 from dagster_platform.helm import values as helm_values
+from dagster_platform.paths import dagster_version
 
 
 @pytest.mark.slow
@@ -37,7 +38,8 @@ def test_deps_offline_names_the_chart_repository_in_one_line(monkeypatch, capsys
     assert main(["platform", "deps"]) == 1
     assert capsys.readouterr().err == (
         "platform deps: helm/dagster-platform/Chart.yaml dependencies: the official chart could not be fetched "
-        "(dagster 1.13.27 from https://dagster-io.github.io/helm); `make platform-deps` needs network access to that "
+        f"(dagster {dagster_version()} from https://dagster-io.github.io/helm); "
+        "`make platform-deps` needs network access to that "
         "repository (Helm: open /tmp/helm-c-deps-1/repository/helm-c-dep-0-index.yaml: no such file or dir)\n"
     )
 
