@@ -132,9 +132,40 @@ def test_a_compute_log_manager_the_user_code_image_cannot_import_fails():
     }
     errors = instance_image_errors("production", derived)
     assert errors == [
-        "production: compute_logs GCSComputeLogManager comes from dagster-gcp, which the user-code image "
-        "(usercode-template runtime dependencies) does not install; add dagster-gcp to that image (template: "
-        "usercode-template pyproject.toml + `make template-lock`) or choose another class"
+        f"production: compute_logs GCSComputeLogManager comes from dagster-gcp, which the {image} does not install; "
+        "add dagster-gcp to that image (template: usercode-template pyproject.toml + `make template-lock`) or choose "
+        "another class"
+        for image in (
+            "user-code image (usercode-template runtime dependencies)",
+            "ops image (platform/ops runtime dependencies)",
+        )
+    ]
+
+
+def test_an_ops_image_without_the_run_launchers_package_fails(tmp_path, monkeypatch):
+    """platform/ops's run workers load the cluster's instance too: its lock must bring dagster-k8s."""
+    import shutil
+
+    from dagster_platform import paths
+    from dagster_platform.helm import images
+
+    ops = tmp_path / "platform" / "ops"
+    ops.mkdir(parents=True)
+    lock = (paths.PLATFORM_DIR / "ops" / "uv.lock").read_text()
+    root = lock.index('name = "platform-ops"')
+    lock = lock[:root] + lock[root:].replace('    { name = "dagster-k8s" },\n', "", 1)
+    (ops / "uv.lock").write_text(lock)
+    shutil.copy(paths.PLATFORM_DIR / "ops" / "pyproject.toml", ops)
+    monkeypatch.setattr(paths, "PLATFORM_DIR", tmp_path / "platform")
+    images.locked_image.cache_clear()
+    try:
+        errors = instance_image_errors("acceptance", helm_instance.derive_instance("acceptance"))
+    finally:
+        images.locked_image.cache_clear()
+    assert errors == [
+        "acceptance: run_launcher K8sRunLauncher comes from dagster-k8s, which the ops image (platform/ops runtime "
+        "dependencies) does not install; add dagster-k8s to that image (template: usercode-template pyproject.toml "
+        "+ `make template-lock`) or choose another class"
     ]
 
 

@@ -39,11 +39,20 @@ def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-@cache
 def usercode_image() -> frozenset[str]:
-    """Distributions a user-code image installs: the template's runtime dependencies, resolved through
-    its uv.lock (what the Dockerfile's `uv sync --frozen --no-dev` installs)."""
-    lock_path = paths.TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "uv.lock"
+    """Distributions a user-code image installs: the template's runtime dependencies."""
+    return locked_image(paths.TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "uv.lock")
+
+
+def ops_image() -> frozenset[str]:
+    """Distributions the platform's ops image installs (platform/ops/, deployed with the platform)."""
+    return locked_image(paths.PLATFORM_DIR / "ops" / "uv.lock")
+
+
+@cache
+def locked_image(lock_path) -> frozenset[str]:
+    """Distributions an image built from this uv.lock installs: its project's runtime dependencies, resolved
+    through the lock (what a Dockerfile's `uv sync --frozen --no-dev` installs)."""
     lock = tomllib.loads(lock_path.read_text())
     packages = {_normalize(p["name"]): p for p in lock["package"]}
     root = next(p for p in lock["package"] if (p.get("source") or {}).get("editable") == ".")
@@ -64,6 +73,7 @@ def instance_image_errors(env: str, instance: Mapping[str, Any]) -> list[str]:
     image_sets = {
         "webserver/daemon image (dagster-celery-k8s)": CELERY_K8S_IMAGE,
         "user-code image (usercode-template runtime dependencies)": usercode_image(),
+        "ops image (platform/ops runtime dependencies)": ops_image(),
     }
     scheme = (instance.get("run_storage") or {}).get("config", {}).get("postgres_db", {}).get("scheme") or "postgresql"
     if any(section in instance for section in STORAGE_SECTIONS):
