@@ -152,3 +152,10 @@ endif
 endif
 dagster-upgrade: install ## move every Dagster pin, image tag, CI variable and uv lock to VERSION=x.y.z (DRY_RUN=1 lists)
 	$(CLI) dagster-upgrade --version '$(VERSION)' $(if $(DRY_RUN),--dry-run)
+
+# The upgrade path, proved on this machine (docs/upgrade.md "Restore drill"): an older Dagster's run history in a
+# throwaway Postgres, pg_dump, `dagster instance migrate`, a restore into a new database that the old version reads.
+# DRILL_FLAGS='--from-version 1.11.16 --keep'.
+.PHONY: upgrade-drill
+upgrade-drill: install ## old Dagster's runs → pg_dump → migrate → restore drill, locally (DRILL_FLAGS=--from-version X.Y.Z)
+	$(CLI) upgrade-drill $(DRILL_FLAGS)

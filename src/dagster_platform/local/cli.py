@@ -12,7 +12,7 @@ from dagster_platform import procs
 from dagster_platform.graphql import Client
 from dagster_platform.helm.instance import InstanceTranslationError
 from dagster_platform.helm.values import ENVIRONMENTS
-from dagster_platform.local import config, lifecycle, postgres
+from dagster_platform.local import config, lifecycle, postgres, upgrade_drill
 from dagster_platform.local.supervisor import ComponentFailed, Supervisor, owned
 
 # What `up` raises for a refusal or a failure; it has printed the details (log tail) and stopped what it started.
@@ -149,3 +149,5 @@ def register(subparsers) -> None:
     instance.add_argument("--env", default=config.DEFAULT_ENV, choices=ENVIRONMENTS, help=env_help)
     instance.add_argument("--output", default=None, help="write it here (make template-instance: the template's)")
     instance.set_defaults(func=_instance_command)
+
+    upgrade_drill.register(subparsers)
