@@ -7,7 +7,8 @@
          after `stack up` returns, until `stack down`.
 
 Both start in the same order: locations (locations.prepare) → dagster.yaml (the cluster's derived instance
-with the mode's named substitutions, config.write_instance) → [stack: Postgres, object store] →
+with the mode's named substitutions, config.write_instance) → [stack: Postgres, object store, the alert
+receiver: a loopback chat webhook writing <state dir>/alerts.jsonl, whose URL the platform-ops location gets] →
 workspace.yaml → `dagster instance migrate`, before any process opens the instance (processes opening a
 fresh instance at once race on creating its schema; dev: once per Dagster version) → code servers, each from
 its location's .venv → webserver → daemon, once the webserver answers (its start-up would compete with the
@@ -18,6 +19,7 @@ everything already started is stopped again.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import sys
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from dagster_platform import net, procs
 from dagster_platform.graphql import Client
-from dagster_platform.local import config, locations, objectstore, postgres, services
+from dagster_platform.local import alert_receiver, config, locations, objectstore, postgres, services
 from dagster_platform.local.services import start_object_store, start_postgres
 from dagster_platform.local.supervisor import ComponentFailed, Supervisor, run_once
 from dagster_platform.paths import DEV_DIR, ROOT, dagster_version
@@ -79,6 +81,15 @@ class Stack:
     def dagster_home(self) -> Path:
         return home_of(self.state_dir, self.mode)
 
+    @property
+    def alerts_file(self) -> Path:
+        return alerts_file(self.state_dir)
+
+
+def alerts_file(state_dir: Path) -> Path:
+    """Where the stack's alert receiver appends each alert (one JSON object per line)."""
+    return Path(state_dir) / "alerts.jsonl"
+
 
 def base_env(dagster_home: Path, pg: postgres.PgConnection | None = None, store=None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SCRUBBED}
@@ -117,6 +128,17 @@ def code_server_command(mode: str, location_dir: Path, loc: locations.Location, 
         # Several Python environments on one machine: run workers must use this server's interpreter.
         "--use-python-environment-entry-point",
     ]  # fmt: skip
+
+
+def start_alert_receiver(sup: Supervisor, env: dict[str, str], timeout: float) -> str:
+    """The loopback chat webhook (alert_receiver.py) on a free port; returns its URL."""
+    port, out = net.free_port(), alerts_file(sup.state_dir)
+    command = [sys.executable, "-m", alert_receiver.__name__, "--port", str(port), "--out", str(out)]
+    sup.start("alert-receiver", command, env=env, cwd=sup.state_dir, info={"port": port})
+    sup.wait_ready("alert-receiver", lambda: net.port_open(HOST, port), timeout)
+    url = f"http://{HOST}:{port}/"
+    say("stack", f"alerts: platform-ops posts to {url}; they land in {out}")
+    return url
 
 
 def migrate(env: dict[str, str], home: Path, sup: Supervisor, mode: str = "stack") -> float:
@@ -179,8 +201,15 @@ def up(
         ports = {loc.name: net.free_port() for loc in stack_locations}
         workspace = config.write_workspace(home, ports)
         env = base_env(home, pg, store)
+        url = f"http://{host}:{port}"
+        ops_env = {}  # the platform-ops location's alerting variables, as the cluster's Secret and values set them
+        if mode == "stack":
+            webhook = start_alert_receiver(sup, base_env(home), timeout)
+            ops_env = {"PLATFORM_ALERT_WEBHOOK_URL": webhook, "PLATFORM_ENV": "local", "PLATFORM_UI_URL": url}
         timings["migrate"] = migrate(env, home, sup, mode)
         for loc in stack_locations:  # all at once, then waited for
+            if loc.name == locations.OPS_LOCATION:
+                loc = dataclasses.replace(loc, env={**ops_env, **loc.env})
             sup.start(
                 f"code-server-{loc.name}",
                 code_server_command(mode, dirs[loc.name], loc, ports[loc.name]),
@@ -193,7 +222,6 @@ def up(
             for name in required:
                 took = sup.wait_ready(f"code-server-{name}", lambda p=ports[name]: net.port_open(HOST, p), timeout)
                 say(mode, f"code server {name}: serving gRPC on {HOST}:{ports[name]} ({took:.1f}s)")
-        url = f"http://{host}:{port}"
         sup.start(
             "webserver",
             [str(PLATFORM_BIN / "dagster-webserver"), "-h", host, "-p", str(port), "-w", str(workspace)],
@@ -254,6 +282,7 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, wipe: bool = False, quiet: bool = 
         shutil.rmtree(home_of(state_dir, mode), ignore_errors=True)
         shutil.rmtree(state_dir / "logs", ignore_errors=True)
         (state_dir / "state.json").unlink(missing_ok=True)
+        alerts_file(state_dir).unlink(missing_ok=True)
         if not quiet:
             say(mode, f"wiped data in {state_dir} (kept locations/)")
     return stopped

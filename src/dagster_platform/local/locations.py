@@ -2,6 +2,8 @@
 
 - The entry of platform/code-locations.yaml whose name is what the template renders with its default answers
   comes from the template (`dagster_platform.template.render.render`): the example location (both modes).
+- platform/ops/ is the platform's own operations location `platform-ops` (run-failure alerts, canary, run
+  retention; stack only): deployed to every cluster, and locally given the stack's alert receiver.
 - Every directory under platform/local/ with a pyproject.toml is a local-only location (the canary; stack only).
 
 prepare() puts each under <locations dir>/<name>/ with its own .venv from its own lock, so locations may use
@@ -26,6 +28,8 @@ import yaml
 from dagster_platform.paths import CODE_LOCATIONS_YAML, DEV_DIR, PLATFORM_DIR, uv_executable
 
 LOCAL_LOCATIONS_DIR = PLATFORM_DIR / "local"
+OPS_DIR = PLATFORM_DIR / "ops"
+OPS_LOCATION = "platform-ops"  # its pyproject's name; lifecycle gives it the alert webhook's variables
 
 
 @dataclass
@@ -57,7 +61,7 @@ def example_location() -> Location:
 def default_locations(mode: str = "stack") -> list[Location]:
     found = [example_location()]
     if mode == "stack":
-        for pyproject in sorted(LOCAL_LOCATIONS_DIR.glob("*/pyproject.toml")):
+        for pyproject in [OPS_DIR / "pyproject.toml", *sorted(LOCAL_LOCATIONS_DIR.glob("*/pyproject.toml"))]:
             name = tomllib.loads(pyproject.read_text())["project"]["name"]
             found.append(Location(name, f"{name.replace('-', '_')}.definitions", str(pyproject.parent)))
     return found

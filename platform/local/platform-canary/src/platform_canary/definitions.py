@@ -1,9 +1,9 @@
 """The platform's canary code location, run only by the local stack (`make stack`, tests/local).
 
 It is deliberately different from the example location rendered from the template: its own lock (another
-`requests` version), trivial fast jobs for latency and concurrency measurements, a schedule that ticks
-every minute, a sensor that reacts within seconds, and the in-process executor. Schedule and sensor start
-STOPPED; the stack tests start them through the GraphQL API.
+`requests` version), trivial fast jobs for latency and concurrency measurements, a job that fails on purpose
+(platform-ops' run-failure alert), a schedule that ticks every minute, a sensor that reacts within seconds,
+and the in-process executor. Schedule and sensor start STOPPED; the stack tests start them through GraphQL.
 """
 
 import os
@@ -61,6 +61,17 @@ def speak_job():
     speak()
 
 
+@dg.op
+def explode() -> None:
+    raise RuntimeError("platform-canary fails on purpose")
+
+
+# No automatic retry (the instance retries failed runs once): one failure, one run-failure alert to count.
+@dg.job(description="Fails on purpose: the platform-ops run-failure alert's test.", tags={"dagster/max_retries": "0"})
+def fail_job():
+    explode()
+
+
 @dg.schedule(job=canary_job, cron_schedule="* * * * *", execution_timezone="UTC")
 def canary_every_minute(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     tick = context.scheduled_execution_time.isoformat()
@@ -94,7 +105,7 @@ defs = dg.Definitions(
     # One process per run, no process per step: runs here measure the platform's overhead (queue,
     # launcher, run worker, storage), not the executor's.
     executor=dg.in_process_executor,
-    jobs=[canary_job, nap_job, speak_job],
+    jobs=[canary_job, nap_job, speak_job, fail_job],
     schedules=[canary_every_minute],
     sensors=[canary_trigger_files],
 )
