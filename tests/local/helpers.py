@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from dagster_platform.paths import INSTANCE_YAML, ROOT
 EXAMPLE = "example-pipelines"
 CANARY = "platform-canary"
 BROKEN = "broken-import"
+OPS = "platform-ops"
 ARTIFACTS = ROOT / "test-artifacts"
 PLATFORM_CLI = Path(sys.executable).parent / "dagster-platform"
 
@@ -70,3 +72,21 @@ def assert_nothing_left(dev_dir: Path, port: int, case: str, timeout: float = 60
             )
         time.sleep(0.2)
     return time.monotonic() - began
+
+
+# --- platform-ops' alerts -----------------------------------------------------------------------------------
+def alerts(path: Path, **props: str) -> list[dict]:
+    """The alerts the receiver wrote to `path` (one JSON object per line) whose props match `props`."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    found = [json.loads(line) for line in lines if line.strip()]
+    return [a for a in found if all(a.get("props", {}).get(k) == v for k, v in props.items())]
+
+
+def start_alert_receiver(port: int, out: Path, status: int = 200) -> subprocess.Popen:
+    """The stack's own receiver (dagster_platform.local.alert_receiver) on `port`, ready when it returns."""
+    argv = [sys.executable, "-m", "dagster_platform.local.alert_receiver", "--port", str(port), "--out", str(out)]
+    log = out.with_suffix(".log").open("w")
+    proc = subprocess.Popen([*argv, "--status", str(status)], stdout=log, stderr=subprocess.STDOUT)
+    wait_until(lambda: port_open("127.0.0.1", port) or proc.poll() is not None, 30, "the alert receiver to listen")
+    assert proc.poll() is None, out.with_suffix(".log").read_text()
+    return proc
