@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,8 +210,8 @@ class Drill:
         return lifecycle.base_env(self.home, dataclasses.replace(self.pg, db_name=db), self.store)
 
     def jobs(self, python: Path, db: str, *runs: str) -> tuple[dict[str, str], dict[str, str]]:
-        """With this Python's Dagster (checked to be `python`'s expected version): every run (id → status),
-        before and after executing `runs`."""
+        """Every run (id → status) before and after executing `runs`, with the Dagster of `python` (the old or
+        the new version, checked)."""
         out = _run([str(python), str(self.home / "drill_jobs.py"), *runs], self.dagster_env(db), self.log, self.home)
         found = json.loads(out.strip().splitlines()[-1])
         expected = self.result.new_version if python == NEW_PYTHON else self.result.old_version
@@ -224,10 +225,7 @@ class Drill:
 
 
 def _statuses(runs: dict[str, str]) -> str:
-    counts: dict[str, int] = {}
-    for status in runs.values():
-        counts[status] = counts.get(status, 0) + 1
-    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items(), key=lambda item: -item[1]))
+    return ", ".join(f"{n} {status}" for status, n in Counter(runs.values()).most_common())
 
 
 def _same(expected: set[str] | frozenset[str], got, what: str) -> None:
@@ -282,13 +280,17 @@ def run(
                     lifecycle.down(state_dir, wipe=True, quiet=True, grace=10)
                 shutil.rmtree(state_dir, ignore_errors=True)
             elif finished:
-                pg = drill.pg
+                pg, store = drill.pg, drill.store.endpoint_url
                 say(f"kept {state_dir}: Postgres still on {pg.host}:{pg.port} (user {pg.user}, databases "
-                    f"{postgres.DB_NAME} and {RESTORED_DB}, password in state.json), S3 on {drill.store.endpoint_url}; "
-                    f"stop and delete: `dagster-platform stack --state-dir {state_dir} down --wipe`")  # fmt: skip
+                    f"{postgres.DB_NAME} and {RESTORED_DB}, password in state.json), S3 on {store}; "
+                    f"stop and delete: `{_wipe(state_dir)}`")  # fmt: skip
             else:
                 say(f"kept {state_dir} (logs/drill.log, the dumps); its services were stopped; delete its data: "
-                    f"`dagster-platform stack --state-dir {state_dir} down --wipe`")  # fmt: skip
+                    f"`{_wipe(state_dir)}`")  # fmt: skip
+
+
+def _wipe(state_dir: Path) -> str:
+    return f"dagster-platform stack --state-dir {state_dir} down --wipe && rm -r {state_dir}"
 
 
 def _steps(drill: Drill, before_restore: Callable[[Path], None] | None) -> None:
