@@ -52,7 +52,8 @@ def test_ops_location_pins_the_platforms_dagster():
         return dict(dep.split("==") for dep in deps if dep.split("==")[0].startswith("dagster"))
 
     platform, ops = pins(ROOT / "pyproject.toml"), pins(OPS_DIR / "pyproject.toml")
-    assert ops == {name: platform[name] for name in ("dagster", "dagster-postgres", "dagster-aws")}, ops
+    # dagster-postgres, -k8s, -aws: the code server, its run workers and the heartbeat check load the cluster's instance
+    assert ops == {name: platform[name] for name in ("dagster", "dagster-postgres", "dagster-k8s", "dagster-aws")}, ops
     locked = {p["name"]: p["version"] for p in tomllib.loads((OPS_DIR / "uv.lock").read_text())["package"]}
     assert {name: locked[name] for name in ops} == ops
     direct = tomllib.loads((OPS_DIR / "pyproject.toml").read_text())["project"]["dependencies"]
@@ -211,6 +212,15 @@ def test_heartbeat_check_passes_then_alerts_once_when_the_daemon_is_dead(stack, 
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     assert healthy.stdout.startswith("daemon heartbeat ok [local]: ") and healthy.stdout.count("\n") == 1
     before = len(alerts(stack.alerts_file, kind="daemon_heartbeat"))
+    broken = subprocess.run([str(ops_bin / "platform-ops-heartbeat")], capture_output=True, text=True, timeout=180,
+                            env={**env, "DAGSTER_DAEMON_HEARTBEAT_TOLERANCE": "soon"})  # fmt: skip
+    assert broken.returncode == 2 and broken.stdout.count("\n") == 1, broken.stdout + broken.stderr
+    assert broken.stdout.startswith(
+        "daemon heartbeat check [local] FAILED: ValueError: DAGSTER_DAEMON_HEARTBEAT_TOLERANCE='soon' is not a whole "
+    ), broken.stdout
+    assert broken.stdout.rstrip().endswith("alert sent"), broken.stdout
+    [failed_check] = alerts(stack.alerts_file, kind="daemon_heartbeat_check_failed")
+    assert "Dagster daemon heartbeat check failed: ValueError" in failed_check["text"], failed_check
 
     os.kill(sup.components["daemon"].pid, signal.SIGKILL)
     try:

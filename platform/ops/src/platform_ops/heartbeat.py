@@ -49,7 +49,9 @@ def check() -> tuple[int, str]:
     env = alerts.environment()
     raw = os.environ.get(TOLERANCE_ENV, "").strip()
     try:
-        tolerance = float(int(raw)) if raw else float(DEFAULT_DAEMON_HEARTBEAT_TOLERANCE_SECONDS)
+        if raw and not raw.isdigit():
+            raise ValueError(f"{TOLERANCE_ENV}={raw!r} is not a whole number of seconds")
+        tolerance = float(raw or DEFAULT_DAEMON_HEARTBEAT_TOLERANCE_SECONDS)
         with DagsterInstance.get() as instance:
             required = instance.get_required_daemon_types()
             statuses = get_daemon_statuses(
