@@ -58,6 +58,16 @@ mutation Reload($name: String!) {
   }
 }"""
 
+RELOAD_WORKSPACE = f"""{ENTRY}
+mutation ReloadWorkspace {{
+  reloadWorkspace {{
+    __typename
+    ... on Workspace {{ locationEntries {{ ...Entry }} }}
+    ... on PythonError {{ message }}
+    ... on UnauthorizedError {{ message }}
+  }}
+}}"""
+
 LAUNCH = """
 mutation Launch($params: ExecutionParams!) {
   launchRun(executionParams: $params) {
@@ -159,6 +169,20 @@ query RunsFeed($limit: Int!, $cursor: String, $filter: RunsFilter, $view: RunsFe
 DAEMONS = """
 query Daemons {
   instance { daemonHealth { allDaemonStatuses { daemonType required healthy lastHeartbeatTime } } }
+}"""
+
+# Every schedule and sensor of one repository with its instigator state (id for `stop`, RUNNING/STOPPED).
+AUTOMATION_STATES = """
+query Automation($selector: RepositorySelector!) {
+  repositoryOrError(repositorySelector: $selector) {
+    __typename
+    ... on Repository {
+      schedules { name scheduleState { id status } }
+      sensors { name sensorState { id status } }
+    }
+    ... on PythonError { message }
+    ... on RepositoryNotFoundError { message }
+  }
 }"""
 
 # Schedules and sensors: one start and one stop per kind; the mutations differ only in names.
@@ -272,6 +296,13 @@ class Client:
         if result["__typename"] != "WorkspaceLocationEntry":
             raise GraphQLError(f"reload of {name!r} refused: {result['__typename']}: {result.get('message', '')}")
 
+    def reload_workspace(self) -> None:
+        """Re-read the workspace file and reload every location (a location added to or removed from the file
+        appears or disappears); returns once the webserver has the new workspace."""
+        result = self.query(RELOAD_WORKSPACE)["reloadWorkspace"]
+        if result["__typename"] != "Workspace":
+            raise GraphQLError(f"reloadWorkspace refused: {result['__typename']}: {result.get('message', '')}")
+
     # --- runs ------------------------------------------------------------------------------------
     def launch_run(
         self,
@@ -350,6 +381,20 @@ class Client:
         if data["__typename"] != typename:
             raise GraphQLError(f"start {kind} {name}: {data}")
         return data[state_key]["id"]
+
+    def automation(self, location: str) -> list[dict[str, str]]:
+        """Every schedule and sensor of a location's repositories: kind, repository, name, id (for `stop`), status."""
+        found = []
+        for repository in self.locations()[location]["repositories"]:
+            selector = {"repositoryLocationName": location, "repositoryName": repository}
+            data = self.query(AUTOMATION_STATES, {"selector": selector})["repositoryOrError"]
+            if data["__typename"] != "Repository":
+                raise GraphQLError(f"repository {repository} of {location}: {data.get('message', data['__typename'])}")
+            for kind in ("schedule", "sensor"):
+                for item in data[f"{kind}s"]:
+                    state = item[f"{kind}State"]
+                    found.append({"kind": kind, "repository": repository, "name": item["name"], **state})
+        return found
 
     def stop(self, kind: str, state_id: str) -> None:
         mutation = AUTOMATION[kind]["stop"]
