@@ -10,6 +10,8 @@ machines) get a pass/FAIL against it. Sections (`--only`):
 - check:    `dg check defs` on the example location vs the bare scaffold.
 - runs:     the example job launched from `make dev`'s UI: launch → SUCCESS, one run after the other.
 - stack:    the local stack (bench/stack.py): up, trivial run latency, draining N queued runs, RSS.
+- locations20: one webserver and daemon with 20 template locations + 1 broken one, next to 1 location
+            (bench/locations.py): until all LOADED, RSS, GraphQL latency of the asset graph and the runs page.
 - test:     wall time of the platform's own `make test` (a few minutes, so one run unless asked).
 
 bench/sections.py measures (one function per section), bench/report.py aggregates and writes the table and
@@ -31,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import locations
 from bench import sections as s
 from bench.report import SECTIONS, Figure, build_report, merge_previous, render_report, write_report
 from dagster_platform.paths import ROOT, dagster_version
@@ -101,6 +104,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "check": lambda: s.check_figures(args.runs),
         "runs": lambda: s.runs_figures(args.runs),
         "stack": lambda: s.stack_figures(args.runs, args.drain_runs, args.stack_baseline),
+        "locations20": lambda: locations.locations_figures(args.locations_runs, args.locations),
         "test": lambda: s.test_figures(args.make_test_runs),
     }
     for section in (name for name in SECTIONS if name in args.only):
@@ -126,7 +130,10 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         previous = json.loads(latest.read_text())
         figures = merge_previous(figures, args.only, previous)
         errors = {**{k: v for k, v in previous.get("errors", {}).items() if k not in args.only}, **errors}
-    options = {name: getattr(args, name) for name in ("runs", "make_test_runs", "drain_runs", "only")}
+    options = {
+        name: getattr(args, name)
+        for name in ("runs", "make_test_runs", "drain_runs", "locations", "locations_runs", "only")
+    }
     return build_report(figures, errors, machine, options, started, now_iso())
 
 
@@ -146,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--only", type=parse_only, default=list(SECTIONS), help=f"sections (default {','.join(SECTIONS)})")
     add("--make-test-runs", type=int, default=1, help="repetitions of the platform's `make test` (default 1)")
     add("--drain-runs", type=int, default=100, help="queued runs to drain on the local stack")
+    add("--locations", type=int, default=locations.LOCATIONS, help="code locations of the locations20 section")
+    add("--locations-runs", type=int, default=1, help="pairs of stacks (1 and N locations) in locations20 (default 1)")
     add("--merge", action="store_true", help="keep figures of sections not run now from the previous latest.json")
     add("--stack-baseline", metavar="REV", help="also measure the local stack of this git revision (a worktree)")
     add("--strict", action="store_true", help="exit 1 when a figure misses its target")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("dev", "template", "check", "runs", "stack", "test")
+SECTIONS = ("dev", "template", "check", "runs", "stack", "locations20", "test")
 SCHEMA_VERSION = 1
 
 # Targets from issue 6, for the 2-core machines: figure key → upper limit, checked on the median (every target
@@ -30,7 +30,7 @@ TARGETS: dict[str, float] = {
 class Figure:
     key: str  # "<section>.<name>"; targets are looked up by key
     label: str
-    unit: str  # "s", "x" (ratio), "MiB", "runs/min"
+    unit: str  # "s", "ms", "x" (ratio), "MiB", "runs/min"
     samples: list[float] = field(default_factory=list)
     note: str = ""
     failed: str = ""  # why a run failed (the figure then FAILs whatever its numbers)
@@ -93,6 +93,15 @@ def ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[f
     return [n / d for n, d in zip(numerators, denominators, strict=False) if d > 0]
 
 
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The q-th percentile, linear between the closest ranks (numpy's default; q=50 is the median)."""
+    ordered = sorted(samples)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
 Values = dict[str, float | list[float]]
 
 
@@ -114,7 +123,7 @@ def alternate(
 
 
 # --- Markdown and JSON -------------------------------------------------------------------------------------
-FORMATS = {"x": "{:.2f}×", "MiB": "{:.0f} MiB", "runs/min": "{:.1f}/min"}  # seconds: fmt_value
+FORMATS = {"x": "{:.2f}×", "MiB": "{:.0f} MiB", "runs/min": "{:.1f}/min", "ms": "{:.0f} ms"}  # seconds: fmt_value
 
 
 def fmt_value(value: float | None, unit: str) -> str:

@@ -1,14 +1,23 @@
-"""`make bench`'s pure parts: aggregation, pass/fail against the targets, the Markdown table, the JSON shape.
-Nothing here is timed: the measuring itself runs only in `make bench`."""
+"""`make bench`'s pure parts: aggregation, pass/fail against the targets, the Markdown table, the JSON shape, the
+locations20 section's rows and checks. Nothing here is timed: the measuring itself runs only in `make bench`
+(one slow test runs a small stack of the locations20 section, to prove its measuring works)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from bench import bench, report
+from bench import bench, locations, report
 from bench.report import Figure
+from dagster_platform import procs
+from dagster_platform.local import lifecycle
+from dagster_platform.paths import ROOT
 
 
 def report_of(figures, errors=None, **machine):
@@ -199,3 +208,133 @@ def test_command_line_options():
     assert (args.runs, args.only, args.make_test_runs) == (5, ["dev", "check"], 2)
     assert bench.build_parser().parse_args([]).only == list(report.SECTIONS)
     assert bench.build_parser().parse_args(["--profile"]).profile is True
+
+
+# --- locations20: one webserver, twenty locations ------------------------------------------------------------
+def test_percentile_is_linear_between_the_closest_ranks():
+    samples = [float(x) for x in range(10, 0, -1)]  # unsorted on purpose
+    assert report.percentile(samples, 50) == 5.5
+    assert report.percentile(samples, 95) == pytest.approx(9.55)
+    assert report.percentile(samples, 100) == 10.0
+    assert report.percentile([7.0], 95) == 7.0
+
+
+def test_generated_locations_share_one_venv_each_with_its_own_package_and_server():
+    repos = [Path(f"/w/repos/{locations.location_name(i)}") for i in (1, 2, 3)]
+    found = locations.stack_locations(repos, Path("/w/broken/broken_location.py"))
+    assert [(loc.name, loc.module, loc.venv_from, loc.required) for loc in found] == [
+        ("bench-loc-01", "bench_loc_01.definitions", None, True),  # the one synced venv
+        ("bench-loc-02", "bench_loc_02.definitions", "bench-loc-01", True),
+        ("bench-loc-03", "bench_loc_03.definitions", "bench-loc-01", True),
+        (locations.BROKEN, "", "bench-loc-01", False),
+    ]
+    assert found[1].env == {"PYTHONPATH": "/w/repos/bench-loc-02/src"}  # its own sources, not the venv's package
+    assert found[3].python_file == "/w/broken/broken_location.py"
+    assert "import bench_module_that_does_not_exist" in locations.BROKEN_SOURCE
+
+
+def test_failed_alone_accepts_only_the_broken_location_in_error_with_webserver_and_daemon_alive():
+    loaded = {"status": "LOADED", "error": None, "repositories": ["__repository__"]}
+    broken = {"status": "LOADED", "error": "ModuleNotFoundError: No module named 'x'", "repositories": []}
+    alive = {"webserver": {"alive": True}, "daemon": {"alive": True}, "code-server-b": {"alive": False}}
+    state = {"a": loaded, "b": loaded, "bad": broken}
+    assert locations.failed_alone(state, ["a", "b"], "bad", alive) == []
+    assert locations.failed_alone({"a": loaded}, ["a"], None, alive) == []  # the 1-location baseline
+    problems = locations.failed_alone(
+        {"a": {"status": "LOADING", "error": None}, "bad": loaded, "extra": loaded},
+        ["a", "b"],
+        "bad",
+        {"webserver": {"alive": True}, "daemon": {"alive": False}},
+    )
+    assert problems == [
+        "a is LOADING: not loaded",
+        "b is not in the workspace",
+        f"bad shows no load error: {loaded}",
+        "unexpected locations: extra",
+        "daemon is not alive",
+    ]
+
+
+def test_process_tree_rss_counts_the_children(tmp_path):
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        table = procs.all_stat_fields()
+        mine = procs.rss_mib(os.getpid())
+        assert locations.tree_rss_mib(os.getpid(), table) >= mine + procs.rss_mib(child.pid) > mine
+    finally:
+        child.kill()
+        child.wait()
+
+
+def fake_side(loaded, failed, stacks=2, samples=3, scale=1.0):
+    return {
+        "up": [30.0 * scale] * stacks,
+        "all_loaded": [10.0 * scale, 12.0 * scale][:stacks],
+        "ready": [14.0 * scale] * stacks,
+        "rss_webserver": [160.0 + loaded] * stacks,
+        "rss_daemon": [135.0] * stacks,
+        "rss_code_servers": [140.0 * loaded] * stacks,
+        "asset_graph": [20.0 * scale, 40.0 * scale, 30.0 * scale] * stacks,
+        "asset_graph_p95": [39.0 * scale] * stacks,
+        "runs_page": [25.0] * samples * stacks,
+        "runs_page_p95": [25.0] * stacks,
+        "asset_nodes": [3.0 * loaded] * stacks,
+        "runs_listed": [5.0] * stacks,
+        "loaded": [float(loaded)] * stacks,
+        "failed": [float(failed)] * stacks,
+    }
+
+
+def test_locations_rows_pair_every_figure_with_its_one_location_baseline():
+    sides = {"one": fake_side(1, 0), "many": fake_side(20, 1, scale=3.0)}
+    figures = locations.figures_of(sides, 20, 3)
+    keys = [f.key for f in figures]
+    assert keys[:4] == [
+        "locations20.all_loaded",
+        "locations20.all_loaded.baseline",
+        "locations20.ready",
+        "locations20.ready.baseline",
+    ]
+    assert keys[-2:] == ["locations20.all_loaded_ratio", "locations20.asset_graph_ratio"]
+    assert len(figures) == 2 * len(locations.ROWS) + 2
+    assert all(f.section == "locations20" for f in figures)
+    by_key = {f.key: f for f in figures}
+    loaded = by_key["locations20.all_loaded"]
+    assert loaded.label == "stack processes started → all 20 locations LOADED"
+    assert "20 LOADED + 1 failed, alone (webserver and daemon alive)" in loaded.note
+    assert by_key["locations20.all_loaded.baseline"].label == "stack processes started → all 1 location LOADED"
+    assert by_key["locations20.asset_graph"].note.startswith("60 asset nodes; 3 requests a stack")
+    # Ratios per pair of stacks: all LOADED directly, latencies as each stack's median.
+    assert by_key["locations20.all_loaded_ratio"].samples == [3.0, 3.0]
+    assert by_key["locations20.asset_graph_ratio"].samples == [3.0, 3.0]
+    rows = report.render_table([by_key["locations20.asset_graph"], by_key["locations20.rss_code_servers"]])
+    assert rows.splitlines()[2].startswith("| GraphQL asset graph, 20 locations | 90 ms | 60 ms | 120 ms | 6 |")
+    assert rows.splitlines()[3].startswith("| RSS code servers (sum of trees), 20 locations | 2800 MiB |")
+
+
+def test_locations20_is_a_section_with_its_location_count_option():
+    assert "locations20" in report.SECTIONS
+    assert bench.parse_only("locations20") == ["locations20"]
+    args = bench.build_parser().parse_args(["--only", "locations20", "--locations", "3", "--locations-runs", "2"])
+    assert (args.only, args.locations, args.locations_runs) == (["locations20"], 3, 2)
+    defaults = bench.build_parser().parse_args([])
+    assert (defaults.locations, defaults.locations_runs) == (20, 1)  # one pair of stacks takes minutes
+
+
+@pytest.mark.slow
+def test_locations_stack_measures_and_the_broken_location_fails_alone(tmp_path):
+    """One real stack of the section, small: 2 template locations (one shared venv) + the broken one."""
+    repos, broken = locations.render_locations(2, tmp_path / "work")
+    (ROOT / ".stack").mkdir(exist_ok=True)
+    state_dir = Path(tempfile.mkdtemp(prefix="test-bench-", dir=ROOT / ".stack"))
+    try:
+        values = locations.measure(repos, broken, samples=2, runs=2, timeout=400, state_dir=state_dir, settle=0)
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    assert (values["loaded"], values["failed"]) == (2, 1)  # measure() raises unless it failed alone
+    assert values["asset_nodes"] > 0 and values["runs_listed"] == 2
+    assert len(values["asset_graph"]) == len(values["runs_page"]) == 2
+    for name in ("up", "all_loaded", "ready", "rss_webserver", "rss_daemon", "rss_code_servers"):
+        assert values[name] > 0, name
+    assert values["rss_code_servers"] > 100  # two live code servers (the broken one's has exited)
+    assert not [name for name, info in lifecycle.status(state_dir).items() if info["alive"]]
