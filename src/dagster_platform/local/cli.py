@@ -1,6 +1,7 @@
 """The local runtime's command line: `dagster-platform dev` (`make dev`) and `dagster-platform stack
-up|down|status|restart` (`make stack`, `make stack-down`, `make stack-restart`): arguments, one-line
-refusals and exit codes; the work is lifecycle's."""
+up|down|status|restart|add-location|remove-location|rotate-pg-password` (`make stack`, `make stack-down`,
+`make stack-restart`, `make stack-add-location`, ...): arguments, one-line refusals and exit codes; the work is
+lifecycle's."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import sys
 from pathlib import Path
 
 from dagster_platform import procs
-from dagster_platform.graphql import Client
+from dagster_platform.graphql import Client, GraphQLError
 from dagster_platform.helm.instance import InstanceTranslationError
 from dagster_platform.helm.values import ENVIRONMENTS
-from dagster_platform.local import config, lifecycle, postgres, upgrade_drill
+from dagster_platform.local import config, lifecycle, locations, postgres, upgrade_drill
 from dagster_platform.local.supervisor import ComponentFailed, Supervisor, owned
 
 # What `up` raises for a refusal or a failure; it has printed the details (log tail) and stopped what it started.
@@ -105,6 +106,45 @@ def _restart_command(args) -> int:
     return 0
 
 
+def _location_command(args) -> int:
+    """add-location / remove-location: a refusal (nothing changed) exits 2, a failure 1; one line each."""
+    action = args.action
+    try:
+        with owned(str(Path(args.state_dir).resolve()), keep=True):  # interrupted: what it started is stopped
+            stack = lifecycle.attach(Path(args.state_dir))
+            if action == "add-location":
+                source = Path(args.source).resolve()
+                module = args.module or locations.default_module(source)
+                lifecycle.add_location(stack, locations.Location(args.name, module, str(source)))
+            else:
+                lifecycle.remove_location(stack, args.name)
+    except KeyboardInterrupt as exc:
+        print(f"stack {action} interrupted ({exc or 'SIGINT'})", file=sys.stderr)
+        return 130
+    except lifecycle.NotRegistered as exc:
+        print(f"stack {action} refused: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except (*ERRORS, GraphQLError) as exc:
+        print(f"stack {action} failed: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    lifecycle.say("stack", f"{'added' if action == 'add-location' else 'removed'} location {args.name}")
+    return 0
+
+
+def _rotate_command(args) -> int:
+    try:
+        with owned(str(Path(args.state_dir).resolve()), keep=True):
+            lifecycle.rotate_pg_password(lifecycle.attach(Path(args.state_dir)))
+    except KeyboardInterrupt as exc:
+        print(f"stack rotate-pg-password interrupted ({exc or 'SIGINT'}): run it again", file=sys.stderr)
+        return 130
+    except (*ERRORS, GraphQLError) as exc:
+        print(f"stack rotate-pg-password failed: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    lifecycle.say("stack", "rotated the Postgres password; every component runs with the new one")
+    return 0
+
+
 def _instance_command(args) -> int:
     text = config.instance_text(args.env, args.mode)
     if args.output is None:
@@ -141,6 +181,16 @@ def register(subparsers) -> None:
     restart = actions.add_parser("restart", help="stop what is left of one component and start it again, alone")
     restart.add_argument("component", help="as `stack status` names it: daemon, webserver, code-server-<location>, ...")
     restart.set_defaults(func=_restart_command)
+    add = actions.add_parser("add-location", help="register one more code location on the running stack")
+    add.add_argument("--name", required=True, help="location name (DNS-1123 label, as in the registry)")
+    add.add_argument("--source", required=True, help="the location's directory (pyproject.toml and uv.lock)")
+    add.add_argument("--module", default=None, help="module the code server loads (default <project>.definitions)")
+    add.set_defaults(func=_location_command)
+    remove = actions.add_parser("remove-location", help="stop a location's schedules/sensors, unregister, stop it")
+    remove.add_argument("name", help="as `stack status` names it (location <name>)")
+    remove.set_defaults(func=_location_command)
+    rotate = actions.add_parser("rotate-pg-password", help="new Postgres password: ALTER ROLE, store, restart readers")
+    rotate.set_defaults(func=_rotate_command)
 
     instance = subparsers.add_parser(
         "local-instance", help="the local runtime's dagster.yaml of a mode (stdout or --output)"

@@ -19,8 +19,10 @@ everything already started is stopped again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -30,10 +32,11 @@ from pathlib import Path
 
 from dagster_platform import net, procs
 from dagster_platform.graphql import Client
+from dagster_platform.helm import registry
 from dagster_platform.local import alert_receiver, config, locations, objectstore, postgres, services
 from dagster_platform.local.services import start_object_store, start_postgres
 from dagster_platform.local.supervisor import ComponentFailed, Supervisor, run_once
-from dagster_platform.paths import DEV_DIR, ROOT, dagster_version
+from dagster_platform.paths import DEV_DIR, ROOT, dagster_version, grpc_port
 
 STATE_DIRS = {"dev": DEV_DIR, "stack": ROOT / ".stack"}
 DEFAULT_STATE_DIR = STATE_DIRS["stack"]
@@ -141,6 +144,27 @@ def start_alert_receiver(sup: Supervisor, env: dict[str, str], timeout: float) -
     return url
 
 
+def start_code_server(
+    sup: Supervisor, mode: str, loc: locations.Location, location_dir: Path, port: int, env: dict[str, str], home: Path
+) -> None:
+    """One location's gRPC code server (component code-server-<name>) from its own .venv, on `port`; the one
+    way `up` and `add_location` start one (`restart_component` starts it again from what this records)."""
+    sup.start(
+        f"code-server-{loc.name}",
+        code_server_command(mode, location_dir, loc, port),
+        env=location_env(env, loc, location_dir, home),
+        cwd=location_dir,
+        info={"location": loc.name, "port": port, "required": loc.required, "env": loc.env},
+    )
+
+
+def wait_code_server(sup: Supervisor, name: str, port: int, timeout: float) -> float:
+    """Until the location's code server listens (`dagster api grpc` does once its code is loaded)."""
+    took = sup.wait_ready(f"code-server-{name}", lambda: net.port_open(HOST, port), timeout)
+    say("stack", f"code server {name}: serving gRPC on {HOST}:{port} ({took:.1f}s)")
+    return took
+
+
 def migrate(env: dict[str, str], home: Path, sup: Supervisor, mode: str = "stack") -> float:
     """`dagster instance migrate`; dev: only when the instance's stamp for this Dagster version is missing."""
     stamp = home / f".schema-dagster-{dagster_version()}"
@@ -176,6 +200,11 @@ def up(
         raise RuntimeError(f"{host}:{port} is already in use (another `make dev` or `make stack`?): stop it, or {fix}")
     state_dir.mkdir(parents=True, exist_ok=True)
     stack_locations = locations.default_locations(mode) if stack_locations is None else stack_locations
+    # A location added to the last stack (`stack add-location`) lasts until `stack down`: forget its record, or
+    # `stack status` would report its code server dead forever.
+    names = {f"code-server-{loc.name}" for loc in stack_locations}
+    for stale in [n for n in sup.components if n.startswith("code-server-") and n not in names]:
+        del sup.components[stale]
     pg_url = pg_url or os.environ.get(postgres.PG_URL_ENV)
     if mode == "stack" and not pg_url:
         postgres.preflight()  # one line naming the cause and the fix, before anything starts
@@ -210,18 +239,11 @@ def up(
         for loc in stack_locations:  # all at once, then waited for
             if loc.name == locations.OPS_LOCATION:
                 loc = dataclasses.replace(loc, env={**ops_env, **loc.env})
-            sup.start(
-                f"code-server-{loc.name}",
-                code_server_command(mode, dirs[loc.name], loc, ports[loc.name]),
-                env=location_env(env, loc, dirs[loc.name], home),
-                cwd=dirs[loc.name],
-                info={"location": loc.name, "port": ports[loc.name], "required": loc.required, "env": loc.env},
-            )
+            start_code_server(sup, mode, loc, dirs[loc.name], ports[loc.name], env, home)
         required = [loc.name for loc in stack_locations if loc.required]
         if mode == "stack":  # `dagster api grpc` listens once its code is loaded (code-server start at once)
             for name in required:
-                took = sup.wait_ready(f"code-server-{name}", lambda p=ports[name]: net.port_open(HOST, p), timeout)
-                say(mode, f"code server {name}: serving gRPC on {HOST}:{ports[name]} ({took:.1f}s)")
+                wait_code_server(sup, name, ports[name], timeout)
         sup.start(
             "webserver",
             [str(PLATFORM_BIN / "dagster-webserver"), "-h", host, "-p", str(port), "-w", str(workspace)],
@@ -340,3 +362,224 @@ def restart_component(stack: Stack, name: str, ready: Callable[[], bool] | None 
         env = location_env(env, loc, cwd, stack.dagster_home)
     sup.start(name, component.command, env=env, cwd=cwd, info=component.info)
     sup.wait_ready(name, ready, timeout)
+
+
+# --- a running stack's code locations and credentials (docs/operations.md) ------------------------------------
+class NotRegistered(RuntimeError):
+    """A refusal before anything changed (exit 2): an unknown location, a name already taken, a bad source."""
+
+
+def _daemon_refresh_seconds() -> int:
+    """At most this long after the workspace file changes, the daemon has started reading it again: its
+    controller re-reads the file every RELOAD_WORKSPACE_INTERVAL (60 s), checked every THREAD_CHECK_INTERVAL
+    (5 s) (dagster._daemon.controller.check_workspace_freshness → WorkspaceProcessContext.refresh_workspace,
+    which creates the origins from the file anew)."""
+    from dagster._daemon import controller
+
+    return controller.RELOAD_WORKSPACE_INTERVAL + controller.THREAD_CHECK_INTERVAL
+
+
+def dials(pid: int, port: int) -> bool:
+    """Does process `pid` hold a TCP connection to 127.0.0.1:`port` right now? (The daemon's watch thread asks
+    each code server of its workspace for its server id every second, on a new connection each time: a
+    connection to a location's port exists only once the daemon's workspace holds that location.)"""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    if not inodes:
+        return False
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[9] in inodes and int(fields[2].rsplit(":", 1)[1], 16) == port:
+                    return True
+    return False
+
+
+def wait_daemon_sees(stack: Stack, name: str, port: int, timeout: float) -> float:
+    """Until the daemon dials the new location's code server (its workspace holds it); returns seconds waited."""
+    sup, began = stack.supervisor, time.monotonic()
+    pid = sup.components["daemon"].pid
+    while not dials(pid, port):
+        if not sup.alive("daemon"):
+            raise ComponentFailed(f"the daemon is not running; {sup.tail('daemon')}")
+        if time.monotonic() - began > timeout:
+            raise ComponentFailed(
+                f"the daemon has not loaded {name} after {timeout:.0f}s (it re-reads the workspace every "
+                f"{_daemon_refresh_seconds()}s); `stack restart daemon` makes it read the workspace now"
+            )
+        time.sleep(0.01)  # each of its connections lives for milliseconds, once a second
+    return time.monotonic() - began
+
+
+def _write_workspace(stack: Stack, entries: dict[str, dict]) -> Path:
+    return config.write_workspace(stack.dagster_home, {n: info["port"] for n, info in entries.items()})
+
+
+def add_location(stack: Stack, loc: locations.Location, timeout: float = 300) -> Stack:
+    """Register one more location on a running stack, as the cluster's registry entry + platform upgrade +
+    the location's release do: its sources and .venv (locations.prepare), its code server (the one start of
+    `up`), the workspace file with it, the webserver's workspace reloaded until it is LOADED, and the
+    daemon's own periodic re-read of the workspace file awaited. Recorded in state.json like the others, so
+    `stack status`, `stack restart` and `stack down` treat it as theirs. Raises NotRegistered before anything
+    changes when the name is taken or the source is no location; on a later failure what it did is undone."""
+    sup = stack.supervisor
+    if stack.mode != "stack":
+        raise NotRegistered("add-location works on `make stack` (mode stack) only")
+    if loc.name in stack.locations or f"code-server-{loc.name}" in sup.components:
+        raise NotRegistered(f"location {loc.name!r} is already registered in {stack.state_dir}; remove it first")
+    # The registry's own rules for a name (the cluster's Service and release name), checked on a local entry.
+    entry = {"name": loc.name, "team": "local", "image": "local", "port": grpc_port(), "module": loc.module}
+    if problems := registry.check_code_location_registry([entry]):
+        raise NotRegistered(f"location name refused: {problems[0].message}")
+    source = Path(loc.source)
+    if not ((source / "pyproject.toml").is_file() and (source / "uv.lock").is_file()):
+        raise NotRegistered(f"{source} holds no location: it needs a pyproject.toml and a uv.lock")
+    if not sup.alive("webserver") or not sup.alive("daemon"):
+        raise NotRegistered(f"the stack in {stack.state_dir} is not running (webserver and daemon): `make stack`")
+    client, name = stack.client, f"code-server-{loc.name}"
+    began = time.monotonic()
+    location_dir = locations.prepare(loc, stack.state_dir / "locations")
+    say("stack", f"location {loc.name}: sources and .venv ready in {location_dir} ({time.monotonic() - began:.1f}s)")
+    port = net.free_port()
+    entries = {**stack.locations, loc.name: {"port": port, "dir": str(location_dir)}}
+    try:
+        start_code_server(sup, stack.mode, loc, location_dir, port, base_env(stack.dagster_home, stack.pg, stack.store),
+                          stack.dagster_home)  # fmt: skip
+        wait_code_server(sup, loc.name, port, timeout)
+        written = time.monotonic()
+        workspace = _write_workspace(stack, entries)
+        sup.meta["locations"] = entries
+        sup.save()
+        say("stack", f"workspace: {workspace} lists {loc.name} (127.0.0.1:{port})")
+        client.reload_workspace()
+        sup.wait_ready("webserver", lambda: client.all_loaded([loc.name]), timeout, also=[name])
+        say("stack", f"webserver: workspace reloaded, {loc.name} LOADED ({time.monotonic() - written:.1f}s)")
+        took = wait_daemon_sees(stack, loc.name, port, _daemon_refresh_seconds() + 120)
+        say(
+            "stack",
+            f"daemon: re-read the workspace, {loc.name} is in it ({time.monotonic() - written:.1f}s after the "
+            f"write; it re-reads every {_daemon_refresh_seconds()}s; waited {took:.1f}s)",
+        )
+    except BaseException:
+        sup.stop(name)
+        sup.components.pop(name, None)
+        sup.meta["locations"] = stack.locations
+        sup.save()
+        _write_workspace(stack, stack.locations)
+        with contextlib.suppress(Exception):
+            client.reload_workspace()
+        say("stack", f"undone: {loc.name} stopped and removed from the workspace again")
+        raise
+    return attach(stack.state_dir)
+
+
+def remove_location(stack: Stack, name: str, timeout: float = 300) -> Stack:
+    """Take one location off a running stack, as the cluster's removal does: first stop every RUNNING
+    schedule and sensor of it (GraphQL; an instigator left RUNNING for a location that is gone makes the
+    daemon log an error on every tick), then the workspace file without it, the webserver's workspace
+    reloaded until it is gone, and its code server stopped by process group (run workers included). Its
+    sources and .venv stay in locations/ (a cache). Raises NotRegistered, changing nothing, for a name the
+    stack does not run."""
+    sup = stack.supervisor
+    component = f"code-server-{name}"
+    if name not in stack.locations:
+        known = ", ".join(stack.locations) or "none"
+        raise NotRegistered(f"no location {name!r} in {stack.state_dir} (registered: {known}); nothing changed")
+    client = stack.client
+    state = client.locations().get(name)
+    if state and state["repositories"]:
+        running = [item for item in client.automation(name) if item["status"] == "RUNNING"]
+        for item in running:
+            client.stop(item["kind"], item["id"])
+            say("stack", f"stopped {item['kind']} {item['name']} of {name}")
+        if not running:
+            say("stack", f"no running schedule or sensor in {name}")
+    else:  # its code cannot be asked; the daemon cannot tick what it cannot load either
+        why = (state["error"] or state["status"]).splitlines()[0] if state else "not in the webserver's workspace"
+        say("stack", f"could not list the schedules and sensors of {name}: it is not loaded ({why})")
+    entries = {n: info for n, info in stack.locations.items() if n != name}
+    workspace = _write_workspace(stack, entries)
+    sup.meta["locations"] = entries
+    sup.save()
+    say("stack", f"workspace: {workspace} no longer lists {name}")
+    client.reload_workspace()
+    sup.wait_ready("webserver", lambda: name not in client.locations(), timeout)
+    say("stack", f"webserver: workspace reloaded, {name} gone; the daemon drops it within {_daemon_refresh_seconds()}s")
+    pids = [c.pid for c in [sup.components.get(component)] if c]
+    stopped = sup.stop(component)
+    sup.components.pop(component, None)
+    sup.save()
+    say("stack", f"stopped {component} (pid {pids[0]}, its run workers included)" if stopped and pids else
+        f"{component} was not running")  # fmt: skip
+    return attach(stack.state_dir)
+
+
+def rotate_pg_password(
+    stack: Stack, on_altered: Callable[[postgres.PgConnection, postgres.PgConnection], None] | None = None
+) -> Stack:
+    """A new password for the stack's database role, as on the cluster (new Secret value, ALTER ROLE, restart
+    what read the old one at start): ALTER ROLE through the superuser connection, the new password stored in
+    state.json (0600), then every component holding it restarted alone: the code servers first (run workers
+    inherit their environment), then the daemon, then the webserver. `on_altered(old, new)` runs between the
+    ALTER ROLE and the restarts (tests). Raises RotationFailed naming the step and the way back."""
+    saved = dict(stack.supervisor.meta.get("postgres") or {})
+    if not saved or saved.get("external"):
+        raise NotRegistered(
+            "this stack uses an existing PostgreSQL server (--pg-url): rotate its password there"
+            if saved else f"no stack was started from {stack.state_dir}: run `make stack`"
+        )  # fmt: skip
+    old = stack.pg
+    new = dataclasses.replace(old, password=secrets.token_urlsafe(18))
+    try:
+        with contextlib.closing(old.connect("postgres")) as admin:
+            admin.autocommit = True
+            with admin.cursor() as cur:
+                from psycopg2 import sql
+
+                cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(old.user)), (new.password,))
+    except Exception as exc:
+        raise RotationFailed(f"ALTER ROLE {old.user} failed ({one_line(exc)}); nothing changed") from exc
+    say("stack", f"postgres: ALTER ROLE {old.user} PASSWORD (new random password); the old one is refused from now on")
+    try:
+        sup = stack.supervisor
+        sup.meta["postgres"] = {**saved, "password": new.password}
+        sup.save()
+    except Exception as exc:
+        raise RotationFailed(
+            f"storing the new password in {stack.state_dir / 'state.json'} failed ({one_line(exc)}); the role has "
+            "the new one: run `stack rotate-pg-password` again once the state dir is writable"
+        ) from exc
+    say("stack", f"state: new password stored in {sup.state_file} (mode 0600)")
+    if on_altered:
+        on_altered(old, new)
+    rotated = attach(stack.state_dir)
+    order = [n for n in sup.components if n.startswith("code-server-")] + ["daemon", "webserver"]
+    for name in order:
+        if not sup.alive(name):
+            say("stack", f"skipped {name}: not running (it reads the new password when it starts)")
+            continue
+        began = time.monotonic()
+        try:
+            restart_component(rotated, name)
+        except Exception as exc:
+            raise RotationFailed(
+                f"restarting {name} failed ({one_line(exc)}); the new password is in place: restart it alone "
+                f"with `stack restart {name}` (log {sup.components[name].log})"
+            ) from exc
+        pid = Supervisor(stack.state_dir).components[name].pid
+        say("stack", f"restarted {name} with the new password (pid {pid}, {time.monotonic() - began:.1f}s)")
+    return rotated
+
+
+class RotationFailed(RuntimeError):
+    """One line: the step that failed and the way back."""
+
+
+def one_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -58,12 +58,18 @@ def example_location() -> Location:
     )
 
 
+def default_module(source: Path) -> str:
+    """The module a location directory's code server loads: <its project name, as a package>.definitions."""
+    name = tomllib.loads((Path(source) / "pyproject.toml").read_text())["project"]["name"]
+    return f"{name.replace('-', '_')}.definitions"
+
+
 def default_locations(mode: str = "stack") -> list[Location]:
     found = [example_location()]
     if mode == "stack":
         for pyproject in [OPS_DIR / "pyproject.toml", *sorted(LOCAL_LOCATIONS_DIR.glob("*/pyproject.toml"))]:
             name = tomllib.loads(pyproject.read_text())["project"]["name"]
-            found.append(Location(name, f"{name.replace('-', '_')}.definitions", str(pyproject.parent)))
+            found.append(Location(name, default_module(pyproject.parent), str(pyproject.parent)))
     return found
 
 
