@@ -159,3 +159,18 @@ dagster-upgrade: install ## move every Dagster pin, image tag, CI variable and u
 .PHONY: upgrade-drill
 upgrade-drill: install ## old Dagster's runs → pg_dump → migrate → restore drill, locally (DRILL_FLAGS=--from-version X.Y.Z)
 	$(CLI) upgrade-drill $(DRILL_FLAGS)
+
+# A running stack's code locations and credentials (docs/operations.md): register one more location (its own .venv,
+# code server, workspace, webserver reload, the daemon's re-read awaited), take one off (its schedules and sensors
+# stopped first), or give the database role a new password and restart what holds it.
+.PHONY: stack-add-location stack-remove-location stack-rotate-pg-password
+stack-add-location: install ## add a code location to the running stack: NAME=my-loc SOURCE=dir [MODULE=pkg.definitions]
+	@$(if $(and $(NAME),$(SOURCE)),true,echo 'set NAME=<location> SOURCE=<dir with pyproject.toml and uv.lock>' >&2; exit 2)
+	$(CLI) stack add-location --name '$(NAME)' --source '$(SOURCE)' $(if $(MODULE),--module '$(MODULE)')
+
+stack-remove-location: install ## stop a location's schedules and sensors, unregister it and stop its code server: NAME=my-loc
+	@$(if $(NAME),true,echo 'set NAME=<location>, as `stack status` names it' >&2; exit 2)
+	$(CLI) stack remove-location '$(NAME)'
+
+stack-rotate-pg-password: install ## new Postgres password for the stack: ALTER ROLE, stored 0600, components restarted one by one
+	$(CLI) stack rotate-pg-password
