@@ -479,6 +479,37 @@ def add_location(stack: Stack, loc: locations.Location, timeout: float = 300) ->
     return attach(stack.state_dir)
 
 
+AUTOMATION_SETTLE = 10.0  # seconds a stopped schedule/sensor must stay STOPPED before its location goes
+
+
+def stop_automation(client: Client, name: str, timeout: float = 120) -> list[str]:
+    """Stop every RUNNING schedule and sensor of a location and make sure they stay stopped: a sensor daemon
+    iteration that read the state just before the stop writes it back RUNNING when it marks its tick
+    (dagster._daemon.sensor.mark_sensor_state_for_tick), so whatever shows RUNNING again is stopped again,
+    until none has for AUTOMATION_SETTLE seconds. Returns '<kind> <name>' of each one stopped."""
+    stopped: list[str] = []
+    began = time.monotonic()
+    quiet_since = None
+    while True:
+        running = [item for item in client.automation(name) if item["status"] == "RUNNING"]
+        for item in running:
+            client.stop(item["kind"], item["id"])
+            label = f"{item['kind']} {item['name']}"
+            if label not in stopped:
+                stopped.append(label)
+                say("stack", f"stopped {label} of {name}")
+        if not stopped:
+            say("stack", f"no running schedule or sensor in {name}")
+            return stopped
+        if running or quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= AUTOMATION_SETTLE:
+            return stopped
+        if time.monotonic() - began > timeout:
+            raise RuntimeError(f"the schedules and sensors of {name} keep running after {timeout:.0f}s of stops")
+        time.sleep(1)
+
+
 def remove_location(stack: Stack, name: str, timeout: float = 300) -> Stack:
     """Take one location off a running stack, as the cluster's removal does: first stop every RUNNING
     schedule and sensor of it (GraphQL; an instigator left RUNNING for a location that is gone makes the
@@ -494,12 +525,7 @@ def remove_location(stack: Stack, name: str, timeout: float = 300) -> Stack:
     client = stack.client
     state = client.locations().get(name)
     if state and state["repositories"]:
-        running = [item for item in client.automation(name) if item["status"] == "RUNNING"]
-        for item in running:
-            client.stop(item["kind"], item["id"])
-            say("stack", f"stopped {item['kind']} {item['name']} of {name}")
-        if not running:
-            say("stack", f"no running schedule or sensor in {name}")
+        stop_automation(client, name)
     else:  # its code cannot be asked; the daemon cannot tick what it cannot load either
         why = (state["error"] or state["status"]).splitlines()[0] if state else "not in the webserver's workspace"
         say("stack", f"could not list the schedules and sensors of {name}: it is not loaded ({why})")
