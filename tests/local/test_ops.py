@@ -194,7 +194,12 @@ def test_run_retention_deletes_exactly_the_finished_runs_older_than_the_limit(st
         )]  # fmt: skip
         assert any("deleted 3 finished runs older than 365 days" in m for m in messages), "it logs how many"
     finally:
+        # Canceled, the run would leave a STARTING event with no SUCCESS/FAILURE (later tests count slots from
+        # those): terminated, then deleted with its events.
         client.query("mutation T($id: String!) { terminateRun(runId: $id) { __typename } }", {"id": napping})
+        wait_until(lambda: client.run(napping)["status"] in ("CANCELED", "FAILURE", "SUCCESS"), 120, "the nap to end")
+        deleted = client.query("mutation D($id: String!) { deleteRun(runId: $id) { __typename } }", {"id": napping})
+        assert deleted["deleteRun"]["__typename"] == "DeletePipelineRunSuccess", deleted
 
 
 @pytest.mark.slow
