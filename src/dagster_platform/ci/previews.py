@@ -13,6 +13,9 @@ change is one read-modify-write of that object and two writers cannot lose each 
   projects, where no `resource_group` could serialize them.
 - laptop: `workspace.yaml` in the local DAGSTER_HOME with the same state beside it (`FileStore`, under a lock).
 
+Production has the same ConfigMap with the registry alone: `sync` (the platform upgrade) writes it there and
+refuses when it finds a preview; `add` and `remove` refuse production before anything is read.
+
 workspace.yaml is written as JSON (valid YAML): this module runs in user-code pipelines with the standard
 library only (`python3 -m dagster_platform.ci.previews ...`), like smoke.py.
 """
@@ -37,8 +40,12 @@ CONFIGMAP = "dagster-workspace"
 WORKSPACE_KEY = "workspace.yaml"
 REGISTRY_ANNOTATION = "platform.acme.io/registry"
 PREVIEWS_ANNOTATION = "platform.acme.io/previews"
+# previews.maxPerLocation of the platform's values, written by `sync`; `add` keeps to it unless told otherwise.
+LIMIT_ANNOTATION = "platform.acme.io/max-per-location"
 # Environments that may hold previews. Production never does: the guard refuses before anything is read.
 PREVIEW_ENVIRONMENTS = ("acceptance", "local")
+# Environments whose workspace `sync` and `show` may touch (production: the registry alone).
+ENVIRONMENTS = (*PREVIEW_ENVIRONMENTS, "production")
 DEFAULT_MAX_PER_LOCATION = 3
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _PREVIEW = re.compile(r"-mr-[0-9]+$")
@@ -63,6 +70,8 @@ class Workspace:
     registry: dict[str, Server] = field(default_factory=dict)
     # name -> {"location", "mr", "host", "port", "created"}
     previews: dict[str, dict] = field(default_factory=dict)
+    # At most this many previews per location (None: DEFAULT_MAX_PER_LOCATION); set by `sync` from the values.
+    limit: int | None = None
 
     def text(self) -> str:
         """workspace.yaml: the registered locations, then the previews oldest first."""
@@ -88,6 +97,7 @@ def preview_name(location: str, mr: int | str) -> str:
 
 
 def check_environment(env: str) -> None:
+    """Refuse an environment that never holds previews (production), before anything is read."""
     if env not in PREVIEW_ENVIRONMENTS:
         raise PreviewError(
             f"previews run only in {' or '.join(PREVIEW_ENVIRONMENTS)}, never in {env!r}: "
@@ -105,13 +115,28 @@ def with_registry(ws: Workspace, registry: Mapping[str, Server]) -> Workspace:
     return replace(ws, registry=dict(registry))
 
 
+def sync_registry(ws: Workspace, registry: Mapping[str, Server], env: str, limit: int | None = None) -> Workspace:
+    """`with_registry` for `env` (and the per-location limit, when given); production's workspace must hold no
+    preview (one there means a guard was bypassed: refuse rather than keep or drop it silently)."""
+    if env not in PREVIEW_ENVIRONMENTS and ws.previews:
+        raise PreviewError(
+            f"the {env} workspace holds preview(s) {', '.join(sorted(ws.previews))}; previews never run in {env}: "
+            "remove them (helm uninstall, then `previews remove` in acceptance's tools) before the upgrade"
+        )
+    if limit is not None and limit < 1:
+        raise PreviewError(f"max previews per location is {limit}; set at least 1")
+    return replace(with_registry(ws, registry), limit=ws.limit if limit is None else limit)
+
+
 def add_preview(
     ws: Workspace, location: str, mr: int | str, port: int, *, host: str | None = None,
-    max_per_location: int = DEFAULT_MAX_PER_LOCATION, now: float | None = None,
+    max_per_location: int | None = None, now: float | None = None,
 ) -> tuple[Workspace, list[str]]:  # fmt: skip
     """The workspace with the preview of `location` for merge request `mr` (re-adding it refreshes it), and the
-    names of older previews of the same location evicted to keep at most `max_per_location`."""
+    names of older previews of the same location evicted to keep at most `max_per_location` (default: the
+    workspace's limit, which `sync` sets from the values' previews.maxPerLocation)."""
     name = preview_name(location, mr)
+    max_per_location = max_per_location or ws.limit or DEFAULT_MAX_PER_LOCATION
     if location not in ws.registry:
         known = ", ".join(sorted(ws.registry)) or "none"
         raise PreviewError(f"{location!r} is not a registered location (registered: {known}); register it first")
@@ -138,9 +163,9 @@ def remove_preview(ws: Workspace, name: str) -> tuple[Workspace, bool]:
 
 
 # -- where a workspace is stored ------------------------------------------------------------------------------
-def _decode(registry: str | None, previews: str | None) -> Workspace:
+def _decode(registry: str | None, previews: str | None, limit: str | int | None = None) -> Workspace:
     reg = {n: Server(s["host"], int(s["port"])) for n, s in json.loads(registry or "{}").items()}
-    return Workspace(reg, json.loads(previews or "{}"))
+    return Workspace(reg, json.loads(previews or "{}"), None if limit in (None, "") else int(limit))
 
 
 def _encode(ws: Workspace) -> tuple[str, str]:
@@ -160,16 +185,18 @@ class ConfigMapStore:
         if got.returncode != 0:
             if "NotFound" in got.stderr or "not found" in got.stderr:
                 return Workspace(), None
-            raise PreviewError(f"kubectl get configmap {self.name} failed: {got.stderr.strip().splitlines()[-1:]}")
+            raise PreviewError(f"kubectl get configmap {self.name} failed: {_last_line(got.stderr)}")
         obj = json.loads(got.stdout)
         notes = obj["metadata"].get("annotations") or {}
-        return _decode(notes.get(REGISTRY_ANNOTATION), notes.get(PREVIEWS_ANNOTATION)), obj
+        return _decode(notes.get(REGISTRY_ANNOTATION), notes.get(PREVIEWS_ANNOTATION), notes.get(LIMIT_ANNOTATION)), obj
 
     def write(self, ws: Workspace, read: dict | None) -> None:
         registry, previews = _encode(ws)
         meta = {"name": self.name, "namespace": self.namespace,
                 "labels": {"app.kubernetes.io/managed-by": "dagster-platform"},
                 "annotations": {REGISTRY_ANNOTATION: registry, PREVIEWS_ANNOTATION: previews}}  # fmt: skip
+        if ws.limit is not None:
+            meta["annotations"][LIMIT_ANNOTATION] = str(ws.limit)
         if read is not None:  # optimistic concurrency: Kubernetes refuses a stale resourceVersion (409)
             meta["resourceVersion"] = read["metadata"]["resourceVersion"]
         obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {WORKSPACE_KEY: ws.text()}}
@@ -178,7 +205,12 @@ class ConfigMapStore:
         if done.returncode != 0:
             if "Conflict" in done.stderr or "AlreadyExists" in done.stderr or "has been modified" in done.stderr:
                 raise Conflict(done.stderr.strip())
-            raise PreviewError(f"kubectl {verb} configmap {self.name} failed: {done.stderr.strip().splitlines()[-1:]}")
+            raise PreviewError(f"kubectl {verb} configmap {self.name} failed: {_last_line(done.stderr)}")
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else "no message"
 
 
 class FileStore:
@@ -192,13 +224,14 @@ class FileStore:
         if not self.state.exists():
             return Workspace(), None
         data = json.loads(self.state.read_text())
-        return _decode(json.dumps(data["registry"]), json.dumps(data["previews"])), data
+        return _decode(json.dumps(data["registry"]), json.dumps(data["previews"]), data.get("max_per_location")), data
 
     def write(self, ws: Workspace, read: dict | None) -> None:
         registry, previews = _encode(ws)
-        for target, text in ((self.path, ws.text()),
-                             (self.state, json.dumps({"registry": json.loads(registry),
-                                                      "previews": json.loads(previews)}, indent=2))):  # fmt: skip
+        state = {"registry": json.loads(registry), "previews": json.loads(previews)}
+        if ws.limit is not None:
+            state["max_per_location"] = ws.limit
+        for target, text in ((self.path, ws.text()), (self.state, json.dumps(state, indent=2))):
             tmp = target.with_suffix(".tmp")
             tmp.write_text(text)
             os.replace(tmp, target)  # Dagster never reads half a file
@@ -238,27 +271,33 @@ class _locked:
 # -- command line (preview jobs in user-code pipelines; the platform upgrade) ---------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["add", "remove", "sync", "show"])
-    parser.add_argument("--env", required=True, help="acceptance (production is refused)")
+    parser.add_argument("--env", required=True, help="acceptance or local; production: sync and show only")
     parser.add_argument("--context", help="kube context (cluster)")
     parser.add_argument("--namespace", help="namespace of the platform release (cluster)")
     parser.add_argument("--workspace-file", help="a local workspace.yaml instead of the cluster's ConfigMap")
     parser.add_argument("--location", help="add: the registered location the preview is of")
     parser.add_argument("--mr", help="add/remove: the merge request's IID")
     parser.add_argument("--port", type=int, help="add: the preview code server's gRPC port")
-    parser.add_argument("--max-per-location", type=int, default=DEFAULT_MAX_PER_LOCATION)
+    parser.add_argument(
+        "--max-per-location", type=int,
+        help=f"add: override; sync: store the values' previews.maxPerLocation (default {DEFAULT_MAX_PER_LOCATION})",
+    )  # fmt: skip
     parser.add_argument("--registry-json", help="sync: {name: {host, port}} of the registered locations")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        check_environment(args.env)
+        if args.env not in ENVIRONMENTS:
+            raise PreviewError(f"unknown environment {args.env!r}; one of {', '.join(ENVIRONMENTS)}")
+        if args.action not in ("sync", "show"):
+            check_environment(args.env)
         store = _store(args)
         if args.action == "show":
             print(store.read()[0].text(), end="")
             return 0
         if args.action == "sync":
-            registry = {n: Server(s["host"], int(s["port"])) for n, s in json.loads(args.registry_json).items()}
-            ws = update(store, lambda ws: with_registry(ws, registry))
+            registry = _registry(_required(args, "registry_json"))
+            ws = update(store, lambda ws: sync_registry(ws, registry, args.env, args.max_per_location))
             print(f"workspace: {len(ws.registry)} registered location(s), {len(ws.previews)} preview(s) kept")
             return 0
         name = preview_name(_required(args, "location"), _required(args, "mr"))
@@ -287,6 +326,14 @@ def run(args: argparse.Namespace) -> int:
     except PreviewError as exc:
         print(f"previews: {exc}", file=sys.stderr)
         return 2
+
+
+def _registry(text: str) -> dict[str, Server]:
+    try:
+        data = json.loads(text)
+        return {str(n): Server(str(s["host"]), int(s["port"])) for n, s in data.items()}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise PreviewError("--registry-json is not {name: {host, port}} JSON") from None
 
 
 def _required(args: argparse.Namespace, name: str):
