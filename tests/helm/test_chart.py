@@ -190,6 +190,12 @@ def test_one_ingress_per_webserver_with_its_own_annotations(rendered):
     assert set(objects_of(rendered["acceptance"], "Ingress")) == {"dagster-webserver-admin"}
 
 
+PREVIEW_EGRESS = {
+    "to": [{"podSelector": {"matchLabels": {"component": "user-deployments", "platform.acme.io/preview": "true"}}}],
+    "ports": [{"protocol": "TCP", "port": 4000}],
+}
+
+
 def test_network_policies_default_deny_and_the_allowed_flows(rendered, env_values):
     for env, objects in rendered.items():
         policies = objects_of(objects, "NetworkPolicy")
@@ -213,7 +219,7 @@ def test_network_policies_default_deny_and_the_allowed_flows(rendered, env_value
                     "ports": [{"protocol": "TCP", "port": loc["port"]}],
                 }
                 for loc in env_values[env]["codeLocations"]
-            ]
+            ] + [PREVIEW_EGRESS] * bool(env_values[env]["previews"]["enabled"])  # tests/helm/test_previews.py
         assert "dagster-code-server-example-pipelines" in policies
         assert "dagster-migrate-to-postgres" in policies
         # The upgrade's pg_dump Job (helm/upgrade.py) may reach exactly Postgres and the bucket.

@@ -47,6 +47,7 @@ def test_environment_files_only_hold_what_differs():
             "ingress",
             "networkPolicy",
             "ops",
+            "previews",
             "dagster",
         }
         assert set(own["dagster"]) <= {"dagsterWebserver", "postgresql", "computeLogManager"}
@@ -223,7 +224,8 @@ def test_upgrade_plan_is_atomic_and_migrates_on_a_minor_upgrade(tmp_path):
             "production", context="acme-production", namespace="dagster-production", value_files=files, migrate=True
         )
     ]
-    upgrade = plan[0]
+    sync, upgrade = plan[:2]  # the registry into the workspace ConfigMap first (tests/helm/test_upgrade.py)
+    assert sync[1:4] == ["-m", "dagster_platform.ci.previews", "sync"] and "production" in sync
     assert upgrade[:4] == ["helm", "upgrade", "--install", "dagster"]
     assert {"--atomic", "--wait"} <= set(upgrade) and upgrade[upgrade.index("--timeout") + 1]
     assert upgrade[upgrade.index("--kube-context") + 1] == "acme-production"
@@ -251,4 +253,4 @@ def test_no_migration_step_for_a_patch_upgrade(tmp_path):
             "acceptance", context="acme-acceptance", namespace="dagster-acceptance", value_files=[], migrate=False
         )
     ]
-    assert len(plan) == 1 and plan[0][1] == "upgrade"
+    assert len(plan) == 2 and plan[0][3] == "sync" and plan[1][1] == "upgrade"

@@ -1,9 +1,12 @@
 """`dagster-platform platform upgrade` run for real against stub `helm` and `kubectl` executables that
-record their argv: backup before anything changes, the migration order, replicas restored and one line
-with the way back when a step fails, and a dry run that lists every step and calls nothing."""
+record their argv: backup before anything changes, the registry written into the workspace ConfigMap (by
+`previews sync`, which the stub kubectl answers: no ConfigMap yet, then created) before helm upgrade, the
+migration order, replicas restored and one line with the way back when a step fails, and a dry run that lists
+every step and calls nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +25,10 @@ if [ -n "$STUB_FAIL" ]; then
   case "$*" in *"$STUB_FAIL"*) echo "stub: failing on purpose" >&2; exit 1;; esac
 fi
 if [ "$1" = list ]; then echo "[{\\"app_version\\": \\"$STUB_DEPLOYED\\"}]"; fi
+case "$*" in
+  *"get configmap"*) echo 'Error from server (NotFound): configmaps "dagster-workspace" not found' >&2; exit 1;;
+  *"create -f -"*) cat > "$STUB_LOG.configmap.json";;
+esac
 exit 0
 """
 
@@ -69,6 +76,8 @@ def test_backup_then_upgrade_then_migration_in_order(tmp_path):
         index(calls, "helm list"),  # read-only: is this a minor upgrade?
         index(calls, "kubectl", "apply -f", f"{name}.yaml"),
         index(calls, "kubectl", "wait --for=condition=complete", f"job/{name}"),
+        index(calls, "kubectl", "get configmap dagster-workspace -o json"),  # previews sync: read...
+        index(calls, "kubectl", "create -f -"),  # ...and write (at the read resourceVersion once it exists)
         index(calls, "helm upgrade --install dagster", "--atomic", f"deployments[0].image.tag={OPS_TAG}"),
         index(calls, "scale deployment --replicas=0"),
         min(pipe),  # helm template | kubectl apply -f - (one shell pipe: either may log first)
@@ -138,7 +147,7 @@ def test_failures_before_the_scale_down_change_nothing_else(tmp_path, fail, mess
 def test_patch_upgrade_backs_up_and_upgrades_only(tmp_path):
     result, calls = run_upgrade(tmp_path, deployed="1.13.1")
     assert result.returncode == 0, result.stderr
-    assert [c.split()[:2] for c in calls] == [["helm", "list"], *[["kubectl", "--context"]] * 2, ["helm", "upgrade"]]
+    assert [c.split()[:2] for c in calls] == [["helm", "list"], *[["kubectl", "--context"]] * 4, ["helm", "upgrade"]]
 
 
 def test_dry_run_lists_every_step_and_calls_nothing(tmp_path):
@@ -148,15 +157,21 @@ def test_dry_run_lists_every_step_and_calls_nothing(tmp_path):
     steps = [line for line in result.stdout.splitlines() if line.startswith("+ ")]
     when = "[only if the deployed Dagster minor differs from 1.13]"
     assert "apply -f" in steps[0] and "wait --for=condition=complete job/dagster-backup-" in steps[1]
-    assert steps[2].startswith("+ helm upgrade --install dagster")
+    registry = {name: {"host": name, "port": 4000} for name in ("example-pipelines", "platform-ops")}
+    target = "--context acme-acceptance --namespace dagster-acceptance"
+    assert steps[2].endswith(
+        f" -m dagster_platform.ci.previews sync --env acceptance {target}"
+        f" --registry-json {json.dumps(registry, separators=(',', ':'))} --max-per-location 3"
+    )
+    assert steps[3].startswith("+ helm upgrade --install dagster")
     migration = [
         cmd
         for _, cmd in upgrade.upgrade_steps(
             "acceptance", context="acme-acceptance", namespace="dagster-acceptance", value_files=[], migrate=True
         )
-    ][1:]
-    assert len(steps) == 3 + len(migration) and all(s.startswith(f"+ {when} ") for s in steps[3:])
-    assert MIGRATE_JOB in steps[5] and "rollout status" in steps[-1]
+    ][2:]
+    assert len(steps) == 4 + len(migration) and all(s.startswith(f"+ {when} ") for s in steps[4:])
+    assert MIGRATE_JOB in steps[6] and "rollout status" in steps[-1]
 
 
 def test_upgrade_without_the_ops_image_tag_is_refused_before_anything_runs(tmp_path):
@@ -167,3 +182,38 @@ def test_upgrade_without_the_ops_image_tag_is_refused_before_anything_runs(tmp_p
         "refusing: no --ops-image-tag (OPS_IMAGE_TAG=...): the tag of the platform/ops image the platform pipeline "
         "built for this commit (CI: $CI_COMMIT_SHA); without it the ops location would not deploy"
     ]
+
+
+def test_the_sync_writes_the_registry_before_helm_upgrade_rolls_the_pods(tmp_path):
+    """The same command the preview jobs run (ci/previews.py) writes the registry into dagster-workspace before
+    `helm upgrade` rolls the webserver and daemon (their checksum/platform-registry annotation changed)."""
+    result, calls = run_upgrade(tmp_path, deployed="1.13.1")
+    assert result.returncode == 0, result.stderr
+    assert index(calls, "get configmap dagster-workspace") < index(calls, "create -f -") < index(calls, "helm upgrade")
+    created = json.loads((tmp_path / "calls.log.configmap.json").read_text())
+    notes = created["metadata"]["annotations"]
+    assert json.loads(notes["platform.acme.io/registry"]) == {
+        "example-pipelines": {"host": "example-pipelines", "port": 4000},
+        "platform-ops": {"host": "platform-ops", "port": 4000},
+    }
+    assert json.loads(notes["platform.acme.io/previews"]) == {} and notes["platform.acme.io/max-per-location"] == "3"
+    workspace = json.loads(created["data"]["workspace.yaml"])  # JSON is YAML: what Dagster reads
+    assert [e["grpc_server"]["location_name"] for e in workspace["load_from"]] == ["example-pipelines", "platform-ops"]
+    assert "workspace: 2 registered location(s), 0 preview(s) kept" in result.stdout
+
+
+def test_a_failing_sync_stops_before_helm_upgrade(tmp_path):
+    result, calls = run_upgrade(tmp_path, fail="create -f -", deployed="1.13.1")
+    assert result.returncode == 1
+    assert not any("helm upgrade" in c for c in calls)
+    assert result.stderr.strip().splitlines()[-1] == (
+        "platform upgrade: step 'write the registry into the workspace ConfigMap' failed (exit 2); "
+        "the release and the workspace ConfigMap are unchanged (the line above says why)"
+    )
+    assert "previews: kubectl create configmap dagster-workspace failed: stub: failing on purpose" in result.stderr
+
+
+def test_a_failing_helm_upgrade_after_the_sync_says_the_configmap_kept_the_new_registry(tmp_path):
+    result, _ = run_upgrade(tmp_path, fail="upgrade --install", deployed="1.13.1")
+    assert result.returncode == 1
+    assert "the workspace ConfigMap already lists this commit's registry (helm rollback keeps it)" in result.stderr

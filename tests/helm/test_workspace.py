@@ -1,9 +1,11 @@
-"""platform/code-locations.yaml is the registry: every location is in each environment's workspace and
-NetworkPolicies, and a user-code repo cannot run a newer Dagster than the platform."""
+"""platform/code-locations.yaml is the registry: each environment's webserver and daemon read the workspace
+ConfigMap ci/previews.py writes from it (tests/ci/test_previews.py), their pods roll when it changes, every
+location is a NetworkPolicy target, and a user-code repo cannot run a newer Dagster than the platform."""
 
 from __future__ import annotations
 
-import copy
+import hashlib
+import json
 
 import pytest
 
@@ -28,36 +30,69 @@ def test_registry_is_valid(locations):
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_every_registered_location_is_in_the_workspace(env_values, rendered, locations, env):
+def test_the_workspace_is_the_configmap_previews_py_writes_and_every_location_a_policy_target(
+    env_values, rendered, locations, env
+):
     assert registry.check_workspace(env_values[env], locations, env) == []
-    servers = env_values[env]["dagster"]["dagsterWebserver"]["workspace"]["servers"]
-    assert [s["name"] for s in servers] == [loc["name"] for loc in locations]
+    web = env_values[env]["dagster"]["dagsterWebserver"]
+    # servers: [] explicitly: the chart's default lists an example server and refuses both at once.
+    assert web["workspace"] == {"enabled": True, "servers": [], "externalConfigmap": "dagster-workspace"}
+    assert env_values[env]["codeLocations"] == [{"name": loc["name"], "port": loc["port"]} for loc in locations]
     policies = objects_of(rendered[env], "NetworkPolicy")
     for loc in locations:
         assert f"dagster-code-server-{loc['name']}" in policies
 
 
-def test_adding_a_location_is_one_registry_entry(locations):
+@pytest.mark.parametrize("env", ENVS)
+def test_webserver_and_daemon_pods_carry_the_registrys_hash(env_values, locations, env):
+    """The chart's checksum/dagster-workspace hashes its own (now empty) workspace template, so it no longer
+    changes; this annotation (on the pod template: the chart copies dagsterWebserver/dagsterDaemon.annotations
+    there) rolls both when the registry changes, after the upgrade's sync wrote the new registry."""
+    checksum = hashlib.sha256(helm_values.registry_json(locations).encode()).hexdigest()
+    for component in ("dagsterWebserver", "dagsterDaemon"):
+        assert env_values[env]["dagster"][component]["annotations"] == {"checksum/platform-registry": checksum}
+    assert json.loads(helm_values.registry_json(locations)) == {
+        loc["name"]: {"host": loc["name"], "port": loc["port"]} for loc in locations
+    }
+
+
+def test_adding_a_location_is_one_registry_entry_and_changes_the_hash(locations):
     added = [*locations, {"name": "sales-forecasts", "team": "sales", "image": "r/x", "port": 4001, "module": "m"}]
     workspace = helm_values.workspace_values(added)
+    assert workspace["dagster"]["dagsterDaemon"] != helm_values.workspace_values(locations)["dagster"]["dagsterDaemon"]
     for env in ENVS:
         values = deep_merge(helm_values.environment_values(env), workspace)
         assert registry.check_workspace(values, added, env) == []
-        # ...and an environment whose workspace misses it fails.
-        found = registry.check_workspace(helm_values.environment_values(env), added, env)
-        assert "registered location sales-forecasts (sales-forecasts:4001) is not in the workspace" in "\n".join(
-            map(str, found)
-        )
+        # ...and an environment whose values miss it fails: no NetworkPolicy target, pods that would not roll.
+        found = "\n".join(map(str, registry.check_workspace(helm_values.environment_values(env), added, env)))
+        assert f"[workspace] {env}: location sales-forecasts:4001 has no NetworkPolicy target" in found
+        assert "dagster.dagsterDaemon.annotations.checksum/platform-registry is not the registry's hash" in found
 
 
-def test_workspace_server_that_is_not_registered_fails(env_values, locations):
-    values = copy.deepcopy(env_values["acceptance"])
-    values["dagster"]["dagsterWebserver"]["workspace"]["servers"].append(
-        {"name": "rogue", "host": "rogue", "port": 4000}
-    )
-    assert "workspace server rogue (rogue:4000) is not registered" in "\n".join(
-        map(str, registry.check_workspace(values, locations, "acceptance"))
-    )
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (
+            lambda v: v["dagster"]["dagsterWebserver"]["workspace"].update(externalConfigmap="other"),
+            "dagster.dagsterWebserver.workspace.externalConfigmap is 'other'; it must be 'dagster-workspace' "
+            "(ci/previews.py writes it)",
+        ),
+        (
+            lambda v: v["dagster"]["dagsterWebserver"]["workspace"].update(servers=[{"host": "h", "port": 4000}]),
+            "dagster.dagsterWebserver.workspace.servers must be [] (the chart refuses both at once)",
+        ),
+        (
+            lambda v: v["codeLocations"].append({"name": "rogue", "port": 4000}),
+            "NetworkPolicy target rogue:4000 is not registered",
+        ),
+    ],
+)
+def test_a_wrong_workspace_is_one_line(values_of, locations, edit, expected):
+    values = values_of("acceptance")
+    edit(values)
+    assert [str(v) for v in registry.check_workspace(values, locations, "acceptance")] == [
+        f"[workspace] acceptance: {expected}"
+    ]
 
 
 @pytest.mark.parametrize(

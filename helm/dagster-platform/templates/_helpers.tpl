@@ -51,6 +51,9 @@ manifests for the wrong place.
 {{- if (.Values.dagster.postgresql | default dict).postgresqlPassword -}}
 {{- fail "dagster.postgresql.postgresqlPassword must not be set: the password comes from the Secret global.postgresqlSecretName" -}}
 {{- end -}}
+{{- if and .Values.previews.enabled (eq .Values.environment.name "production") -}}
+{{- fail "previews.enabled must be false in production: previews run in acceptance only" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The official chart's instance ConfigMap (`dagster.fullname`-instance; release names containing "dagster" keep their name). */}}

@@ -165,7 +165,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 def _run_upgrade(env: str, steps: list[upgrade.Step], where: dict[str, str], name: str) -> int:
     """Run the steps; when one fails, scale back up if scaled down and print one line: the step, the way back."""
-    scaled_down = migrating = False
+    scaled_down = migrating = synced = False
     for label, cmd in steps:
         print("+ " + " ".join(cmd), flush=True)
         try:
@@ -177,6 +177,7 @@ def _run_upgrade(env: str, steps: list[upgrade.Step], where: dict[str, str], nam
         migrating = migrating or label == upgrade.MIGRATION
         if code == 0:
             scaled_down = scaled_down and label != upgrade.SCALED_UP
+            synced = synced or label == upgrade.SYNC
             continue
         restored = ""
         if scaled_down:
@@ -184,8 +185,10 @@ def _run_upgrade(env: str, steps: list[upgrade.Step], where: dict[str, str], nam
             restored = "; webservers and daemon scaled back up" if all(back) else "; SCALING BACK UP FAILED too"
         if label in upgrade.BACKUP_STEPS:
             way_back = f"nothing was changed; see `kubectl logs job/{name}`"
+        elif label == upgrade.SYNC:
+            way_back = "the release and the workspace ConfigMap are unchanged (the line above says why)"
         else:
-            way_back = upgrade.recovery(env, **where, name=name, migrated=migrating)
+            way_back = upgrade.recovery(env, **where, name=name, migrated=migrating, synced=synced)
         print(f"platform upgrade: step '{label}' failed ({reason}){restored}; {way_back}", file=sys.stderr)
         return 1
     return 0

@@ -294,6 +294,9 @@ def check_required_settings(env: str, values: Mapping[str, Any], where: str) -> 
     if not helm_values.get_path(values, "dagster.postgresql.postgresqlHost"):
         message = "dagster.postgresql.postgresqlHost (external Postgres) is empty"
         out.append(Violation("required-setting", where, message))
+    if env == "production" and helm_values.get_path(values, "previews.enabled"):
+        message = "previews.enabled is true in production; previews run in acceptance only: set it there alone"
+        out.append(Violation("previews", where, message))
     for key in ("dagster.nameOverride", "dagster.fullnameOverride", "dagster.global"):
         if helm_values.get_path(values, key) is not None:
             out.append(Violation("required-setting", where, f"{key} must not be set (names are relied on)"))

@@ -1,5 +1,6 @@
 """platform/code-locations.yaml, the registry of code locations: valid entries, served on the port the
-user-code template serves, and exactly the registered locations in each workspace and NetworkPolicy."""
+user-code template serves, exactly the registered locations as NetworkPolicy targets, and a workspace the
+webserver and daemon read from the ConfigMap that ci/previews.py keeps (registry + previews)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from dagster_platform.ci.previews import CONFIGMAP
 from dagster_platform.helm import values as helm_values
 from dagster_platform.helm.policies import Violation
 from dagster_platform.paths import grpc_port
@@ -16,21 +18,31 @@ _WHERE = "platform/code-locations.yaml"
 
 
 def check_workspace(values: Mapping[str, Any], locations: list[Mapping[str, Any]], where: str) -> list[Violation]:
-    """Every registered location is a workspace server and a NetworkPolicy target, and nothing else is."""
+    """The webserver and daemon read the ConfigMap previews.py writes (registry + previews), their pods carry
+    the registry's hash (so a registry change rolls them), and every registered location is a NetworkPolicy
+    target, and nothing else is."""
     out = []
     workspace = helm_values.get_path(values, "dagster.dagsterWebserver.workspace") or {}
     if not workspace.get("enabled"):
         out.append(Violation("workspace", where, "dagster.dagsterWebserver.workspace.enabled is not true"))
-    servers = {(s.get("name"), s.get("host"), s.get("port")) for s in workspace.get("servers") or []}
+    if workspace.get("externalConfigmap") != CONFIGMAP:
+        message = f"dagster.dagsterWebserver.workspace.externalConfigmap is {workspace.get('externalConfigmap')!r}"
+        out.append(Violation("workspace", where, f"{message}; it must be {CONFIGMAP!r} (ci/previews.py writes it)"))
+    if workspace.get("servers") != []:
+        message = "dagster.dagsterWebserver.workspace.servers must be [] (the chart refuses both at once)"
+        out.append(Violation("workspace", where, message))
+    checksum = helm_values.registry_checksum(locations)
+    for component in ("dagsterWebserver", "dagsterDaemon"):
+        key = f"dagster.{component}.annotations"
+        if (helm_values.get_path(values, key) or {}).get(helm_values.REGISTRY_CHECKSUM) != checksum:
+            message = f"{key}.{helm_values.REGISTRY_CHECKSUM} is not the registry's hash (must roll on change)"
+            out.append(Violation("workspace", where, message))
     policy_targets = {(c.get("name"), c.get("port")) for c in values.get("codeLocations") or []}
-    registered = {(loc.get("name"), loc.get("name"), loc.get("port")) for loc in locations}
-    for name, host, port in sorted(registered - servers):
-        out.append(Violation("workspace", where, f"registered location {name} ({host}:{port}) is not in the workspace"))
-    for name, host, port in sorted(servers - registered):
-        out.append(Violation("workspace", where, f"workspace server {name} ({host}:{port}) is not registered"))
-    for name, _host, port in sorted(registered):
-        if (name, port) not in policy_targets:
-            out.append(Violation("workspace", where, f"location {name}:{port} has no NetworkPolicy target"))
+    registered = {(loc.get("name"), loc.get("port")) for loc in locations}
+    for name, port in sorted(registered - policy_targets, key=str):
+        out.append(Violation("workspace", where, f"location {name}:{port} has no NetworkPolicy target"))
+    for name, port in sorted(policy_targets - registered, key=str):
+        out.append(Violation("workspace", where, f"NetworkPolicy target {name}:{port} is not registered"))
     return out
 
 

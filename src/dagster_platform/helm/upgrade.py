@@ -1,6 +1,7 @@
 """The guarded upgrade: which kube context and namespace may be touched, and the steps of
-`make platform-upgrade`: a pg_dump backup Job to the object store, helm upgrade --atomic, then Dagster's
-instance migration on a minor upgrade; the recovery steps printed when one of them fails."""
+`make platform-upgrade`: a pg_dump backup Job to the object store, the registry written into the workspace
+ConfigMap (previews kept), helm upgrade --atomic, then Dagster's instance migration on a minor upgrade; the
+recovery steps printed when one of them fails."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,7 @@ def needs_migration(deployed_app_version: str | None, new_version: str) -> bool:
 # A labelled command of the upgrade: (what it does, argv). The label names the step when it fails.
 Step = tuple[str, list[str]]
 
+SYNC = "write the registry into the workspace ConfigMap"
 SCALED_DOWN = "scale the webservers and the daemon to 0"
 SCALED_UP = "scale the daemon back up"
 MIGRATION = "apply the migration Job"
@@ -106,17 +109,31 @@ def scale_up_steps(env: str, context: str, namespace: str) -> list[Step]:
     ]
 
 
+def sync_step(env: str, context: str, namespace: str) -> Step:
+    """The registry part of the workspace ConfigMap replaced, the live previews kept: the same command (and the
+    same read-modify-write at the read resourceVersion) the preview jobs run, so neither loses the other's
+    change. Production: refused while a preview is in it. Before `helm upgrade`, so the webserver and daemon
+    pods it rolls (registry hash annotation) start with the new workspace."""
+    values = helm_values.environment_values(env)
+    command = [sys.executable, "-m", "dagster_platform.ci.previews", "sync", "--env", env]
+    command += ["--context", context, "--namespace", namespace]
+    command += ["--registry-json", helm_values.registry_json(helm_values.load_code_locations())]
+    limit = helm_values.get_path(values, "previews.maxPerLocation")
+    return SYNC, command + (["--max-per-location", str(limit)] if limit else [])
+
+
 def upgrade_steps(
     env: str, *, context: str, namespace: str, value_files: list[Path], migrate: bool, ops_image_tag: str = ""
 ) -> list[Step]:
-    """The steps `make platform-upgrade` runs after the backup, in order."""
+    """The steps `make platform-upgrade` runs after the backup, in order: the workspace sync, helm upgrade, and
+    the migration when `migrate`."""
     release, chart = helm_values.RELEASE_NAME, str(helm_values.CHART_DIR)
     target = ["--kube-context", context, "--namespace", namespace]
     files = [arg for f in value_files for arg in ("--values", str(f))]
     if ops_image_tag:  # the ops location's image, built by the same platform pipeline (platform/ops/)
         files += ["--set", f"{OPS_DEPLOYMENT}.image.tag={ops_image_tag}"]
     upgrade = ["helm", "upgrade", "--install", release, chart, *target, *files, "--atomic", "--wait"]
-    steps = [("helm upgrade", [*upgrade, "--timeout", UPGRADE_TIMEOUT])]
+    steps = [sync_step(env, context, namespace), ("helm upgrade", [*upgrade, "--timeout", UPGRADE_TIMEOUT])]
     if not migrate:
         return steps
     kube = _kube(context, namespace)
@@ -243,18 +260,24 @@ def backup_steps(env: str, *, context: str, namespace: str, name: str, manifest:
     ]
 
 
-def recovery(env: str, *, context: str, namespace: str, name: str, migrated: bool) -> str:
+def recovery(env: str, *, context: str, namespace: str, name: str, migrated: bool, synced: bool = False) -> str:
     """How to get back (one line; docs/upgrade.md): roll the release back, and restore the dump if the
-    migration had started (not before: the dump is older than the runs since)."""
+    migration had started (not before: the dump is older than the runs since). After the sync, the workspace
+    ConfigMap (not part of the release) holds this commit's registry: a rollback leaves it so."""
     rollback = f"`helm rollback {helm_values.RELEASE_NAME} --kube-context {context} --namespace {namespace}`"
+    workspace = ""
+    if synced:
+        workspace = "; the workspace ConfigMap already lists this commit's registry (helm rollback keeps it): "
+        workspace += "rerun the upgrade, or upgrade from the previous commit to restore both"
     if not migrated:
-        return f"the database was not migrated; if `helm history` shows the new revision deployed: {rollback}"
+        deployed = "if `helm history` shows the new revision deployed"
+        return f"the database was not migrated; {deployed}: {rollback}{workspace}"
     bucket, key, endpoint = backup_location(env, name)
     pg = helm_values.environment_values(env)["dagster"]["postgresql"]
     restore = f"aws s3 cp s3://{bucket}/{key} db.dump --endpoint-url {endpoint} && "
     restore += f"pg_restore {' '.join(PG_RESTORE_FLAGS)} -h {pg['postgresqlHost']} -U {pg['postgresqlUsername']} "
     restore += f"-d {pg['postgresqlDatabase']} db.dump"
-    return f"to recover: restore the backup with `{restore}`, then {rollback} (docs/upgrade.md)"
+    return f"to recover: restore the backup with `{restore}`, then {rollback} (docs/upgrade.md){workspace}"
 
 
 def deployed_app_version(context: str, namespace: str) -> str | None:

@@ -13,6 +13,8 @@ environment file sets one of the generated keys, so each setting is stated in ex
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 import yaml
 
 from dagster_platform import paths
+from dagster_platform.ci import previews
 from dagster_platform.mappings import deep_merge
 
 CHART_DIR = paths.HELM_DIR / "dagster-platform"
@@ -42,8 +45,14 @@ GENERATED_KEYS = (
     "dagster.retention",
     "dagster.telemetry",
     "dagster.dagsterWebserver.workspace",
+    "dagster.dagsterWebserver.annotations.checksum/platform-registry",
+    "dagster.dagsterDaemon.annotations.checksum/platform-registry",
     "codeLocations",
+    "previews.grpcPort",
 )
+# Pod annotation of the webserver(s) and the daemon: the registry's hash, so a registry change rolls them at
+# `helm upgrade` (the chart's own checksum/dagster-workspace is constant with an external ConfigMap).
+REGISTRY_CHECKSUM = "checksum/platform-registry"
 
 
 class InstanceTranslationError(ValueError):
@@ -185,17 +194,36 @@ def load_code_locations() -> list[dict[str, Any]]:
     return list(load_yaml(paths.CODE_LOCATIONS_YAML).get("locations") or [])
 
 
-def workspace_values(locations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """The webserver/daemon workspace and the NetworkPolicy targets, one entry per location.
-
-    Each location is its own Helm release (user-code template) whose Service is named after the
-    location, in the same namespace.
-    """
+def registry_servers(locations: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{name: {host, port}} of the registered locations: the registry part of the workspace ConfigMap, as the
+    upgrade passes it to `previews sync --registry-json`. Each location is its own Helm release (user-code
+    template) whose Service is named after the location, in the same namespace."""
     # As registered: a wrong entry is the registry check's one-line finding (helm/registry.py), not a crash here.
-    servers = [{"host": loc.get("name"), "port": loc.get("port"), "name": loc.get("name")} for loc in locations]
+    return {str(loc.get("name")): {"host": loc.get("name"), "port": loc.get("port")} for loc in locations}
+
+
+def registry_json(locations: Iterable[Mapping[str, Any]]) -> str:
+    return json.dumps(registry_servers(locations), sort_keys=True, separators=(",", ":"))
+
+
+def registry_checksum(locations: Iterable[Mapping[str, Any]]) -> str:
+    return hashlib.sha256(registry_json(locations).encode()).hexdigest()
+
+
+def workspace_values(locations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The webserver/daemon workspace (the ConfigMap previews.py owns), the registry's hash on their pods, the
+    NetworkPolicy targets (one per location) and the previews' gRPC port (platform/usercode.yaml).
+
+    `servers: []` is explicit: the chart's default lists an example server, and the chart refuses `servers`
+    next to `externalConfigmap`.
+    """
+    locations = list(locations)
+    roll = {"annotations": {REGISTRY_CHECKSUM: registry_checksum(locations)}}
+    workspace = {"enabled": True, "servers": [], "externalConfigmap": previews.CONFIGMAP}
     return {
-        "codeLocations": [{"name": s["name"], "port": s["port"]} for s in servers],
-        "dagster": {"dagsterWebserver": {"workspace": {"enabled": True, "servers": servers}}},
+        "codeLocations": [{"name": loc.get("name"), "port": loc.get("port")} for loc in locations],
+        "previews": {"grpcPort": paths.grpc_port()},
+        "dagster": {"dagsterWebserver": {"workspace": workspace, **roll}, "dagsterDaemon": roll},
     }
 
 
