@@ -39,6 +39,8 @@ DEVELOPER_JOBS = {
 MR_RULE = '$CI_PIPELINE_SOURCE == "merge_request_event"'
 DEFAULT_BRANCH_RULE = "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"
 ENVIRONMENTS = ("acceptance", "production")
+# GitLab review apps (merge-request previews): acceptance only, merge requests only, always stoppable.
+REVIEW_PREFIX = "review/"
 CONTAINER_SCANNING = "Jobs/Container-Scanning.gitlab-ci.yml"
 # The platform's upgrade jobs deploy the ops image the same pipeline built (build-ops).
 UPGRADE_COMMAND = 'make platform-upgrade ENV="$ENV" OPS_IMAGE_TAG="$CI_COMMIT_SHA"'
@@ -115,6 +117,7 @@ def check(pipeline: Pipeline, kind: str) -> list[str]:
             problems.append(f"{name}: CI_DEBUG_TRACE prints every variable, secrets included")
 
     problems += _check_deploys(jobs, kind)
+    problems += _check_reviews(jobs)
     if kind == "usercode":
         problems += _check_usercode(pipeline, jobs, variables)
     return problems
@@ -124,7 +127,7 @@ def _deploys_to(job: dict) -> str | None:
     """The environment (acceptance or production) a job deploys to; None for other jobs and stop actions."""
     environment = job.get("environment")
     environment = environment if isinstance(environment, dict) else {"name": environment}
-    if environment.get("action", "start") != "start":
+    if environment.get("action", "start") != "start" or str(environment.get("name")).startswith(REVIEW_PREFIX):
         return None
     return next((env for env in ENVIRONMENTS if env in str(environment.get("name") or "")), None)
 
@@ -177,6 +180,50 @@ def _check_deploys(jobs: dict[str, dict], kind: str) -> list[str]:
             problems += _check_helm_deploy(name, env, commands, job_vars)
         elif UPGRADE_COMMAND not in commands or job_vars.get("ENV") != env:
             problems.append(f"{name}: must run make platform-upgrade ENV={env} OPS_IMAGE_TAG=$CI_COMMIT_SHA")
+    return problems
+
+
+def _environment(job: dict) -> dict:
+    environment = job.get("environment")
+    return environment if isinstance(environment, dict) else {"name": environment}
+
+
+def _check_reviews(jobs: dict[str, dict]) -> list[str]:
+    """Jobs of a `review/` environment (merge-request previews) never reach production: acceptance variables
+    only, merge-request rules only, the previews tool with --env acceptance, and a job that stops them."""
+    problems = []
+    for name, job in jobs.items():
+        environment = _environment(job)
+        if not str(environment.get("name") or "").startswith(REVIEW_PREFIX):
+            continue
+        commands = job_commands(job)
+        text = " ".join([*commands, *job_variables(job).values(), *map(str, environment.values())])
+        foreign = sorted(v for v in referenced_variables(text) if "PRODUCTION" in v)
+        if foreign:
+            problems.append(
+                f"{name}: a {REVIEW_PREFIX} environment must use acceptance variables only, found {foreign}"
+            )
+        active = [r for r in job.get("rules", []) if isinstance(r, dict) and r.get("when") != "never"]
+        if not active or any(_norm(r.get("if", "")) != _norm(MR_RULE) for r in active) or "only" in job:
+            problems.append(f"{name}: a {REVIEW_PREFIX} environment runs on merge requests only (rules: if {MR_RULE})")
+        if job.get("stage") != "acceptance":
+            problems.append(f"{name}: a {REVIEW_PREFIX} environment must run in stage 'acceptance'")
+        for command in commands:
+            if "dagster_platform.ci.previews" in command and "--env acceptance" not in " ".join(command.split()):
+                problems.append(f"{name}: the previews tool must run with --env acceptance")
+        if environment.get("action", "start") != "start":
+            continue
+        if environment.get("deployment_tier") != "development":
+            problems.append(f"{name}: a {REVIEW_PREFIX} environment's deployment_tier must be development")
+        stop = jobs.get(str(environment.get("on_stop")))
+        stop_env = _environment(stop) if stop else {}
+        if stop_env.get("name") != environment["name"] or stop_env.get("action") != "stop":
+            problems.append(
+                f"{name}: a {REVIEW_PREFIX} environment needs on_stop naming a job with the same environment and"
+                " action: stop"
+            )
+        if not environment.get("auto_stop_in"):
+            problems.append(f"{name}: a {REVIEW_PREFIX} environment must set auto_stop_in")
     return problems
 
 
