@@ -122,3 +122,54 @@ def webserver(tmp_path_factory):
                 process.kill()
         for log in logs:
             log.close()
+
+
+@pytest.fixture(scope="session")
+def preview_webserver(tmp_path_factory):
+    """A real dagster-webserver whose workspace file stands in for the acceptance webserver's mounted ConfigMap
+    `dagster-workspace`: the kubectl stub of the preview-job tests writes it (every entry dialed at the one gRPC
+    code server here, as cluster DNS would resolve each Service), and the jobs make the webserver re-read it.
+
+    Yields (url, workspace file, gRPC port); the workspace starts with `example-pipelines` only."""
+    home = tmp_path_factory.mktemp("preview-web")
+    (home / "defs.py").write_text(DEFS)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    grpc_port, web_port = free_port(), free_port()
+    workspace = home / "workspace.yaml"
+    workspace.write_text(
+        f"load_from:\n  - grpc_server: {{host: 127.0.0.1, port: {grpc_port}, location_name: example-pipelines}}\n"
+    )
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    subprocess.run([BIN / "dagster", "instance", "migrate"], cwd=home, env=env, check=True, capture_output=True)
+    logs = [open(home / name, "w") for name in ("grpc.log", "web.log")]  # noqa: SIM115 - closed below
+    grpc = [BIN / "dagster", "api", "grpc", "--python-file", "defs.py", "--host", "127.0.0.1", "--port", str(grpc_port)]
+    processes = [
+        subprocess.Popen(
+            grpc,
+            cwd=home,
+            env=env,
+            stdout=logs[0],
+            stderr=subprocess.STDOUT,
+        ),
+        subprocess.Popen(
+            [BIN / "dagster-webserver", "-h", "127.0.0.1", "-p", str(web_port), "-w", str(workspace)],
+            cwd=home,
+            env=env,
+            stdout=logs[1],
+            stderr=subprocess.STDOUT,
+        ),
+    ]
+    url = f"http://127.0.0.1:{web_port}"
+    try:
+        wait_for(lambda: http_ok(url + "/server_info"), 120, "dagster-webserver")
+        yield url, workspace, grpc_port
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for log in logs:
+            log.close()

@@ -1,0 +1,414 @@
+"""Merge-request previews: the deploy-preview and stop-preview jobs of ci/usercode.gitlab-ci.yml.
+
+Executed (slow) as the deploy jobs are in test_executed_jobs.py: gitlab-ci-local's shell executor in a fresh clone,
+the platform's tools fetched from a local stand-in, `helm` and `apk` stubbed, and `kubectl` a stateful stand-in for
+the acceptance ConfigMap `dagster-workspace` (get / replace / create with a resourceVersion, Kubernetes' conflict
+and not-found answers), so the real previews.py registers and deregisters. What the kubelet and cluster DNS would do
+is the stub's second write: the ConfigMap's workspace.yaml, every entry pointed at one loopback gRPC code server, is
+the workspace file of a real dagster-webserver, which the jobs make re-read it and the smoke check then asks.
+Fast: which pipelines the jobs appear in, their environment, and the policy refusing previews that could reach
+production.
+"""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dagster_platform.ci.config import Pipeline
+from dagster_platform.ci.policy import check
+from dagster_platform.ci.runner import host_environment, run_job
+from dagster_platform.graphql import Client
+from dagster_platform.paths import ROOT, dagster_version
+
+from .helpers import fresh_checkout, git
+
+LOCATION = "example-pipelines"
+CONTEXT, NAMESPACE = "acme/agents:acceptance", "dagster-acceptance"
+IMAGE_REPOSITORY = "registry.gitlab.com/acme/dagster/example-pipelines"
+MR_IID = "12"
+PREVIEW = f"{LOCATION}-mr-{MR_IID}"
+REGISTRY = {LOCATION: {"host": LOCATION, "port": 4000}}
+
+# --- fast: where the jobs run, their environment, the policy --------------------------------------------------
+
+
+def test_preview_jobs_run_on_merge_requests_only(pipeline_whens):
+    whens = pipeline_whens["usercode"]
+    assert [whens[ctx]["deploy-preview"] for ctx in ("mr", "main", "feature_push")] == ["on_success", "never", "never"]
+    assert [whens[ctx]["stop-preview"] for ctx in ("mr", "main", "feature_push")] == ["manual", "never", "never"]
+
+
+def test_preview_environment_is_a_stoppable_review_app(usercode_pipeline):
+    jobs = usercode_pipeline.jobs()
+    deploy, stop = jobs["deploy-preview"], jobs["stop-preview"]
+    assert deploy["environment"] == {
+        "name": "review/$DAGSTER_LOCATION-mr-$CI_MERGE_REQUEST_IID",
+        "url": "$DAGSTER_WEBSERVER_URL_ACCEPTANCE/locations/$DAGSTER_LOCATION-mr-$CI_MERGE_REQUEST_IID/assets",
+        "on_stop": "stop-preview",
+        "auto_stop_in": "$PREVIEW_AUTO_STOP_IN",
+        "deployment_tier": "development",
+    }
+    assert stop["environment"] == {"name": deploy["environment"]["name"], "action": "stop"}
+    assert deploy["stage"] == stop["stage"] == "acceptance"
+    assert deploy["resource_group"] == stop["resource_group"] == "preview-$DAGSTER_LOCATION-$CI_MERGE_REQUEST_IID"
+    assert deploy["interruptible"] is stop["interruptible"] is False
+    assert stop["variables"]["GIT_STRATEGY"] == "none"
+    variables = usercode_pipeline.variables
+    assert variables["PREVIEW_AUTO_STOP_IN"] == "3 days"
+    assert variables["PREVIEW_MAX_PER_LOCATION"] == "3"
+    # The port the preview serves and is registered with is the platform's port contract.
+    contract = yaml.safe_load((ROOT / "platform" / "usercode.yaml").read_text())["grpc_port"]
+    assert int(variables["DAGSTER_GRPC_PORT"]) == contract
+
+
+def _mutated(pipeline: Pipeline, change) -> Pipeline:
+    config = copy.deepcopy(pipeline.config)
+    change(config)
+    return Pipeline(path=pipeline.path, config=config, files=pipeline.files, templates=list(pipeline.templates))
+
+
+def _in_preview_script(old: str, new: str):
+    def change(config):
+        config["deploy-preview"]["script"] = [line.replace(old, new) for line in config["deploy-preview"]["script"]]
+
+    return change
+
+
+def _set(job: str, *path_and_value):
+    *path, value = path_and_value
+
+    def change(config):
+        target = config[job]
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return change
+
+
+PREVIEW_BREAKAGES = {
+    "production kube context": (
+        _set("deploy-preview", "variables", "KUBE_CONTEXT", "$KUBE_CONTEXT_PRODUCTION"),
+        "deploy-preview: a review/ environment must use acceptance variables only, found ['KUBE_CONTEXT_PRODUCTION']",
+    ),
+    "production namespace in the stop job": (
+        _set("stop-preview", "variables", "KUBE_NAMESPACE", "$PRODUCTION_NAMESPACE"),
+        "stop-preview: a review/ environment must use acceptance variables only, found ['PRODUCTION_NAMESPACE']",
+    ),
+    "production webserver link": (
+        _set("deploy-preview", "environment", "url", "$DAGSTER_WEBSERVER_URL_PRODUCTION/locations"),
+        "deploy-preview: a review/ environment must use acceptance variables only,"
+        " found ['DAGSTER_WEBSERVER_URL_PRODUCTION']",
+    ),
+    "registered in production": (
+        _in_preview_script("--env acceptance", "--env production"),
+        "deploy-preview: the previews tool must run with --env acceptance",
+    ),
+    "on the default branch": (
+        _set("deploy-preview", "rules", [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"}]),
+        "deploy-preview: a review/ environment runs on merge requests only"
+        ' (rules: if $CI_PIPELINE_SOURCE == "merge_request_event")',
+    ),
+    "in the production stage": (
+        _set("deploy-preview", "stage", "production"),
+        "deploy-preview: a review/ environment must run in stage 'acceptance'",
+    ),
+    "no stop job": (
+        _set("deploy-preview", "environment", "on_stop", "nothing"),
+        "deploy-preview: a review/ environment needs on_stop naming a job with the same environment and action: stop",
+    ),
+    "stop job of another environment": (
+        _set("stop-preview", "environment", "name", "review/other"),
+        "deploy-preview: a review/ environment needs on_stop naming a job with the same environment and action: stop",
+    ),
+    "never stopped by itself": (
+        lambda config: config["deploy-preview"]["environment"].pop("auto_stop_in"),
+        "deploy-preview: a review/ environment must set auto_stop_in",
+    ),
+    "production tier": (
+        _set("deploy-preview", "environment", "deployment_tier", "production"),
+        "deploy-preview: a review/ environment's deployment_tier must be development",
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(PREVIEW_BREAKAGES))
+def test_policy_refuses_a_preview_that_could_reach_production(breakage, usercode_pipeline):
+    """Each broken copy is refused with exactly one line; the real file passes (test_structure.py)."""
+    change, expected = PREVIEW_BREAKAGES[breakage]
+    assert check(_mutated(usercode_pipeline, change), "usercode") == [expected]
+
+
+# --- executed: helm and kubectl stubbed, a real webserver -----------------------------------------------------
+
+HELM_STUB = """#!/bin/sh
+# Stands in for helm: records its arguments, one per line, each call ended by '--'; a values file must exist.
+printf '%s\\n' "$@" '--' >> "$HELM_ARGS_LOG"
+prev=""
+for arg in "$@"; do
+  if [ "$prev" = "-f" ] && [ ! -f "$arg" ]; then echo "helm-stub: no values file $arg" >&2; exit 1; fi
+  prev="$arg"
+done
+"""
+
+KUBECTL_STUB = '''#!/usr/bin/env python3
+"""Stands in for kubectl against one ConfigMap held as JSON in $KUBE_STATE: get -o json, replace -f - (refused with
+Kubernetes' Conflict when the resourceVersion is not the stored one), create -f - (AlreadyExists). Each call's
+arguments are appended to $KUBECTL_LOG as a JSON line. After a write, the ConfigMap's workspace.yaml goes to
+$KUBE_MOUNT with every server at 127.0.0.1:$STUB_GRPC_PORT: the kubelet's volume refresh and cluster DNS."""
+import json, os, sys
+
+argv = sys.argv[1:]
+with open(os.environ["KUBECTL_LOG"], "a") as log:
+    log.write(json.dumps(argv) + "\\n")
+opts = {}
+while argv and argv[0].startswith("--"):
+    opts[argv[0]], argv = argv[1], argv[2:]
+state = os.environ["KUBE_STATE"]
+stored = json.load(open(state)) if os.path.exists(state) else None
+
+
+def fail(message):
+    sys.exit(f"Error from server ({message}")
+
+
+if argv == ["get", "configmap", "dagster-workspace", "-o", "json"]:
+    if stored is None:
+        fail('NotFound): configmaps "dagster-workspace" not found')
+    sys.exit(print(json.dumps(stored)))
+if argv not in (["replace", "-f", "-"], ["create", "-f", "-"]):
+    sys.exit(f"kubectl-stub: unexpected call {argv}")
+obj = json.load(sys.stdin)
+meta = obj["metadata"]
+assert obj["kind"] == "ConfigMap" and meta["name"] == "dagster-workspace", obj
+assert meta["namespace"] == opts["--namespace"], (meta, opts)
+if argv[0] == "create":
+    if stored is not None:
+        fail('AlreadyExists): error when creating "STDIN": configmaps "dagster-workspace" already exists')
+    if "resourceVersion" in meta:
+        fail("BadRequest): resourceVersion should not be set on objects to be created")
+    version = 1
+else:
+    if stored is None:
+        fail('NotFound): error when replacing "STDIN": configmaps "dagster-workspace" not found')
+    if meta.get("resourceVersion") != stored["metadata"]["resourceVersion"]:
+        fail('Conflict): error when replacing "STDIN": Operation cannot be fulfilled on configmaps'
+             ' "dagster-workspace": the object has been modified; please apply your changes to the latest version'
+             " and try again")
+    version = int(stored["metadata"]["resourceVersion"]) + 1
+meta["resourceVersion"] = str(version)
+with open(state + ".tmp", "w") as out:
+    json.dump(obj, out)
+os.replace(state + ".tmp", state)
+workspace = json.loads(obj["data"]["workspace.yaml"])
+for entry in workspace["load_from"]:
+    entry["grpc_server"].update(host="127.0.0.1", port=int(os.environ["STUB_GRPC_PORT"]))
+with open(os.environ["KUBE_MOUNT"] + ".tmp", "w") as out:
+    json.dump(workspace, out)
+os.replace(os.environ["KUBE_MOUNT"] + ".tmp", os.environ["KUBE_MOUNT"])
+print(f"configmap/dagster-workspace {argv[0]}d")
+'''
+
+
+class Cluster:
+    """The stubs' files: helm's and kubectl's recorded calls, the ConfigMap."""
+
+    def __init__(self, tmp_path: Path, webserver):
+        self.url, self.mount, grpc_port = webserver
+        bin_dir = tmp_path / "stub-bin"
+        bin_dir.mkdir()
+        for name, text in (("helm", HELM_STUB), ("kubectl", KUBECTL_STUB), ("apk", "#!/bin/sh\nexit 0\n")):
+            (bin_dir / name).write_text(text)
+            (bin_dir / name).chmod(0o755)
+        self.helm_log, self.kubectl_log = tmp_path / "helm-args.log", tmp_path / "kubectl.log"
+        self.state = tmp_path / "configmap.json"
+        self.env = {
+            "PATH": f"{bin_dir}:{host_environment()['PATH']}",
+            "HELM_ARGS_LOG": str(self.helm_log),
+            "KUBECTL_LOG": str(self.kubectl_log),
+            "KUBE_STATE": str(self.state),
+            "KUBE_MOUNT": str(self.mount),
+            "STUB_GRPC_PORT": str(grpc_port),
+        }
+
+    def previews(self, *args: str) -> str:
+        """The platform's own previews CLI against the stub, as the platform upgrade (sync) or another MR's job
+        (add) would run it: how the ConfigMap is seeded."""
+        done = subprocess.run(
+            [sys.executable, "-m", "dagster_platform.ci.previews", *args, "--env", "acceptance"]
+            + ["--context", CONTEXT, "--namespace", NAMESPACE],
+            env={**os.environ, **self.env, "PYTHONPATH": str(ROOT / "src")},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout
+
+    def reset_logs(self) -> None:
+        """The next job's calls are recorded afresh; earlier ones are kept beside them (<log>.<n>) to read."""
+        for log in (self.helm_log, self.kubectl_log):
+            if log.exists():
+                log.rename(log.with_name(f"{log.name}.{len(list(log.parent.glob(log.name + '.*')))}"))
+
+    def helm_calls(self) -> list[list[str]]:
+        calls, current = [], []
+        for line in self.helm_log.read_text().splitlines() if self.helm_log.exists() else []:
+            if line == "--":
+                calls.append(current)
+                current = []
+            else:
+                current.append(line)
+        return calls
+
+    def kubectl_calls(self) -> list[list[str]]:
+        return [json.loads(line) for line in self.kubectl_log.read_text().splitlines()]
+
+    def configmap(self) -> dict:
+        return json.loads(self.state.read_text())
+
+    def workspace_locations(self) -> list[str]:
+        workspace = json.loads(self.configmap()["data"]["workspace.yaml"])
+        return [entry["grpc_server"]["location_name"] for entry in workspace["load_from"]]
+
+
+@pytest.fixture
+def cluster(tmp_path, preview_webserver):
+    cluster = Cluster(tmp_path, preview_webserver)
+    # The platform upgrade has written the registry (previews sync), as on a cluster where the location is registered.
+    cluster.previews("sync", "--registry-json", json.dumps(REGISTRY))
+    return cluster
+
+
+def _run(job, repo, pipeline, cluster, platform_remote, tmp_path, **extra):
+    overrides = {
+        "KUBE_CONTEXT_ACCEPTANCE": CONTEXT,
+        "KUBE_CONTEXT_PRODUCTION": "acme/agents:production",
+        "DAGSTER_WEBSERVER_URL_ACCEPTANCE": cluster.url,
+        "DAGSTER_WEBSERVER_URL_PRODUCTION": "http://127.0.0.1:9",
+        "CI_MERGE_REQUEST_IID": MR_IID,
+        "CI_REGISTRY_IMAGE": IMAGE_REPOSITORY,
+        "PLATFORM_CI_GIT_URL": platform_remote,
+        **cluster.env,
+        **extra,
+    }
+    workdir = Path(tempfile.mkdtemp(prefix=f"{job}-", dir=tmp_path))  # each run a fresh clone, as in GitLab
+    return run_job(pipeline, job, fresh_checkout(repo, workdir), overrides=overrides)
+
+
+def _uninstall(name: str) -> list[str]:
+    return ["uninstall", name, "--kube-context", CONTEXT, "--namespace", NAMESPACE, "--ignore-not-found", "--wait"]
+
+
+KUBE = ["--context", CONTEXT, "--namespace", NAMESPACE]
+GET = [*KUBE, "get", "configmap", "dagster-workspace", "-o", "json"]
+REPLACE = [*KUBE, "replace", "-f", "-"]
+
+
+@pytest.mark.slow
+def test_deploy_preview_then_stop_preview(rendered_repo, usercode_pipeline, platform_remote, cluster, tmp_path):
+    """deploy-preview: helm in acceptance only, registered next to the registry entry, LOADED in the real webserver;
+    stop-preview: deregistered, gone from the webserver, then uninstalled."""
+    sha = git(rendered_repo, "rev-parse", "HEAD")
+    values = yaml.safe_load((rendered_repo / "deploy" / "values-acceptance.yaml").read_text())
+    env_index = len(values["deployments"][0]["env"])  # DAGSTER_PREVIEW is appended after the file's own entries
+    cluster.reset_logs()
+
+    deployed = _run("deploy-preview", rendered_repo, usercode_pipeline, cluster, platform_remote, tmp_path)
+    assert deployed.ok, deployed.output[-4000:]
+    assert f"registered preview {PREVIEW}" in deployed.output
+    assert f"webserver: workspace re-read, {PREVIEW} present" in deployed.output
+    assert f"smoke: OK: location '{PREVIEW}' is LOADED" in deployed.output
+    assert cluster.helm_calls() == [
+        ["repo", "add", "dagster", "https://dagster-io.github.io/helm", "--force-update"],
+        [
+            "upgrade", "--install", PREVIEW, "dagster/dagster-user-deployments",
+            "--version", dagster_version(),
+            "--kube-context", CONTEXT, "--namespace", NAMESPACE,
+            "-f", "deploy/values-acceptance.yaml",
+            "--set", f"deployments[0].name={PREVIEW}",
+            "--set", f"deployments[0].image.repository={IMAGE_REPOSITORY}",
+            "--set", f"deployments[0].image.tag={sha}",
+            "--set", "deployments[0].port=4000",
+            "--set-string", "deployments[0].labels.platform\\.acme\\.io/preview=true",
+            "--set", f"deployments[0].env[{env_index}].name=DAGSTER_PREVIEW",
+            "--set-string", f"deployments[0].env[{env_index}].value=mr-{MR_IID}",
+            "--atomic", "--wait", "--timeout", "10m",
+        ],
+    ]  # fmt: skip
+    assert cluster.kubectl_calls() == [GET, REPLACE]
+    configmap = cluster.configmap()
+    assert cluster.workspace_locations() == [LOCATION, PREVIEW]
+    assert json.loads(configmap["metadata"]["annotations"]["platform.acme.io/registry"]) == REGISTRY
+    preview = json.loads(configmap["metadata"]["annotations"]["platform.acme.io/previews"])[PREVIEW]
+    assert (preview["location"], preview["mr"], preview["host"], preview["port"]) == (LOCATION, 12, PREVIEW, 4000)
+    assert Client(cluster.url).location_state(PREVIEW)[0] == "LOADED"
+
+    cluster.reset_logs()
+    stopped = _run("stop-preview", rendered_repo, usercode_pipeline, cluster, platform_remote, tmp_path)
+    assert stopped.ok, stopped.output[-4000:]
+    assert f"deregistered preview {PREVIEW}" in stopped.output
+    assert f"webserver: workspace re-read, {PREVIEW} absent" in stopped.output
+    assert cluster.kubectl_calls() == [GET, REPLACE]
+    assert cluster.helm_calls() == [_uninstall(PREVIEW)]
+    assert cluster.workspace_locations() == [LOCATION]
+    assert json.loads(cluster.configmap()["metadata"]["annotations"]["platform.acme.io/previews"]) == {}
+    assert Client(cluster.url).location_state(PREVIEW)[0] == "MISSING"
+    assert Client(cluster.url).location_state(LOCATION)[0] == "LOADED"
+
+    # GitLab may run the stop job again (auto-stop after a manual stop): nothing left to do, still green.
+    cluster.reset_logs()
+    again = _run("stop-preview", rendered_repo, usercode_pipeline, cluster, platform_remote, tmp_path)
+    assert again.ok, again.output[-4000:]
+    assert f"preview {PREVIEW} was not registered" in again.output
+    assert cluster.kubectl_calls() == [GET]  # unchanged: nothing written
+    assert cluster.helm_calls() == [_uninstall(PREVIEW)]
+
+
+@pytest.mark.slow
+def test_deploy_preview_evicts_the_oldest_beyond_the_limit(
+    rendered_repo, usercode_pipeline, platform_remote, cluster, tmp_path
+):
+    for mr in ("7", "8", "9"):  # three live previews of this location, MR 7 the oldest
+        cluster.previews("add", "--location", LOCATION, "--mr", mr, "--port", "4000")
+    cluster.reset_logs()
+    deployed = _run("deploy-preview", rendered_repo, usercode_pipeline, cluster, platform_remote, tmp_path)
+    assert deployed.ok, deployed.output[-4000:]
+    assert f"evicted {LOCATION}-mr-7" in deployed.output
+    repo_add, upgrade, *uninstalls = cluster.helm_calls()
+    assert upgrade[:3] == ["upgrade", "--install", PREVIEW]
+    assert uninstalls == [_uninstall(f"{LOCATION}-mr-7")]  # after it left the workspace
+    assert cluster.workspace_locations() == [LOCATION, f"{LOCATION}-mr-8", f"{LOCATION}-mr-9", PREVIEW]
+    assert f"smoke: OK: location '{PREVIEW}' is LOADED" in deployed.output
+    assert Client(cluster.url).location_state(f"{LOCATION}-mr-7")[0] == "MISSING"
+
+
+@pytest.mark.slow
+def test_deploy_preview_of_an_unregistered_location_leaves_nothing(
+    rendered_repo, usercode_pipeline, platform_remote, cluster, tmp_path
+):
+    """previews refuses a location the registry does not hold: the job fails in one line and uninstalls the
+    release it has just installed; the workspace is unchanged."""
+    before = cluster.configmap()
+    cluster.reset_logs()
+    failed = _run(
+        "deploy-preview", rendered_repo, usercode_pipeline, cluster, platform_remote, tmp_path,
+        DAGSTER_LOCATION="unregistered",
+    )  # fmt: skip
+    assert failed.returncode != 0
+    assert (
+        "previews: 'unregistered' is not a registered location (registered: example-pipelines); register it first"
+        in failed.output
+    )
+    assert [call[:3] for call in cluster.helm_calls()[1:]] == [
+        ["upgrade", "--install", "unregistered-mr-12"],
+        ["uninstall", "unregistered-mr-12", "--kube-context"],
+    ]
+    assert cluster.kubectl_calls() == [GET]
+    assert cluster.configmap() == before
