@@ -20,6 +20,9 @@ import time
 from dagster_platform import ci
 from dagster_platform.graphql import Client, GraphQLError
 
+# reloadWorkspace reloads every location: at most this often while a new one is missing.
+WORKSPACE_RELOAD_INTERVAL = 15.0
+
 
 def check_location(
     url: str,
@@ -31,8 +34,13 @@ def check_location(
 ) -> str:
     """Wait until the location is LOADED; return its detail line, or raise GraphQLError."""
     client = Client(url, headers=headers)
+    workspace_reloaded = float("-inf")
     if reload:
-        client.reload_location(location)
+        try:
+            client.reload_location(location)
+        except GraphQLError:  # not in the webserver's workspace yet (a new location or preview): re-read the file
+            client.reload_workspace()
+            workspace_reloaded = time.monotonic()
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -41,6 +49,14 @@ def check_location(
             state, detail = "UNREACHABLE", str(exc)
         if state == "LOADED":
             return detail
+        # A new entry reaches the webserver's mounted workspace file when the kubelet refreshes the ConfigMap
+        # (about a minute): until then ask it to re-read the file, every WORKSPACE_RELOAD_INTERVAL seconds.
+        if reload and state == "MISSING" and time.monotonic() - workspace_reloaded >= WORKSPACE_RELOAD_INTERVAL:
+            try:
+                client.reload_workspace()
+            except GraphQLError as exc:
+                detail += f" (reloadWorkspace: {exc})"
+            workspace_reloaded = time.monotonic()
         # Not final before the deadline: a rollout may still replace a failing or missing code server.
         if time.monotonic() >= deadline:
             raise GraphQLError(f"{state}: {detail}")
@@ -64,7 +80,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--location", required=True, help="code location name")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for LOADED (default 300)")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between polls (default 5)")
-    parser.add_argument("--reload", action="store_true", help="ask the webserver to reload the location first")
+    parser.add_argument(
+        "--reload",
+        action="store_true",
+        help="ask the webserver to reload the location first (a location it does not know yet: the workspace file)",
+    )
     parser.add_argument(
         "--header-env",
         action="append",
