@@ -6,7 +6,13 @@ import sys
 import pytest
 
 from dagster_platform.ci import version_guard
-from dagster_platform.ci.version_guard import VersionGuardError, check, locked_version, version_key
+from dagster_platform.ci.version_guard import (
+    VersionGuardError,
+    check,
+    locked_version,
+    oldest_supported,
+    version_key,
+)
 from dagster_platform.cli import main as cli
 from dagster_platform.paths import ROOT, TEMPLATE_DIR, dagster_version
 
@@ -39,6 +45,31 @@ def test_newer_lock_fails_naming_both_versions(tmp_path):
 @pytest.mark.parametrize("repo_version", ["1.13.27", "1.13.26", "1.12.9", "1.13.27rc1", "1.13.27.dev0"])
 def test_equal_or_older_lock_passes(tmp_path, repo_version):
     assert check(lock_with(tmp_path, repo_version), "1.13.27").startswith("OK:")
+
+
+def test_one_minor_behind_passes_from_its_first_release(tmp_path):
+    assert check(lock_with(tmp_path, "1.12.0"), "1.13.27").startswith("OK:")
+
+
+@pytest.mark.parametrize("repo_version", ["1.12.0rc1", "1.11.16", "1.11.99", "0.15.8"])
+def test_more_than_one_minor_behind_fails_with_the_fix(tmp_path, repo_version):
+    lock = lock_with(tmp_path, repo_version)
+    with pytest.raises(VersionGuardError) as error:
+        check(lock, "1.13.27")
+    assert str(error.value) == (
+        f"{lock} locks dagster=={repo_version}, more than one minor release behind the platform's dagster==1.13.27, "
+        "whose database schema it was not written for. Take the platform's template update (`make update-template`) "
+        "or lock dagster>=1.12.0."
+    )
+
+
+def test_oldest_supported_is_the_previous_minors_first_release():
+    assert [oldest_supported(v) for v in ("1.13.27", "1.14.0rc1", "2.0.0", "2.1")] == [
+        "1.12.0",
+        "1.13.0",
+        "2.0.0",
+        "2.0.0",
+    ]
 
 
 @pytest.mark.parametrize("repo_version", ["1.13.28", "1.13.28rc1", "1.13.27.post1", "2.0.0", "1.13.100"])

@@ -1,7 +1,9 @@
-"""Version guard: a user-code repo may not lock a Dagster newer than the platform runs.
+"""Version guard: a user-code repo locks a Dagster no newer than the platform runs, and at most one minor older.
 
 The webserver and daemon of the platform talk to every code server over gRPC; a code location built on a
-newer Dagster than the platform is not supported, so its pipeline stops before building an image.
+newer Dagster than the platform is not supported, so its pipeline stops before building an image. Older code
+keeps running against a schema the platform's upgrade migrated (docs/upgrade.md), for one minor release: a
+repo still on the minor before the previous one is refused until it takes the template update.
 
 Standard library only: user-code pipelines run this file straight from a checkout of the platform repo
 (`PYTHONPATH=<platform>/src python3 -m dagster_platform.ci.version_guard ...`), without installing the platform.
@@ -74,6 +76,13 @@ def locked_version(lock_path: Path, package: str = "dagster") -> str:
     return versions.pop()
 
 
+def oldest_supported(platform_version: str) -> str:
+    """The first release of the minor before the platform's (1.13.27 -> 1.12.0)."""
+    version_key(platform_version)  # refuses what is not a version
+    major, minor = ([int(p) for p in _VERSION.match(platform_version.strip())["release"].split(".")] + [0])[:2]
+    return f"{major}.{max(minor - 1, 0)}.0"
+
+
 def check(lock_path: Path, platform_version: str, package: str = "dagster") -> str:
     """Return a success message, or raise VersionGuardError naming both versions."""
     repo_version = locked_version(lock_path, package)
@@ -82,6 +91,13 @@ def check(lock_path: Path, platform_version: str, package: str = "dagster") -> s
             f"{lock_path} locks {package}=={repo_version}, newer than the platform's {package}=={platform_version}. "
             f"Lock {package}=={platform_version} or older (uv lock --upgrade-package {package}=={platform_version}),"
             " or upgrade the platform first."
+        )
+    oldest = oldest_supported(platform_version)
+    if version_key(repo_version) < version_key(oldest):
+        raise VersionGuardError(
+            f"{lock_path} locks {package}=={repo_version}, more than one minor release behind the platform's "
+            f"{package}=={platform_version}, whose database schema it was not written for. Take the platform's "
+            f"template update (`make update-template`) or lock {package}>={oldest}."
         )
     relation = "equal to" if version_key(repo_version) == version_key(platform_version) else "older than"
     return f"OK: {package}=={repo_version} in {lock_path} is {relation} the platform's {package}=={platform_version}"
