@@ -17,7 +17,7 @@ import psycopg2
 import pytest
 
 from dagster_platform import procs
-from dagster_platform.local import lifecycle, postgres, supervisor
+from dagster_platform.local import postgres, registration, supervisor
 from dagster_platform.paths import ROOT
 from tests.local.helpers import BROKEN, CANARY, PLATFORM_CLI, wait_until
 
@@ -65,7 +65,7 @@ def test_added_location_loads_runs_and_ticks_then_removal_stops_its_automation_a
     location_dir = Path(sup.meta["locations"][ADDED]["dir"])
     assert location_dir == stack.state_dir / "locations" / ADDED
     assert (location_dir / ".venv" / "bin" / "dagster").exists(), "its own .venv from its own lock"
-    assert f"location_name: {ADDED}" in workspace.read_text()
+    assert f'"location_name": "{ADDED}"' in workspace.read_text()  # JSON (valid YAML), by ci/previews.py
     assert client.location_state(ADDED)[0] == "LOADED"
     status = _cli(stack, "status", timeout=60)
     assert f"[stack] location {ADDED}: LOADED" in status.stdout, status.stdout
@@ -105,7 +105,7 @@ def test_added_location_loads_runs_and_ticks_then_removal_stops_its_automation_a
     assert lines[0] == f"[stack] stopped sensor canary_trigger_files of {ADDED}", lines  # before anything else
     # Its sensor was stopped first: no instigator stays RUNNING for a location that is gone.
     assert _instigators(stack, ADDED) == {"canary_trigger_files": "STOPPED"}
-    assert f"location_name: {ADDED}" not in workspace.read_text()
+    assert f'"location_name": "{ADDED}"' not in workspace.read_text()
     assert ADDED not in client.locations()
     assert not _alive(group), f"processes of the removed code server left: {_alive(group)}"
     sup = stack.supervisor
@@ -156,7 +156,7 @@ def test_rotated_pg_password_refuses_the_old_one_and_every_component_runs_with_t
 
     old_password = stack.pg.password
     began = time.monotonic()
-    rotated = lifecycle.rotate_pg_password(stack, on_altered=altered)
+    rotated = registration.rotate_pg_password(stack, on_altered=altered)
     print(f"rotate-pg-password took {time.monotonic() - began:.1f}s")
     stack.pg = rotated.pg  # the session's own connections (later tests) use the new password
     assert seen["restarted_yet"] == {}, seen

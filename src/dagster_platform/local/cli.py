@@ -1,7 +1,8 @@
 """The local runtime's command line: `dagster-platform dev` (`make dev`) and `dagster-platform stack
-up|down|status|restart|add-location|remove-location|rotate-pg-password` (`make stack`, `make stack-down`,
-`make stack-restart`, `make stack-add-location`, ...): arguments, one-line refusals and exit codes; the work is
-lifecycle's."""
+up|down|status|restart|add-location|remove-location|add-preview|remove-preview|sync-registry|rotate-pg-password`
+(`make stack`, `make stack-down`, `make stack-restart`, `make stack-add-location`, `make stack-add-preview`, ...):
+arguments, one-line refusals and exit codes; the work is lifecycle's (start, stop) and registration's (live
+changes of a running stack)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,17 @@ import sys
 from pathlib import Path
 
 from dagster_platform import procs
+from dagster_platform.ci.previews import PreviewError
 from dagster_platform.graphql import Client, GraphQLError
 from dagster_platform.helm.instance import InstanceTranslationError
 from dagster_platform.helm.values import ENVIRONMENTS
-from dagster_platform.local import config, lifecycle, locations, postgres, upgrade_drill
+from dagster_platform.local import config, lifecycle, locations, postgres, registration, upgrade_drill
 from dagster_platform.local.supervisor import ComponentFailed, Supervisor, owned
 
 # What `up` raises for a refusal or a failure; it has printed the details (log tail) and stopped what it started.
-ERRORS = (ComponentFailed, RuntimeError, TimeoutError, FileNotFoundError, ValueError, InstanceTranslationError)
+ERRORS = (
+    ComponentFailed, RuntimeError, TimeoutError, FileNotFoundError, ValueError, InstanceTranslationError, PreviewError,
+)  # fmt: skip
 
 
 def _dev_command(args) -> int:
@@ -115,13 +119,13 @@ def _location_command(args) -> int:
             if action == "add-location":
                 source = Path(args.source).resolve()
                 module = args.module or locations.default_module(source)
-                lifecycle.add_location(stack, locations.Location(args.name, module, str(source)))
+                registration.add_location(stack, locations.Location(args.name, module, str(source)))
             else:
-                lifecycle.remove_location(stack, args.name)
+                registration.remove_location(stack, args.name)
     except KeyboardInterrupt as exc:
         print(f"stack {action} interrupted ({exc or 'SIGINT'})", file=sys.stderr)
         return 130
-    except lifecycle.NotRegistered as exc:
+    except registration.NotRegistered as exc:
         print(f"stack {action} refused: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     except (*ERRORS, GraphQLError) as exc:
@@ -131,10 +135,42 @@ def _location_command(args) -> int:
     return 0
 
 
+def _preview_command(args) -> int:
+    """add-preview / remove-preview / sync-registry: a refusal (nothing changed) exits 2, a failure 1; one line each."""
+    action, done = args.action, ""
+    try:
+        with owned(str(Path(args.state_dir).resolve()), keep=True):  # interrupted: what it started is stopped
+            stack = lifecycle.attach(Path(args.state_dir))
+            if action == "add-preview":
+                source = Path(args.source).resolve()
+                _, evicted = registration.add_preview(
+                    stack, args.location, args.mr, source, args.module, args.max_per_location
+                )
+                name = f"{args.location}-mr-{args.mr}"
+                done = f"added preview {name}" + "".join(f"; evicted {old}" for old in evicted)
+            elif action == "remove-preview":
+                _, removed = registration.remove_preview(stack, args.location, args.mr)
+                done = f"{'removed' if removed else 'no'} preview {args.location}-mr-{args.mr}"
+            else:
+                registration.sync_registry(stack)
+                done = "registry part of the workspace regenerated, previews kept"
+    except KeyboardInterrupt as exc:
+        print(f"stack {action} interrupted ({exc or 'SIGINT'})", file=sys.stderr)
+        return 130
+    except registration.NotRegistered as exc:
+        print(f"stack {action} refused: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except (*ERRORS, GraphQLError) as exc:
+        print(f"stack {action} failed: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    lifecycle.say("stack", done)
+    return 0
+
+
 def _rotate_command(args) -> int:
     try:
         with owned(str(Path(args.state_dir).resolve()), keep=True):
-            lifecycle.rotate_pg_password(lifecycle.attach(Path(args.state_dir)))
+            registration.rotate_pg_password(lifecycle.attach(Path(args.state_dir)))
     except KeyboardInterrupt as exc:
         print(f"stack rotate-pg-password interrupted ({exc or 'SIGINT'}): run it again", file=sys.stderr)
         return 130
@@ -189,6 +225,19 @@ def register(subparsers) -> None:
     remove = actions.add_parser("remove-location", help="stop a location's schedules/sensors, unregister, stop it")
     remove.add_argument("name", help="as `stack status` names it (location <name>)")
     remove.set_defaults(func=_location_command)
+    preview = actions.add_parser("add-preview", help="a merge request's checkout as preview <location>-mr-<mr>")
+    preview.add_argument("--location", required=True, help="the registered location it is a preview of")
+    preview.add_argument("--mr", required=True, help="the merge request's IID (a number)")
+    preview.add_argument("--source", required=True, help="the checkout of the MR's branch (pyproject.toml, uv.lock)")
+    preview.add_argument("--module", default=None, help="module the code server loads (default <project>.definitions)")
+    preview.add_argument("--max-per-location", type=int, default=None, help="previews per location; oldest evicted")
+    preview.set_defaults(func=_preview_command)
+    unpreview = actions.add_parser("remove-preview", help="stop a preview's automation, deregister it, stop it")
+    unpreview.add_argument("--location", required=True)
+    unpreview.add_argument("--mr", required=True)
+    unpreview.set_defaults(func=_preview_command)
+    sync = actions.add_parser("sync-registry", help="regenerate the workspace's registry part, keep the previews")
+    sync.set_defaults(func=_preview_command)
     rotate = actions.add_parser("rotate-pg-password", help="new Postgres password: ALTER ROLE, store, restart readers")
     rotate.set_defaults(func=_rotate_command)
 

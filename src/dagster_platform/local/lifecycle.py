@@ -19,10 +19,8 @@ everything already started is stopped again.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import secrets
 import shutil
 import sys
 import time
@@ -32,11 +30,10 @@ from pathlib import Path
 
 from dagster_platform import net, procs
 from dagster_platform.graphql import Client
-from dagster_platform.helm import registry
 from dagster_platform.local import alert_receiver, config, locations, objectstore, postgres, services
 from dagster_platform.local.services import start_object_store, start_postgres
 from dagster_platform.local.supervisor import ComponentFailed, Supervisor, run_once
-from dagster_platform.paths import DEV_DIR, ROOT, dagster_version, grpc_port
+from dagster_platform.paths import DEV_DIR, ROOT, dagster_version
 
 STATE_DIRS = {"dev": DEV_DIR, "stack": ROOT / ".stack"}
 DEFAULT_STATE_DIR = STATE_DIRS["stack"]
@@ -154,7 +151,7 @@ def start_code_server(
         code_server_command(mode, location_dir, loc, port),
         env=location_env(env, loc, location_dir, home),
         cwd=location_dir,
-        info={"location": loc.name, "port": port, "required": loc.required, "env": loc.env},
+        info={"location": loc.name, "port": port, "required": loc.required, "env": loc.env, "dir": str(location_dir)},
     )
 
 
@@ -225,10 +222,10 @@ def up(
         if mode == "stack":
             pg, timings["postgres"] = start_postgres(sup, pg_url)
             store, timings["object_store"] = start_object_store(sup, instance_path)
-        sup.meta.update(mode=mode, env_name=env_name)
+        sup.meta.update(mode=mode, env_name=env_name, previews={})  # previews end with their stack
         sup.save()
         ports = {loc.name: net.free_port() for loc in stack_locations}
-        workspace = config.write_workspace(home, ports)
+        workspace = config.write_workspace(home, ports, keep_previews=False)  # no preview's code server runs yet
         env = base_env(home, pg, store)
         url = f"http://{host}:{port}"
         ops_env = {}  # the platform-ops location's alerting variables, as the cluster's Secret and values set them
@@ -358,254 +355,7 @@ def restart_component(stack: Stack, name: str, ready: Callable[[], bool] | None 
         env = own_tmp(env, stack.dagster_home, name)
     if loc_name := component.info.get("location"):
         loc = locations.Location(name=loc_name, module="", source="", env=component.info.get("env", {}))
-        cwd = Path(stack.locations[loc_name]["dir"])
+        cwd = Path(component.info.get("dir") or stack.locations[loc_name]["dir"])  # a preview records its dir
         env = location_env(env, loc, cwd, stack.dagster_home)
     sup.start(name, component.command, env=env, cwd=cwd, info=component.info)
     sup.wait_ready(name, ready, timeout)
-
-
-# --- a running stack's code locations and credentials (docs/operations.md) ------------------------------------
-class NotRegistered(RuntimeError):
-    """A refusal before anything changed (exit 2): an unknown location, a name already taken, a bad source."""
-
-
-def _daemon_refresh_seconds() -> int:
-    """At most this long after the workspace file changes, the daemon has started reading it again: its
-    controller re-reads the file every RELOAD_WORKSPACE_INTERVAL (60 s), checked every THREAD_CHECK_INTERVAL
-    (5 s) (dagster._daemon.controller.check_workspace_freshness → WorkspaceProcessContext.refresh_workspace,
-    which creates the origins from the file anew)."""
-    from dagster._daemon import controller
-
-    return controller.RELOAD_WORKSPACE_INTERVAL + controller.THREAD_CHECK_INTERVAL
-
-
-def dials(pid: int, port: int) -> bool:
-    """Does process `pid` hold a TCP connection to 127.0.0.1:`port` right now? (The daemon's watch thread asks
-    each code server of its workspace for its server id every second, on a new connection each time: a
-    connection to a location's port exists only once the daemon's workspace holds that location.)"""
-    inodes = set()
-    with contextlib.suppress(OSError):
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if link.startswith("socket:["):
-                    inodes.add(link[8:-1])
-    if not inodes:
-        return False
-    for table in ("tcp", "tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-                fields = line.split()
-                if fields[9] in inodes and int(fields[2].rsplit(":", 1)[1], 16) == port:
-                    return True
-    return False
-
-
-def wait_daemon_sees(stack: Stack, name: str, port: int, timeout: float) -> float:
-    """Until the daemon dials the new location's code server (its workspace holds it); returns seconds waited."""
-    sup, began = stack.supervisor, time.monotonic()
-    pid = sup.components["daemon"].pid
-    while not dials(pid, port):
-        if not sup.alive("daemon"):
-            raise ComponentFailed(f"the daemon is not running; {sup.tail('daemon')}")
-        if time.monotonic() - began > timeout:
-            raise ComponentFailed(
-                f"the daemon has not loaded {name} after {timeout:.0f}s (it re-reads the workspace every "
-                f"{_daemon_refresh_seconds()}s); `stack restart daemon` makes it read the workspace now"
-            )
-        time.sleep(0.01)  # each of its connections lives for milliseconds, once a second
-    return time.monotonic() - began
-
-
-def _write_workspace(stack: Stack, entries: dict[str, dict]) -> Path:
-    return config.write_workspace(stack.dagster_home, {n: info["port"] for n, info in entries.items()})
-
-
-def add_location(stack: Stack, loc: locations.Location, timeout: float = 300) -> Stack:
-    """Register one more location on a running stack, as the cluster's registry entry + platform upgrade +
-    the location's release do: its sources and .venv (locations.prepare), its code server (the one start of
-    `up`), the workspace file with it, the webserver's workspace reloaded until it is LOADED, and the
-    daemon's own periodic re-read of the workspace file awaited. Recorded in state.json like the others, so
-    `stack status`, `stack restart` and `stack down` treat it as theirs. Raises NotRegistered before anything
-    changes when the name is taken or the source is no location; on a later failure what it did is undone."""
-    sup = stack.supervisor
-    if stack.mode != "stack":
-        raise NotRegistered("add-location works on `make stack` (mode stack) only")
-    if loc.name in stack.locations or f"code-server-{loc.name}" in sup.components:
-        raise NotRegistered(f"location {loc.name!r} is already registered in {stack.state_dir}; remove it first")
-    # The registry's own rules for a name (the cluster's Service and release name), checked on a local entry.
-    entry = {"name": loc.name, "team": "local", "image": "local", "port": grpc_port(), "module": loc.module}
-    if problems := registry.check_code_location_registry([entry]):
-        raise NotRegistered(f"location name refused: {problems[0].message}")
-    source = Path(loc.source)
-    if not ((source / "pyproject.toml").is_file() and (source / "uv.lock").is_file()):
-        raise NotRegistered(f"{source} holds no location: it needs a pyproject.toml and a uv.lock")
-    if not sup.alive("webserver") or not sup.alive("daemon"):
-        raise NotRegistered(f"the stack in {stack.state_dir} is not running (webserver and daemon): `make stack`")
-    client, name = stack.client, f"code-server-{loc.name}"
-    began = time.monotonic()
-    location_dir = locations.prepare(loc, stack.state_dir / "locations")
-    say("stack", f"location {loc.name}: sources and .venv ready in {location_dir} ({time.monotonic() - began:.1f}s)")
-    port = net.free_port()
-    entries = {**stack.locations, loc.name: {"port": port, "dir": str(location_dir)}}
-    try:
-        start_code_server(sup, stack.mode, loc, location_dir, port, base_env(stack.dagster_home, stack.pg, stack.store),
-                          stack.dagster_home)  # fmt: skip
-        wait_code_server(sup, loc.name, port, timeout)
-        written = time.monotonic()
-        workspace = _write_workspace(stack, entries)
-        sup.meta["locations"] = entries
-        sup.save()
-        say("stack", f"workspace: {workspace} lists {loc.name} (127.0.0.1:{port})")
-        client.reload_workspace()
-        sup.wait_ready("webserver", lambda: client.all_loaded([loc.name]), timeout, also=[name])
-        say("stack", f"webserver: workspace reloaded, {loc.name} LOADED ({time.monotonic() - written:.1f}s)")
-        took = wait_daemon_sees(stack, loc.name, port, _daemon_refresh_seconds() + 120)
-        say(
-            "stack",
-            f"daemon: re-read the workspace, {loc.name} is in it ({time.monotonic() - written:.1f}s after the "
-            f"write; it re-reads every {_daemon_refresh_seconds()}s; waited {took:.1f}s)",
-        )
-    except BaseException:
-        sup.stop(name)
-        sup.components.pop(name, None)
-        sup.meta["locations"] = stack.locations
-        sup.save()
-        _write_workspace(stack, stack.locations)
-        with contextlib.suppress(Exception):
-            client.reload_workspace()
-        say("stack", f"undone: {loc.name} stopped and removed from the workspace again")
-        raise
-    return attach(stack.state_dir)
-
-
-AUTOMATION_SETTLE = 10.0  # seconds a stopped schedule/sensor must stay STOPPED before its location goes
-
-
-def stop_automation(client: Client, name: str, timeout: float = 120) -> list[str]:
-    """Stop every RUNNING schedule and sensor of a location and make sure they stay stopped: a sensor daemon
-    iteration that read the state just before the stop writes it back RUNNING when it marks its tick
-    (dagster._daemon.sensor.mark_sensor_state_for_tick), so whatever shows RUNNING again is stopped again,
-    until none has for AUTOMATION_SETTLE seconds. Returns '<kind> <name>' of each one stopped."""
-    stopped: list[str] = []
-    began = time.monotonic()
-    quiet_since = None
-    while True:
-        running = [item for item in client.automation(name) if item["status"] == "RUNNING"]
-        for item in running:
-            client.stop(item["kind"], item["id"])
-            label = f"{item['kind']} {item['name']}"
-            if label not in stopped:
-                stopped.append(label)
-                say("stack", f"stopped {label} of {name}")
-        if not stopped:
-            say("stack", f"no running schedule or sensor in {name}")
-            return stopped
-        if running or quiet_since is None:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since >= AUTOMATION_SETTLE:
-            return stopped
-        if time.monotonic() - began > timeout:
-            raise RuntimeError(f"the schedules and sensors of {name} keep running after {timeout:.0f}s of stops")
-        time.sleep(1)
-
-
-def remove_location(stack: Stack, name: str, timeout: float = 300) -> Stack:
-    """Take one location off a running stack, as the cluster's removal does: first stop every RUNNING
-    schedule and sensor of it (GraphQL; an instigator left RUNNING for a location that is gone makes the
-    daemon log an error on every tick), then the workspace file without it, the webserver's workspace
-    reloaded until it is gone, and its code server stopped by process group (run workers included). Its
-    sources and .venv stay in locations/ (a cache). Raises NotRegistered, changing nothing, for a name the
-    stack does not run."""
-    sup = stack.supervisor
-    component = f"code-server-{name}"
-    if name not in stack.locations:
-        known = ", ".join(stack.locations) or "none"
-        raise NotRegistered(f"no location {name!r} in {stack.state_dir} (registered: {known}); nothing changed")
-    client = stack.client
-    state = client.locations().get(name)
-    if state and state["repositories"]:
-        stop_automation(client, name)
-    else:  # its code cannot be asked; the daemon cannot tick what it cannot load either
-        why = (state["error"] or state["status"]).splitlines()[0] if state else "not in the webserver's workspace"
-        say("stack", f"could not list the schedules and sensors of {name}: it is not loaded ({why})")
-    entries = {n: info for n, info in stack.locations.items() if n != name}
-    workspace = _write_workspace(stack, entries)
-    sup.meta["locations"] = entries
-    sup.save()
-    say("stack", f"workspace: {workspace} no longer lists {name}")
-    client.reload_workspace()
-    sup.wait_ready("webserver", lambda: name not in client.locations(), timeout)
-    say("stack", f"webserver: workspace reloaded, {name} gone; the daemon drops it within {_daemon_refresh_seconds()}s")
-    pids = [c.pid for c in [sup.components.get(component)] if c]
-    stopped = sup.stop(component)
-    sup.components.pop(component, None)
-    sup.save()
-    say("stack", f"stopped {component} (pid {pids[0]}, its run workers included)" if stopped and pids else
-        f"{component} was not running")  # fmt: skip
-    return attach(stack.state_dir)
-
-
-def rotate_pg_password(
-    stack: Stack, on_altered: Callable[[postgres.PgConnection, postgres.PgConnection], None] | None = None
-) -> Stack:
-    """A new password for the stack's database role, as on the cluster (new Secret value, ALTER ROLE, restart
-    what read the old one at start): ALTER ROLE through the superuser connection, the new password stored in
-    state.json (0600), then every component holding it restarted alone: the code servers first (run workers
-    inherit their environment), then the daemon, then the webserver. `on_altered(old, new)` runs between the
-    ALTER ROLE and the restarts (tests). Raises RotationFailed naming the step and the way back."""
-    saved = dict(stack.supervisor.meta.get("postgres") or {})
-    if not saved or saved.get("external"):
-        raise NotRegistered(
-            "this stack uses an existing PostgreSQL server (--pg-url): rotate its password there"
-            if saved else f"no stack was started from {stack.state_dir}: run `make stack`"
-        )  # fmt: skip
-    old = stack.pg
-    new = dataclasses.replace(old, password=secrets.token_urlsafe(18))
-    try:
-        with contextlib.closing(old.connect("postgres")) as admin:
-            admin.autocommit = True
-            with admin.cursor() as cur:
-                from psycopg2 import sql
-
-                cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(old.user)), (new.password,))
-    except Exception as exc:
-        raise RotationFailed(f"ALTER ROLE {old.user} failed ({one_line(exc)}); nothing changed") from exc
-    say("stack", f"postgres: ALTER ROLE {old.user} PASSWORD (new random password); the old one is refused from now on")
-    try:
-        sup = stack.supervisor
-        sup.meta["postgres"] = {**saved, "password": new.password}
-        sup.save()
-    except Exception as exc:
-        raise RotationFailed(
-            f"storing the new password in {stack.state_dir / 'state.json'} failed ({one_line(exc)}); the role has "
-            "the new one: run `stack rotate-pg-password` again once the state dir is writable"
-        ) from exc
-    say("stack", f"state: new password stored in {sup.state_file} (mode 0600)")
-    if on_altered:
-        on_altered(old, new)
-    rotated = attach(stack.state_dir)
-    order = [n for n in sup.components if n.startswith("code-server-")] + ["daemon", "webserver"]
-    for name in order:
-        if not sup.alive(name):
-            say("stack", f"skipped {name}: not running (it reads the new password when it starts)")
-            continue
-        began = time.monotonic()
-        try:
-            restart_component(rotated, name)
-        except Exception as exc:
-            raise RotationFailed(
-                f"restarting {name} failed ({one_line(exc)}); the new password is in place: restart it alone "
-                f"with `stack restart {name}` (log {sup.components[name].log})"
-            ) from exc
-        pid = Supervisor(stack.state_dir).components[name].pid
-        say("stack", f"restarted {name} with the new password (pid {pid}, {time.monotonic() - began:.1f}s)")
-    return rotated
-
-
-class RotationFailed(RuntimeError):
-    """One line: the step that failed and the way back."""
-
-
-def one_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
