@@ -3,11 +3,17 @@
 DAGSTER_ENV selects the environment: `local` (the default) keeps everything in files on disk; `acceptance`
 and `production` read connection settings only from environment variables (Kubernetes secrets) and refuse
 to start when one is missing or when the host belongs to another environment.
+
+DAGSTER_PREVIEW (`mr-<iid>`) is set by the platform on the preview of a merge request (the pipeline's
+deploy-preview job; `stack add-preview` locally): the warehouse schema gets the suffix `_mr_<iid>` and every
+schedule and sensor is stopped by default (definitions.py), so a preview never touches the location's own
+tables or starts its automation. Previews run in acceptance (and locally), never in production.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +27,12 @@ DATABASE_DOMAINS = {
     "production": "{{ cookiecutter._production_db_domain }}",
 }
 
+# The location's own schema in the warehouse; a preview of merge request 12 writes to <SCHEMA>_mr_12 instead.
+SCHEMA = "{{ cookiecutter.package_name }}"
+PREVIEW_VAR = "DAGSTER_PREVIEW"
+_PREVIEW = re.compile(r"^mr-[0-9]+$")
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")  # an unquoted PostgreSQL identifier
+
 # Connection settings for acceptance/production; all come from the environment (a Kubernetes secret).
 REQUIRED_VARS = ("WAREHOUSE_HOST", "WAREHOUSE_DB", "WAREHOUSE_USER", "WAREHOUSE_PASSWORD")
 NETWORK_VARS = (*REQUIRED_VARS, "WAREHOUSE_PORT")
@@ -33,6 +45,7 @@ class EnvironmentConfigError(RuntimeError):
 @dataclass(frozen=True)
 class WarehouseSettings:
     env: str
+    schema: str = SCHEMA
     sqlite_path: str = ""
     host: str = ""
     port: int = 5432
@@ -56,6 +69,31 @@ def current_env(environ: Mapping[str, str] = os.environ) -> str:
     return env
 
 
+def current_preview(environ: Mapping[str, str] = os.environ) -> str:
+    """'' for the location itself; 'mr-12' in the preview of merge request 12 (DAGSTER_PREVIEW)."""
+    preview = environ.get(PREVIEW_VAR, "")
+    if not preview:
+        return ""
+    if not _PREVIEW.match(preview):
+        raise EnvironmentConfigError(
+            f"{PREVIEW_VAR}={preview!r} is not mr-<merge request IID> (example: {PREVIEW_VAR}=mr-12)"
+        )
+    if current_env(environ) == "production":
+        raise EnvironmentConfigError(
+            f"{PREVIEW_VAR}={preview} is set in production; previews of merge requests run in acceptance only"
+        )
+    return preview
+
+
+def warehouse_schema(environ: Mapping[str, str] = os.environ) -> str:
+    """The schema this process writes to: SCHEMA, or SCHEMA_mr_<iid> in a preview."""
+    preview = current_preview(environ)
+    schema = f"{SCHEMA}_{preview.replace('-', '_')}" if preview else SCHEMA
+    if not _SCHEMA_NAME.match(schema):
+        raise EnvironmentConfigError(f"warehouse schema {schema!r} is not a PostgreSQL identifier")
+    return schema
+
+
 def host_belongs_to(host: str, env: str) -> bool:
     domain = DATABASE_DOMAINS[env]
     return host == domain or host.endswith("." + domain)
@@ -64,6 +102,7 @@ def host_belongs_to(host: str, env: str) -> bool:
 def warehouse_settings(environ: Mapping[str, str] = os.environ) -> WarehouseSettings:
     """Resolve the warehouse for the current environment, or raise naming exactly what is wrong."""
     env = current_env(environ)
+    schema = warehouse_schema(environ)
     if env == "local":
         stray = [name for name in NETWORK_VARS if environ.get(name)]
         if stray:
@@ -72,8 +111,11 @@ def warehouse_settings(environ: Mapping[str, str] = os.environ) -> WarehouseSett
                 "unset it, or set DAGSTER_ENV=acceptance|production inside that environment"
             )
         home = environ.get("DAGSTER_HOME") or str(Path.cwd() / ".dagster_home")
+        # SQLite has no schemas: the file is the schema. The platform gives every location and preview its
+        # own WAREHOUSE_SQLITE_PATH; without one, a preview's default file carries its suffix too.
+        default = Path(home) / f"warehouse{schema.removeprefix(SCHEMA)}.sqlite"
         return WarehouseSettings(
-            env=env, sqlite_path=environ.get("WAREHOUSE_SQLITE_PATH") or str(Path(home) / "warehouse.sqlite")
+            env=env, schema=schema, sqlite_path=environ.get("WAREHOUSE_SQLITE_PATH") or str(default)
         )
 
     missing = [name for name in REQUIRED_VARS if not environ.get(name)]
@@ -90,6 +132,7 @@ def warehouse_settings(environ: Mapping[str, str] = os.environ) -> WarehouseSett
         )
     return WarehouseSettings(
         env=env,
+        schema=schema,
         host=host,
         port=int(environ.get("WAREHOUSE_PORT") or 5432),
         dbname=environ["WAREHOUSE_DB"],

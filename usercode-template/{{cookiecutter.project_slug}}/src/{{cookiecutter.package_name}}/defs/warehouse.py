@@ -1,4 +1,5 @@
-"""The warehouse resource: SQLite on disk locally, PostgreSQL in acceptance and production."""
+"""The warehouse resource: SQLite on disk locally, PostgreSQL in acceptance and production, where every
+table lives in the location's schema (`db_schema`; `<schema>_mr_<iid>` in a preview of a merge request)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from typing import Any
 
 import dagster as dg
 
-from {{ cookiecutter.package_name }}.settings import warehouse_settings
+from {{ cookiecutter.package_name }}.settings import SCHEMA, warehouse_settings
 
 
 class Warehouse(dg.ConfigurableResource):
     """Runs SQL against the environment's warehouse. Build it with `warehouse_from_env()`."""
 
     env: str
+    db_schema: str = SCHEMA  # `schema` would shadow pydantic's BaseModel.schema
     sqlite_path: str = ""
     host: str = ""
     port: int = 5432
@@ -35,6 +37,9 @@ class Warehouse(dg.ConfigurableResource):
             conn = psycopg2.connect(
                 host=self.host, port=self.port, dbname=self.dbname, user=self.user, password=self.password
             )
+            with conn.cursor() as cur:  # every statement, the .sql files' too, uses the schema
+                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {self.db_schema}")
+                cur.execute(f"SET search_path TO {self.db_schema}")
         try:
             yield conn
             conn.commit()
@@ -83,9 +88,10 @@ def warehouse_from_env() -> Warehouse:
     environment's settings are missing or point at another environment."""
     settings = warehouse_settings()
     if settings.env == "local":
-        return Warehouse(env="local", sqlite_path=settings.sqlite_path)
+        return Warehouse(env="local", db_schema=settings.schema, sqlite_path=settings.sqlite_path)
     return Warehouse(
         env=settings.env,
+        db_schema=settings.schema,
         host=settings.host,
         port=settings.port,
         dbname=settings.dbname,
