@@ -174,3 +174,14 @@ stack-remove-location: install ## stop a location's schedules and sensors, unreg
 
 stack-rotate-pg-password: install ## new Postgres password for the stack: ALTER ROLE, stored 0600, components restarted one by one
 	$(CLI) stack rotate-pg-password
+
+# Previews of merge requests on the running stack (docs/stack.md "Previews of merge requests"): a checkout of another
+# branch as <LOCATION>-mr-<MR> next to the registered location, through ci/previews.py as the CI jobs register them.
+.PHONY: stack-add-preview stack-remove-preview
+stack-add-preview: install ## a checkout as preview LOCATION-mr-MR on the running stack: LOCATION= MR= SOURCE=dir [MAX=2]
+	@$(if $(and $(LOCATION),$(MR),$(SOURCE)),true,echo 'set LOCATION=<registered location> MR=<iid> SOURCE=<checkout>' >&2; exit 2)
+	$(CLI) stack add-preview --location '$(LOCATION)' --mr '$(MR)' --source '$(SOURCE)' $(if $(MAX),--max-per-location '$(MAX)')
+
+stack-remove-preview: install ## stop preview LOCATION-mr-MR's automation, deregister it, stop its code server: LOCATION= MR=
+	@$(if $(and $(LOCATION),$(MR)),true,echo 'set LOCATION=<registered location> MR=<iid>' >&2; exit 2)
+	$(CLI) stack remove-preview --location '$(LOCATION)' --mr '$(MR)'
