@@ -323,7 +323,6 @@ def test_deploy_preview_then_stop_preview(rendered_repo, usercode_pipeline, plat
     deployed = _run("deploy-preview", rendered_repo, usercode_pipeline, cluster, platform_remote, tmp_path)
     assert deployed.ok, deployed.output[-4000:]
     assert f"registered preview {PREVIEW}" in deployed.output
-    assert f"webserver: workspace re-read, {PREVIEW} present" in deployed.output
     assert f"smoke: OK: location '{PREVIEW}' is LOADED" in deployed.output
     assert cluster.helm_calls() == [
         ["repo", "add", "dagster", "https://dagster-io.github.io/helm", "--force-update"],
@@ -354,7 +353,7 @@ def test_deploy_preview_then_stop_preview(rendered_repo, usercode_pipeline, plat
     stopped = _run("stop-preview", rendered_repo, usercode_pipeline, cluster, platform_remote, tmp_path)
     assert stopped.ok, stopped.output[-4000:]
     assert f"deregistered preview {PREVIEW}" in stopped.output
-    assert f"webserver: workspace re-read, {PREVIEW} absent" in stopped.output
+    assert f"webserver: workspace re-read, {PREVIEW} is gone" in stopped.output
     assert cluster.kubectl_calls() == [GET, REPLACE]
     assert cluster.helm_calls() == [_uninstall(PREVIEW)]
     assert cluster.workspace_locations() == [LOCATION]
@@ -412,3 +411,20 @@ def test_deploy_preview_of_an_unregistered_location_leaves_nothing(
     ]
     assert cluster.kubectl_calls() == [GET]
     assert cluster.configmap() == before
+
+
+@pytest.mark.slow
+def test_stop_preview_goes_on_when_the_webserver_is_down(
+    rendered_repo, usercode_pipeline, platform_remote, cluster, tmp_path
+):
+    """An MR's stop is not blocked by the webserver: deregistered, a warning, uninstalled."""
+    cluster.previews("add", "--location", LOCATION, "--mr", MR_IID, "--port", "4000")
+    cluster.reset_logs()
+    stopped = _run(
+        "stop-preview", rendered_repo, usercode_pipeline, cluster, platform_remote, tmp_path,
+        DAGSTER_WEBSERVER_URL_ACCEPTANCE="http://127.0.0.1:9", SMOKE_TIMEOUT="0",
+    )  # fmt: skip
+    assert stopped.ok, stopped.output[-4000:]
+    assert "webserver: WARNING: webserver did not re-read its workspace" in stopped.output
+    assert cluster.workspace_locations() == [LOCATION]
+    assert cluster.helm_calls() == [_uninstall(PREVIEW)]
