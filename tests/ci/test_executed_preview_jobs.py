@@ -353,7 +353,7 @@ def test_deploy_preview_then_stop_preview(rendered_repo, usercode_pipeline, plat
     stopped = _run("stop-preview", rendered_repo, usercode_pipeline, cluster, platform_remote, tmp_path)
     assert stopped.ok, stopped.output[-4000:]
     assert f"deregistered preview {PREVIEW}" in stopped.output
-    assert f"webserver: workspace re-read, {PREVIEW} is gone" in stopped.output
+    assert f"smoke: OK: location '{PREVIEW}' is no longer in the webserver's workspace" in stopped.output
     assert cluster.kubectl_calls() == [GET, REPLACE]
     assert cluster.helm_calls() == [_uninstall(PREVIEW)]
     assert cluster.workspace_locations() == [LOCATION]
@@ -425,6 +425,7 @@ def test_stop_preview_goes_on_when_the_webserver_is_down(
         DAGSTER_WEBSERVER_URL_ACCEPTANCE="http://127.0.0.1:9", SMOKE_TIMEOUT="0",
     )  # fmt: skip
     assert stopped.ok, stopped.output[-4000:]
-    assert "webserver: WARNING: webserver did not re-read its workspace" in stopped.output
+    assert "smoke: FAILED: the webserver did not re-read its workspace" in stopped.output
+    assert "webserver: WARNING: it did not confirm the preview is gone; uninstalling anyway" in stopped.output
     assert cluster.workspace_locations() == [LOCATION]
     assert cluster.helm_calls() == [_uninstall(PREVIEW)]

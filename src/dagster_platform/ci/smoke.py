@@ -64,6 +64,25 @@ def check_location(
         time.sleep(min(interval, max(deadline - time.monotonic(), 0.1)))
 
 
+def check_absent(
+    url: str, location: str, timeout: float = 300.0, interval: float = 10.0, headers: dict[str, str] | None = None
+) -> str:
+    """After a location's deregistration: ask the webserver to re-read its workspace until the location is gone
+    (stop-preview, before its code server is uninstalled); raise GraphQLError at the deadline."""
+    client, deadline = Client(url, headers=headers), time.monotonic() + timeout
+    while True:
+        try:
+            client.reload_workspace()
+            if client.location_state(location)[0] == "MISSING":
+                return f"location {location!r} is no longer in the webserver's workspace"
+            problem = f"location {location!r} is still in the webserver's workspace"
+        except (GraphQLError, OSError) as exc:
+            problem = f"the webserver did not re-read its workspace: {exc}"
+        if time.monotonic() >= deadline:
+            raise GraphQLError(f"{problem} after {timeout:.0f}s")
+        time.sleep(min(interval, max(deadline - time.monotonic(), 0.1)))
+
+
 def _headers_from_env(names: list[str]) -> dict[str, str]:
     """Each named variable holds one 'Header-Name: value' (e.g. an auth header); values are never printed."""
     headers = {}
@@ -86,6 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ask the webserver to reload the location first (a location it does not know yet: the workspace file)",
     )
     parser.add_argument(
+        "--absent", action="store_true", help="wait until the location is gone instead (after a deregistration)"
+    )
+    parser.add_argument(
         "--header-env",
         action="append",
         default=[],
@@ -97,7 +119,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         headers = _headers_from_env(args.header_env)
-        detail = check_location(args.url, args.location, args.timeout, args.interval, args.reload, headers)
+        if args.absent:
+            detail = check_absent(args.url, args.location, args.timeout, args.interval, headers)
+        else:
+            detail = check_location(args.url, args.location, args.timeout, args.interval, args.reload, headers)
     except (GraphQLError, ValueError) as exc:
         print(f"smoke: FAILED: {exc}", file=sys.stderr)
         return 1
