@@ -410,8 +410,7 @@ def sync_registry(stack: Stack, timeout: float = 300) -> Stack:
     say("stack", f"workspace: {store.path} {change}: {len(ws.registry)} registered location(s), "
         f"{len(ws.previews)} preview(s) kept ({', '.join(sorted(ws.previews)) or 'none'})")  # fmt: skip
     client.reload_workspace()
-    serving = [n for n in ws.registry if sup.alive(f"code-server-{n}") and sup.components[f"code-server-{n}"].info.get(
-        "required", True)] + sorted(ws.previews)  # fmt: skip
+    serving = [n for n in ws.registry if sup.alive(f"code-server-{n}")] + sorted(ws.previews)
     began = time.monotonic()
     sup.wait_ready("webserver", lambda: client.all_loaded(serving), timeout)
     say("stack", f"webserver: workspace reloaded, {', '.join(serving)} LOADED ({time.monotonic() - began:.1f}s)")
