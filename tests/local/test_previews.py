@@ -156,14 +156,16 @@ def test_two_previews_run_isolated_survive_a_registry_sync_are_limited_and_torn_
 
     # One run each, through the daemon's queue: each writes only to its own warehouse, in its own schema.
     schema = _db_schema(client, EXAMPLE)
+    assert schema == "public", "the location itself keeps the warehouse user's default schema"
+    prefix = EXAMPLE.replace("-", "_")  # the rendered package name
     for mr, name in ((101, P101), (102, P102)):
         run = client.wait_run(client.launch_run(name, "orders_job", tags={"test": "previews"}), timeout=300)
         assert run["status"] == "SUCCESS", f"{name}'s run ended {run['status']}; see {stack.state_dir}/logs"
         tables = _tables(stack.dagster_home / "warehouses" / f"{name}.sqlite")
         assert tables["raw_orders"] > 0 and tables["orders_per_customer"] > 0, tables  # the branch's new asset
-        assert _db_schema(client, name) == f"{schema}_mr_{mr}"
+        assert _db_schema(client, name) == f"{prefix}_mr_{mr}"
         transcript.append(f"# run {run['runId'][:8]} of {name}/orders_job: {run['status']}; "
-                          f"warehouses/{name}.sqlite {tables}; db_schema {schema}_mr_{mr}")  # fmt: skip
+                          f"warehouses/{name}.sqlite {tables}; db_schema {prefix}_mr_{mr}")  # fmt: skip
     assert _digest(main_warehouse) == main_digest, f"the registered location's warehouse {main_warehouse} changed"
     transcript.append(f"# warehouses/{EXAMPLE}.sqlite unchanged; its db_schema {schema}")
 

@@ -1,6 +1,6 @@
 """A preview of a merge request (DAGSTER_PREVIEW=mr-<iid>, set by the platform's deploy-preview job)
 touches neither the location's tables nor its automation: its schedules and sensors are STOPPED by default
-whatever the code declares, and the warehouse resource writes to the schema <SCHEMA>_mr_<iid>."""
+whatever the code declares, and the warehouse resource writes to the schema <package>_mr_<iid>."""
 
 import dagster as dg
 import pytest
@@ -80,7 +80,7 @@ def test_a_preview_writes_to_its_own_schema(local_env, monkeypatch):
     assert warehouse_from_env().db_schema == SCHEMA
     monkeypatch.setenv("DAGSTER_PREVIEW", "mr-12")
     warehouse = warehouse_from_env()
-    assert warehouse.db_schema == f"{SCHEMA}_mr_12"
+    assert warehouse.db_schema == "{{ cookiecutter.package_name }}_mr_12"
     assert warehouse.sqlite_path == str(local_env / "warehouse.sqlite"), "the platform gave it its file"
     monkeypatch.delenv("WAREHOUSE_SQLITE_PATH")
     assert warehouse_from_env().sqlite_path == str(local_env / "warehouse_mr_12.sqlite")
@@ -95,7 +95,7 @@ def test_a_preview_in_acceptance_uses_the_suffixed_schema():
         "WAREHOUSE_USER": "dagster",
         "WAREHOUSE_PASSWORD": "from-a-k8s-secret",
     }
-    assert warehouse_settings(environ).schema == f"{SCHEMA}_mr_7"
+    assert warehouse_settings(environ).schema == "{{ cookiecutter.package_name }}_mr_7"
     assert warehouse_settings({**environ, "DAGSTER_PREVIEW": ""}).schema == SCHEMA
 
 

@@ -27,8 +27,11 @@ DATABASE_DOMAINS = {
     "production": "{{ cookiecutter._production_db_domain }}",
 }
 
-# The location's own schema in the warehouse; a preview of merge request 12 writes to <SCHEMA>_mr_12 instead.
-SCHEMA = "{{ cookiecutter.package_name }}"
+# The location's tables live in the warehouse user's default schema (its search_path: public unless the
+# warehouse team set another); a preview of merge request 12 writes to <package>_mr_12 instead, created on
+# first use, so it never touches the location's tables.
+SCHEMA = "public"
+PREVIEW_SCHEMA_PREFIX = "{{ cookiecutter.package_name }}"
 PREVIEW_VAR = "DAGSTER_PREVIEW"
 _PREVIEW = re.compile(r"^mr-[0-9]+$")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")  # an unquoted PostgreSQL identifier
@@ -86,9 +89,9 @@ def current_preview(environ: Mapping[str, str] = os.environ) -> str:
 
 
 def warehouse_schema(environ: Mapping[str, str] = os.environ) -> str:
-    """The schema this process writes to: SCHEMA, or SCHEMA_mr_<iid> in a preview."""
+    """The schema this process writes to: SCHEMA (the default), or <package>_mr_<iid> in a preview."""
     preview = current_preview(environ)
-    schema = f"{SCHEMA}_{preview.replace('-', '_')}" if preview else SCHEMA
+    schema = f"{PREVIEW_SCHEMA_PREFIX}_{preview.replace('-', '_')}" if preview else SCHEMA
     if not _SCHEMA_NAME.match(schema):
         raise EnvironmentConfigError(f"warehouse schema {schema!r} is not a PostgreSQL identifier")
     return schema
@@ -113,7 +116,8 @@ def warehouse_settings(environ: Mapping[str, str] = os.environ) -> WarehouseSett
         home = environ.get("DAGSTER_HOME") or str(Path.cwd() / ".dagster_home")
         # SQLite has no schemas: the file is the schema. The platform gives every location and preview its
         # own WAREHOUSE_SQLITE_PATH; without one, a preview's default file carries its suffix too.
-        default = Path(home) / f"warehouse{schema.removeprefix(SCHEMA)}.sqlite"
+        suffix = schema.removeprefix(PREVIEW_SCHEMA_PREFIX) if schema != SCHEMA else ""
+        default = Path(home) / f"warehouse{suffix}.sqlite"
         return WarehouseSettings(
             env=env, schema=schema, sqlite_path=environ.get("WAREHOUSE_SQLITE_PATH") or str(default)
         )

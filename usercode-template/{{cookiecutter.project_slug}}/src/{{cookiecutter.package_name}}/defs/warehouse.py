@@ -1,5 +1,6 @@
-"""The warehouse resource: SQLite on disk locally, PostgreSQL in acceptance and production, where every
-table lives in the location's schema (`db_schema`; `<schema>_mr_<iid>` in a preview of a merge request)."""
+"""The warehouse resource: SQLite on disk locally, PostgreSQL in acceptance and production, where the
+location's tables live in the warehouse user's default schema and a preview's in its own (`db_schema`:
+`<package>_mr_<iid>`)."""
 
 from __future__ import annotations
 
@@ -37,9 +38,10 @@ class Warehouse(dg.ConfigurableResource):
             conn = psycopg2.connect(
                 host=self.host, port=self.port, dbname=self.dbname, user=self.user, password=self.password
             )
-            with conn.cursor() as cur:  # every statement, the .sql files' too, uses the schema
-                cur.execute(f"CREATE SCHEMA IF NOT EXISTS {self.db_schema}")
-                cur.execute(f"SET search_path TO {self.db_schema}")
+            if self.db_schema != SCHEMA:  # a preview: every statement, .sql files' too, in its own schema
+                with conn.cursor() as cur:
+                    cur.execute(f"CREATE SCHEMA IF NOT EXISTS {self.db_schema}")
+                    cur.execute(f"SET search_path TO {self.db_schema}")
         try:
             yield conn
             conn.commit()
