@@ -4,10 +4,12 @@ derived dagster.yaml with named substitutions. Imports point down this list:
 
 - cli:         `dagster-platform dev` and `stack up|down|status|restart`: arguments, one-line refusals, exit codes
 - lifecycle:   up (either mode) / watch / down / status / restart, in the one start-up order
+- registration: on a running stack: add/remove a location, add/remove a preview (through ci/previews.py, the
+               cluster's registration code), sync the registry part, rotate the Postgres password
 - services:    the stack's Postgres and object store under the supervisor, found again from its state
 - postgres:    a throwaway TLS-only PostgreSQL cluster (or an existing server from DAGSTER_PG_URL)
 - objectstore: moto's S3 server and its throwaway credentials
 - locations:   which locations run, and the one place that prepares a location's sources and .venv
-- config:      the one writer of dagster.yaml (derived instance + substitutions) and workspace.yaml
+- config:      the one writer of dagster.yaml (derived instance + substitutions) and of workspace.yaml (via ci/previews)
 - supervisor:  the one process supervisor: start, readiness, log tail, stop by PID, owned() start-up
 """
