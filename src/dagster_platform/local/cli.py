@@ -110,50 +110,36 @@ def _restart_command(args) -> int:
     return 0
 
 
-def _location_command(args) -> int:
-    """add-location / remove-location: a refusal (nothing changed) exits 2, a failure 1; one line each."""
+def _registration_step(args, stack) -> str:
+    """Do one registration on a running stack; return the line that says what was done."""
+    if args.action == "add-location":
+        source = Path(args.source).resolve()
+        module = args.module or locations.default_module(source)
+        registration.add_location(stack, locations.Location(args.name, module, str(source)))
+        return f"added location {args.name}"
+    if args.action == "remove-location":
+        registration.remove_location(stack, args.name)
+        return f"removed location {args.name}"
+    name = f"{args.location}-mr-{args.mr}" if args.action != "sync-registry" else ""
+    if args.action == "add-preview":
+        _, evicted = registration.add_preview(
+            stack, args.location, args.mr, Path(args.source).resolve(), args.module, args.max_per_location
+        )
+        return f"added preview {name}" + "".join(f"; evicted {old}" for old in evicted)
+    if args.action == "remove-preview":
+        _, removed = registration.remove_preview(stack, args.location, args.mr)
+        return f"{'removed' if removed else 'no'} preview {name}"
+    registration.sync_registry(stack)
+    return "registry part of the workspace regenerated, previews kept"
+
+
+def _registration_command(args) -> int:
+    """add-/remove-location, add-/remove-preview, sync-registry: a refusal (nothing changed) exits 2, a failure 1;
+    one line each."""
     action = args.action
     try:
         with owned(str(Path(args.state_dir).resolve()), keep=True):  # interrupted: what it started is stopped
-            stack = lifecycle.attach(Path(args.state_dir))
-            if action == "add-location":
-                source = Path(args.source).resolve()
-                module = args.module or locations.default_module(source)
-                registration.add_location(stack, locations.Location(args.name, module, str(source)))
-            else:
-                registration.remove_location(stack, args.name)
-    except KeyboardInterrupt as exc:
-        print(f"stack {action} interrupted ({exc or 'SIGINT'})", file=sys.stderr)
-        return 130
-    except registration.NotRegistered as exc:
-        print(f"stack {action} refused: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
-    except (*ERRORS, GraphQLError) as exc:
-        print(f"stack {action} failed: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 1
-    lifecycle.say("stack", f"{'added' if action == 'add-location' else 'removed'} location {args.name}")
-    return 0
-
-
-def _preview_command(args) -> int:
-    """add-preview / remove-preview / sync-registry: a refusal (nothing changed) exits 2, a failure 1; one line each."""
-    action, done = args.action, ""
-    try:
-        with owned(str(Path(args.state_dir).resolve()), keep=True):  # interrupted: what it started is stopped
-            stack = lifecycle.attach(Path(args.state_dir))
-            if action == "add-preview":
-                source = Path(args.source).resolve()
-                _, evicted = registration.add_preview(
-                    stack, args.location, args.mr, source, args.module, args.max_per_location
-                )
-                name = f"{args.location}-mr-{args.mr}"
-                done = f"added preview {name}" + "".join(f"; evicted {old}" for old in evicted)
-            elif action == "remove-preview":
-                _, removed = registration.remove_preview(stack, args.location, args.mr)
-                done = f"{'removed' if removed else 'no'} preview {args.location}-mr-{args.mr}"
-            else:
-                registration.sync_registry(stack)
-                done = "registry part of the workspace regenerated, previews kept"
+            done = _registration_step(args, lifecycle.attach(Path(args.state_dir)))
     except KeyboardInterrupt as exc:
         print(f"stack {action} interrupted ({exc or 'SIGINT'})", file=sys.stderr)
         return 130
@@ -221,23 +207,23 @@ def register(subparsers) -> None:
     add.add_argument("--name", required=True, help="location name (DNS-1123 label, as in the registry)")
     add.add_argument("--source", required=True, help="the location's directory (pyproject.toml and uv.lock)")
     add.add_argument("--module", default=None, help="module the code server loads (default <project>.definitions)")
-    add.set_defaults(func=_location_command)
+    add.set_defaults(func=_registration_command)
     remove = actions.add_parser("remove-location", help="stop a location's schedules/sensors, unregister, stop it")
     remove.add_argument("name", help="as `stack status` names it (location <name>)")
-    remove.set_defaults(func=_location_command)
+    remove.set_defaults(func=_registration_command)
     preview = actions.add_parser("add-preview", help="a merge request's checkout as preview <location>-mr-<mr>")
     preview.add_argument("--location", required=True, help="the registered location it is a preview of")
     preview.add_argument("--mr", required=True, help="the merge request's IID (a number)")
     preview.add_argument("--source", required=True, help="the checkout of the MR's branch (pyproject.toml, uv.lock)")
     preview.add_argument("--module", default=None, help="module the code server loads (default <project>.definitions)")
     preview.add_argument("--max-per-location", type=int, default=None, help="previews per location; oldest evicted")
-    preview.set_defaults(func=_preview_command)
+    preview.set_defaults(func=_registration_command)
     unpreview = actions.add_parser("remove-preview", help="stop a preview's automation, deregister it, stop it")
     unpreview.add_argument("--location", required=True)
     unpreview.add_argument("--mr", required=True)
-    unpreview.set_defaults(func=_preview_command)
+    unpreview.set_defaults(func=_registration_command)
     sync = actions.add_parser("sync-registry", help="regenerate the workspace's registry part, keep the previews")
-    sync.set_defaults(func=_preview_command)
+    sync.set_defaults(func=_registration_command)
     rotate = actions.add_parser("rotate-pg-password", help="new Postgres password: ALTER ROLE, store, restart readers")
     rotate.set_defaults(func=_rotate_command)
 
