@@ -6,16 +6,21 @@ from dagster._record import replace
 
 from {{ cookiecutter.package_name }}.settings import current_preview
 
-# How every job of this location runs its steps, on a laptop (`make dev`) and in the cluster's run pods alike:
-# each step in its own process (the multiprocess executor, Dagster's default), but forked from a server that
-# imports these modules once per run. Dagster's default start method, `spawn`, starts a fresh Python per step
-# that imports Dagster, the instance's storage and this package again (1–2 s per step on 2 cores).
+# How every job of this location runs its steps, on a laptop (`make dev`) and in the cluster's run pods
+# alike: one after another in the run's own process (the in-process executor). For steps like these (SQL
+# handed to the warehouse, small frames) a process per step costs more than the step: the example job's
+# launch -> SUCCESS is measured in the platform's docs/bench.md (issue 11) against per-step processes
+# forked from a preloaded forkserver and against Dagster's default `spawn`.
+EXECUTOR = dg.in_process_executor
+
+# For a job whose steps must run in parallel, or apart (a step's memory or a native crash must not take
+# the run down): `@dg.job(executor_def=PARALLEL_STEPS)` or `dg.define_asset_job(..., executor_def=...)`.
+# Each step then runs in its own process, forked from a server that imports these modules once per run
+# (Dagster's default `spawn` starts a fresh Python per step, 1-2 s each on 2 cores):
 # - this package's definitions (and Dagster with them);
-# - dagster_postgres: the cluster's run and event storage; it brings SQLAlchemy and Dagster's SQL storage,
-#   which the local SQLite instance uses too (~0.6 s per step otherwise);
-# - dagster_aws' S3 step-log manager: the cluster's step logs; the package is imported by every definitions
-#   load anyway (its components are a Dagster plugin).
-EXECUTOR = dg.multiprocess_executor.configured(
+# - dagster_postgres: the cluster's run and event storage (SQLAlchemy, Dagster's SQL storage);
+# - dagster_aws' S3 step-log manager: the cluster's step logs.
+PARALLEL_STEPS = dg.multiprocess_executor.configured(
     {
         "start_method": {
             "forkserver": {
