@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from functools import cache
 from pathlib import Path
@@ -30,6 +31,13 @@ def dagster_version() -> str:
         if name.strip() == "dagster" and sep:
             return version.strip()
     raise RuntimeError("pyproject.toml does not pin dagster==<version>")
+
+
+def libraries_version(core: str) -> str | None:
+    """The version of Dagster's integration libraries (dagster-postgres, -k8s, -aws) released with core `core`:
+    1.MINOR.PATCH ships with 0.(MINOR+16).PATCH. None when `core` is no 1.MINOR.PATCH release."""
+    match = re.fullmatch(r"1\.(\d+)\.(\d+)", core)
+    return f"0.{int(match[1]) + 16}.{match[2]}" if match else None
 
 
 def usercode_settings() -> dict:

@@ -46,7 +46,6 @@ CHART_LOCK = CHART_DIR / "Chart.lock"
 CHART_KEYS = Path("helm") / "dagster-chart-keys.yaml"
 TEMPLATE_PYPROJECT = Path("usercode-template") / "{{cookiecutter.project_slug}}" / "pyproject.toml"
 TEMPLATE_LOCK = Path("usercode-template") / "{{cookiecutter.project_slug}}" / "uv.lock"
-RELEASE = re.compile(r"1\.(\d+)\.(\d+)")
 
 
 class Refusal(Exception):
@@ -54,11 +53,11 @@ class Refusal(Exception):
 
 
 def libraries_version(core: str) -> str:
-    """Dagster's integration libraries are versioned 0.(minor+16).patch alongside core 1.minor.patch."""
-    match = RELEASE.fullmatch(core)
-    if not match:
+    """paths.libraries_version, refusing a malformed version in one line."""
+    libraries = paths.libraries_version(core)
+    if libraries is None:
         raise Refusal(f"{core!r} is not a Dagster release version 1.MINOR.PATCH (e.g. 1.13.28)")
-    return f"0.{int(match[1]) + 16}.{match[2]}"
+    return libraries
 
 
 # -- where the version lives -------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ import fcntl
 import io
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dagster_platform import paths
 from dagster_platform.helm import upgrade
 from dagster_platform.local import config, lifecycle, postgres, services
 from dagster_platform.local.supervisor import Component, Supervisor, owned
@@ -132,11 +132,11 @@ class Result:
 
 
 def libraries_version(version: str) -> str:
-    """dagster 1.X.Y ships with its libraries (dagster-postgres, dagster-aws) at 0.(X+16).Y."""
-    match = re.fullmatch(r"1\.(\d+)\.(\d+)", version)
-    if not match:
+    """paths.libraries_version, refusing a malformed --from-version."""
+    libraries = paths.libraries_version(version)
+    if libraries is None:
         raise ValueError(f"--from-version must be a Dagster 1.x release like 1.12.22, got {version!r}")
-    return f"0.{int(match[1]) + 16}.{match[2]}"
+    return libraries
 
 
 def say(message: str) -> None:
