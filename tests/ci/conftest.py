@@ -1,3 +1,4 @@
+import contextlib
 import os
 import shutil
 import subprocess
@@ -75,89 +76,34 @@ defs = dg.Definitions(assets=[smoke_asset])
 """
 
 
-@pytest.fixture(scope="session")
-def webserver(tmp_path_factory):
-    """A real dagster-webserver on loopback: `good` and `example-pipelines` served by one gRPC code server, `broken`
-    pointing at a port where nothing listens."""
-    home = tmp_path_factory.mktemp("smoke")
+@contextlib.contextmanager
+def _dagster_webserver(home: Path, locations: dict[str, bool]):
+    """A real dagster-webserver on loopback over DEFS served by one gRPC code server; `locations` maps each
+    workspace entry's name to True (served by that code server) or False (a port where nothing listens).
+    Yields (url, workspace file, gRPC port); stops both processes afterwards."""
     (home / "defs.py").write_text(DEFS)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     grpc_port, dead_port, web_port = free_port(), free_port(), free_port()
-    (home / "workspace.yaml").write_text(
+    workspace = home / "workspace.yaml"
+    workspace.write_text(
         "load_from:\n"
-        f"  - grpc_server: {{host: 127.0.0.1, port: {grpc_port}, location_name: good}}\n"
-        f"  - grpc_server: {{host: 127.0.0.1, port: {grpc_port}, location_name: example-pipelines}}\n"
-        f"  - grpc_server: {{host: 127.0.0.1, port: {dead_port}, location_name: broken}}\n"
+        + "".join(
+            f"  - grpc_server: {{host: 127.0.0.1, port: {grpc_port if served else dead_port}, location_name: {name}}}\n"
+            for name, served in locations.items()
+        )
     )
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     # The schema first, as make dev does: two processes creating a fresh SQLite instance at once race
     # ("more than one head present"), and the code server then never answers.
     subprocess.run([BIN / "dagster", "instance", "migrate"], cwd=home, env=env, check=True, capture_output=True)
     logs = [open(home / name, "w") for name in ("grpc.log", "web.log")]  # noqa: SIM115 - closed below
-    grpc = subprocess.Popen(
+    commands = [
         [BIN / "dagster", "api", "grpc", "--python-file", "defs.py", "--host", "127.0.0.1", "--port", str(grpc_port)],
-        cwd=home,
-        env=env,
-        stdout=logs[0],
-        stderr=subprocess.STDOUT,
-    )
-    web = subprocess.Popen(
-        [BIN / "dagster-webserver", "-h", "127.0.0.1", "-p", str(web_port), "-w", "workspace.yaml"],
-        cwd=home,
-        env=env,
-        stdout=logs[1],
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{web_port}"
-    try:
-        wait_for(lambda: http_ok(url + "/server_info"), 120, "dagster-webserver")
-        yield url
-    finally:
-        for process in (web, grpc):
-            process.terminate()
-        for process in (web, grpc):
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for log in logs:
-            log.close()
-
-
-@pytest.fixture(scope="session")
-def preview_webserver(tmp_path_factory):
-    """A real dagster-webserver whose workspace file stands in for the acceptance webserver's mounted ConfigMap
-    `dagster-workspace`: the kubectl stub of the preview-job tests writes it (every entry dialed at the one gRPC
-    code server here, as cluster DNS would resolve each Service), and the jobs make the webserver re-read it.
-
-    Yields (url, workspace file, gRPC port); the workspace starts with `example-pipelines` only."""
-    home = tmp_path_factory.mktemp("preview-web")
-    (home / "defs.py").write_text(DEFS)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    grpc_port, web_port = free_port(), free_port()
-    workspace = home / "workspace.yaml"
-    workspace.write_text(
-        f"load_from:\n  - grpc_server: {{host: 127.0.0.1, port: {grpc_port}, location_name: example-pipelines}}\n"
-    )
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
-    subprocess.run([BIN / "dagster", "instance", "migrate"], cwd=home, env=env, check=True, capture_output=True)
-    logs = [open(home / name, "w") for name in ("grpc.log", "web.log")]  # noqa: SIM115 - closed below
-    grpc = [BIN / "dagster", "api", "grpc", "--python-file", "defs.py", "--host", "127.0.0.1", "--port", str(grpc_port)]
+        [BIN / "dagster-webserver", "-h", "127.0.0.1", "-p", str(web_port), "-w", str(workspace)],
+    ]
     processes = [
-        subprocess.Popen(
-            grpc,
-            cwd=home,
-            env=env,
-            stdout=logs[0],
-            stderr=subprocess.STDOUT,
-        ),
-        subprocess.Popen(
-            [BIN / "dagster-webserver", "-h", "127.0.0.1", "-p", str(web_port), "-w", str(workspace)],
-            cwd=home,
-            env=env,
-            stdout=logs[1],
-            stderr=subprocess.STDOUT,
-        ),
+        subprocess.Popen(command, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT)
+        for command, log in zip(commands, logs, strict=True)
     ]
     url = f"http://127.0.0.1:{web_port}"
     try:
@@ -173,3 +119,23 @@ def preview_webserver(tmp_path_factory):
                 process.kill()
         for log in logs:
             log.close()
+
+
+@pytest.fixture(scope="session")
+def webserver(tmp_path_factory):
+    """A real dagster-webserver on loopback: `good` and `example-pipelines` served by one gRPC code server, `broken`
+    pointing at a port where nothing listens."""
+    locations = {"good": True, "example-pipelines": True, "broken": False}
+    with _dagster_webserver(tmp_path_factory.mktemp("smoke"), locations) as (url, _, _):
+        yield url
+
+
+@pytest.fixture(scope="session")
+def preview_webserver(tmp_path_factory):
+    """A real dagster-webserver whose workspace file stands in for the acceptance webserver's mounted ConfigMap
+    `dagster-workspace`: the kubectl stub of the preview-job tests writes it (every entry dialed at the one gRPC
+    code server here, as cluster DNS would resolve each Service), and the jobs make the webserver re-read it.
+
+    Yields (url, workspace file, gRPC port); the workspace starts with `example-pipelines` only."""
+    with _dagster_webserver(tmp_path_factory.mktemp("preview-web"), {"example-pipelines": True}) as served:
+        yield served
