@@ -27,6 +27,30 @@ MAIN = {"pipeline_source": "push", "branch": "main"}
 FEATURE_PUSH = {"pipeline_source": "push", "branch": "feature"}
 
 
+# Stands in for helm in executed deploy jobs (no cluster here): records its arguments, one per line, each call ended
+# by '--'; a values file given with -f must exist.
+HELM_STUB = """#!/bin/sh
+printf '%s\\n' "$@" '--' >> "$HELM_ARGS_LOG"
+prev=""
+for arg in "$@"; do
+  if [ "$prev" = "-f" ] && [ ! -f "$arg" ]; then echo "helm-stub: no values file $arg" >&2; exit 1; fi
+  prev="$arg"
+done
+"""
+
+
+def helm_calls(log: Path) -> list[list[str]]:
+    """The argv of each call HELM_STUB recorded in `log` (none when it never ran)."""
+    calls, current = [], []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        if line == "--":
+            calls.append(current)
+            current = []
+        else:
+            current.append(line)
+    return calls
+
+
 def git(repo: Path, *args: str) -> str:
     done = subprocess.run(
         ["git", "-c", "user.name=ci-test", "-c", "user.email=ci-test@example.invalid", *args],

@@ -18,7 +18,7 @@ import pytest
 from dagster_platform.ci.runner import host_environment, run_job
 from dagster_platform.paths import dagster_version
 
-from .helpers import fresh_checkout, git
+from .helpers import HELM_STUB, fresh_checkout, git, helm_calls
 
 pytestmark = pytest.mark.slow
 
@@ -122,17 +122,6 @@ def test_scan_gate_job(rendered_repo, usercode_pipeline, platform_remote, tmp_pa
 
 # --- deploy jobs: everything but the cluster ------------------------------------------------------------------
 
-HELM_STUB = """#!/bin/sh
-# Stands in for helm: no cluster here. Records its arguments, one per line, and checks the values file exists.
-printf '%s\\n' "$@" >> "$HELM_ARGS_LOG"
-printf '%s\\n' '--' >> "$HELM_ARGS_LOG"
-prev=""
-for arg in "$@"; do
-  if [ "$prev" = "-f" ] && [ ! -f "$arg" ]; then echo "helm-stub: no values file $arg" >&2; exit 1; fi
-  prev="$arg"
-done
-"""
-
 
 @pytest.fixture
 def cluster_stubs(tmp_path):
@@ -155,17 +144,6 @@ def deploy_variables(webserver: str) -> dict[str, str]:
         "DAGSTER_WEBSERVER_URL_ACCEPTANCE": webserver,
         "DAGSTER_WEBSERVER_URL_PRODUCTION": "http://127.0.0.1:9",
     }
-
-
-def helm_calls(log: Path) -> list[list[str]]:
-    calls, current = [], []
-    for line in log.read_text().splitlines():
-        if line == "--":
-            calls.append(current)
-            current = []
-        else:
-            current.append(line)
-    return calls
 
 
 @pytest.mark.parametrize("env", ["acceptance", "production"])

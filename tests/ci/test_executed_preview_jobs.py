@@ -27,7 +27,7 @@ from dagster_platform.ci.runner import host_environment, run_job
 from dagster_platform.graphql import Client
 from dagster_platform.paths import ROOT, dagster_version
 
-from .helpers import fresh_checkout, git
+from .helpers import HELM_STUB, fresh_checkout, git, helm_calls
 
 LOCATION = "example-pipelines"
 CONTEXT, NAMESPACE = "acme/agents:acceptance", "dagster-acceptance"
@@ -148,16 +148,6 @@ def test_policy_refuses_a_preview_that_could_reach_production(breakage, usercode
 
 # --- executed: helm and kubectl stubbed, a real webserver -----------------------------------------------------
 
-HELM_STUB = """#!/bin/sh
-# Stands in for helm: records its arguments, one per line, each call ended by '--'; a values file must exist.
-printf '%s\\n' "$@" '--' >> "$HELM_ARGS_LOG"
-prev=""
-for arg in "$@"; do
-  if [ "$prev" = "-f" ] && [ ! -f "$arg" ]; then echo "helm-stub: no values file $arg" >&2; exit 1; fi
-  prev="$arg"
-done
-"""
-
 KUBECTL_STUB = '''#!/usr/bin/env python3
 """Stands in for kubectl against one ConfigMap held as JSON in $KUBE_STATE: get -o json, replace -f - (refused with
 Kubernetes' Conflict when the resourceVersion is not the stored one), create -f - (AlreadyExists). Each call's
@@ -258,14 +248,7 @@ class Cluster:
                 log.rename(log.with_name(f"{log.name}.{len(list(log.parent.glob(log.name + '.*')))}"))
 
     def helm_calls(self) -> list[list[str]]:
-        calls, current = [], []
-        for line in self.helm_log.read_text().splitlines() if self.helm_log.exists() else []:
-            if line == "--":
-                calls.append(current)
-                current = []
-            else:
-                current.append(line)
-        return calls
+        return helm_calls(self.helm_log)
 
     def kubectl_calls(self) -> list[list[str]]:
         return [json.loads(line) for line in self.kubectl_log.read_text().splitlines()]
