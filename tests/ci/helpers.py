@@ -1,5 +1,6 @@
 """Helpers for tests/ci (fixtures live in conftest.py)."""
 
+import copy
 import subprocess
 import time
 from pathlib import Path
@@ -49,6 +50,31 @@ def helm_calls(log: Path) -> list[list[str]]:
         else:
             current.append(line)
     return calls
+
+
+def mutated(pipeline: Pipeline, change) -> Pipeline:
+    """A copy of `pipeline` whose configuration `change(config)` edited (the original stays as loaded)."""
+    config = copy.deepcopy(pipeline.config)
+    change(config)
+    return Pipeline(path=pipeline.path, config=config, files=pipeline.files, templates=list(pipeline.templates))
+
+
+DELETE = object()
+
+
+def set_key(path: list, value):
+    """A `mutated` change that sets (or, with DELETE, removes) the key at `path`, creating mappings on the way."""
+
+    def change(config):
+        target = config
+        for key in path[:-1]:
+            target = target.setdefault(key, {})
+        if value is DELETE:
+            target.pop(path[-1], None)
+        else:
+            target[path[-1]] = value
+
+    return change
 
 
 def git(repo: Path, *args: str) -> str:

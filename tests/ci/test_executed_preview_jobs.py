@@ -10,7 +10,6 @@ Fast: which pipelines the jobs appear in, their environment, and the policy refu
 production.
 """
 
-import copy
 import json
 import os
 import subprocess
@@ -21,13 +20,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dagster_platform.ci.config import Pipeline
 from dagster_platform.ci.policy import check
 from dagster_platform.ci.runner import host_environment, run_job
 from dagster_platform.graphql import Client
 from dagster_platform.paths import ROOT, dagster_version
 
-from .helpers import HELM_STUB, fresh_checkout, git, helm_calls
+from .helpers import HELM_STUB, fresh_checkout, git, helm_calls, mutated, set_key
 
 LOCATION = "example-pipelines"
 CONTEXT, NAMESPACE = "acme/agents:acceptance", "dagster-acceptance"
@@ -68,12 +66,6 @@ def test_preview_environment_is_a_stoppable_review_app(usercode_pipeline):
     assert int(variables["DAGSTER_GRPC_PORT"]) == contract
 
 
-def _mutated(pipeline: Pipeline, change) -> Pipeline:
-    config = copy.deepcopy(pipeline.config)
-    change(config)
-    return Pipeline(path=pipeline.path, config=config, files=pipeline.files, templates=list(pipeline.templates))
-
-
 def _in_preview_script(old: str, new: str):
     def change(config):
         config["deploy-preview"]["script"] = [line.replace(old, new) for line in config["deploy-preview"]["script"]]
@@ -81,29 +73,17 @@ def _in_preview_script(old: str, new: str):
     return change
 
 
-def _set(job: str, *path_and_value):
-    *path, value = path_and_value
-
-    def change(config):
-        target = config[job]
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
-
-    return change
-
-
 PREVIEW_BREAKAGES = {
     "production kube context": (
-        _set("deploy-preview", "variables", "KUBE_CONTEXT", "$KUBE_CONTEXT_PRODUCTION"),
+        set_key(["deploy-preview", "variables", "KUBE_CONTEXT"], "$KUBE_CONTEXT_PRODUCTION"),
         "deploy-preview: a review/ environment must use acceptance variables only, found ['KUBE_CONTEXT_PRODUCTION']",
     ),
     "production namespace in the stop job": (
-        _set("stop-preview", "variables", "KUBE_NAMESPACE", "$PRODUCTION_NAMESPACE"),
+        set_key(["stop-preview", "variables", "KUBE_NAMESPACE"], "$PRODUCTION_NAMESPACE"),
         "stop-preview: a review/ environment must use acceptance variables only, found ['PRODUCTION_NAMESPACE']",
     ),
     "production webserver link": (
-        _set("deploy-preview", "environment", "url", "$DAGSTER_WEBSERVER_URL_PRODUCTION/locations"),
+        set_key(["deploy-preview", "environment", "url"], "$DAGSTER_WEBSERVER_URL_PRODUCTION/locations"),
         "deploy-preview: a review/ environment must use acceptance variables only,"
         " found ['DAGSTER_WEBSERVER_URL_PRODUCTION']",
     ),
@@ -112,20 +92,20 @@ PREVIEW_BREAKAGES = {
         "deploy-preview: the previews tool must run with --env acceptance",
     ),
     "on the default branch": (
-        _set("deploy-preview", "rules", [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"}]),
+        set_key(["deploy-preview", "rules"], [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"}]),
         "deploy-preview: a review/ environment runs on merge requests only"
         ' (rules: if $CI_PIPELINE_SOURCE == "merge_request_event")',
     ),
     "in the production stage": (
-        _set("deploy-preview", "stage", "production"),
+        set_key(["deploy-preview", "stage"], "production"),
         "deploy-preview: a review/ environment must run in stage 'acceptance'",
     ),
     "no stop job": (
-        _set("deploy-preview", "environment", "on_stop", "nothing"),
+        set_key(["deploy-preview", "environment", "on_stop"], "nothing"),
         "deploy-preview: a review/ environment needs on_stop naming a job with the same environment and action: stop",
     ),
     "stop job of another environment": (
-        _set("stop-preview", "environment", "name", "review/other"),
+        set_key(["stop-preview", "environment", "name"], "review/other"),
         "deploy-preview: a review/ environment needs on_stop naming a job with the same environment and action: stop",
     ),
     "never stopped by itself": (
@@ -133,7 +113,7 @@ PREVIEW_BREAKAGES = {
         "deploy-preview: a review/ environment must set auto_stop_in",
     ),
     "production tier": (
-        _set("deploy-preview", "environment", "deployment_tier", "production"),
+        set_key(["deploy-preview", "environment", "deployment_tier"], "production"),
         "deploy-preview: a review/ environment's deployment_tier must be development",
     ),
 }
@@ -143,7 +123,7 @@ PREVIEW_BREAKAGES = {
 def test_policy_refuses_a_preview_that_could_reach_production(breakage, usercode_pipeline):
     """Each broken copy is refused with exactly one line; the real file passes (test_structure.py)."""
     change, expected = PREVIEW_BREAKAGES[breakage]
-    assert check(_mutated(usercode_pipeline, change), "usercode") == [expected]
+    assert check(mutated(usercode_pipeline, change), "usercode") == [expected]
 
 
 # --- executed: helm and kubectl stubbed, a real webserver -----------------------------------------------------

@@ -1,21 +1,14 @@
 """Structure of the pipelines: stage order, developer commands, guarded production, no printed secrets, pinned
 images. Each rule is shown to pass on the real files and to reject a file that breaks it."""
 
-import copy
-
 import pytest
 import yaml
 
-from dagster_platform.ci.config import Pipeline
 from dagster_platform.ci.policy import STAGES, check, image_pinned
 from dagster_platform.ci.runner import run_job
 from dagster_platform.paths import dagster_version
 
-
-def mutated(pipeline: Pipeline, change) -> Pipeline:
-    config = copy.deepcopy(pipeline.config)
-    change(config)
-    return Pipeline(path=pipeline.path, config=config, files=pipeline.files, templates=list(pipeline.templates))
+from .helpers import DELETE, mutated, set_key
 
 
 def test_platform_pipeline_passes(platform_pipeline):
@@ -76,106 +69,91 @@ def test_job_outside_its_pipeline_is_refused(usercode_pipeline, tmp_path):
 # --- each rule rejects a pipeline that breaks it --------------------------------------------------------------
 
 
-def _set(path: list, value):
-    def change(config):
-        target = config
-        for key in path[:-1]:
-            target = target.setdefault(key, {})
-        if value is _DELETE:
-            target.pop(path[-1], None)
-        else:
-            target[path[-1]] = value
-
-    return change
-
-
-_DELETE = object()
-
 USERCODE_BREAKAGES = {
     "production not manual": (
-        _set(["deploy-production", "rules"], [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"}]),
+        set_key(["deploy-production", "rules"], [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"}]),
         "deploy-production: production must be when: manual",
     ),
     "production may fail": (
-        _set(["deploy-production", "allow_failure"], True),
+        set_key(["deploy-production", "allow_failure"], True),
         "deploy-production: production must set allow_failure: false",
     ),
     "production on merge requests": (
-        _set(
+        set_key(
             ["deploy-production", "rules"], [{"if": '$CI_PIPELINE_SOURCE == "merge_request_event"', "when": "manual"}]
         ),
         "deploy-production: must run only on the default branch",
     ),
     "production not serialized": (
-        _set(["deploy-production", "resource_group"], _DELETE),
+        set_key(["deploy-production", "resource_group"], DELETE),
         "deploy-production: must be serialized by a resource_group",
     ),
     "one resource group for both": (
-        _set(["deploy-production", "resource_group"], "acceptance"),
+        set_key(["deploy-production", "resource_group"], "acceptance"),
         "is shared with another environment",
     ),
     "production not protected tier": (
-        _set(["deploy-production", "environment", "deployment_tier"], "staging"),
+        set_key(["deploy-production", "environment", "deployment_tier"], "staging"),
         "deploy-production: environment deployment_tier must be production",
     ),
     "acceptance uses the production context": (
-        _set(["deploy-acceptance", "variables", "KUBE_CONTEXT"], "$KUBE_CONTEXT_PRODUCTION"),
+        set_key(["deploy-acceptance", "variables", "KUBE_CONTEXT"], "$KUBE_CONTEXT_PRODUCTION"),
         "deploy-acceptance: references production variables ['KUBE_CONTEXT_PRODUCTION']",
     ),
     "acceptance manual": (
-        _set(["deploy-acceptance", "rules"], [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH", "when": "manual"}]),
+        set_key(["deploy-acceptance", "rules"], [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH", "when": "manual"}]),
         "deploy-acceptance: acceptance deploys automatically",
     ),
     "lint runs something else": (
-        _set(["lint", "script"], ["uv run ruff check ."]),
+        set_key(["lint", "script"], ["uv run ruff check ."]),
         "lint: script must be exactly ['make lint']",
     ),
     "test skips dg check": (
-        _set(["test", "script"], ["make test"]),
+        set_key(["test", "script"], ["make test"]),
         "test: script must be exactly ['make test', 'make check']",
     ),
     "test without junit": (
-        _set(["test", "artifacts"], {"paths": ["reports/"]}),
+        set_key(["test", "artifacts"], {"paths": ["reports/"]}),
         "test: must publish a JUnit report",
     ),
-    "lint not interruptible": (_set(["lint", "interruptible"], False), "lint: must be interruptible"),
+    "lint not interruptible": (set_key(["lint", "interruptible"], False), "lint: must be interruptible"),
     "stages reordered": (
-        _set(["stages"], ["lint", "build", "test", "scan", "acceptance", "production"]),
+        set_key(["stages"], ["lint", "build", "test", "scan", "acceptance", "production"]),
         "stages must be",
     ),
-    "image latest": (_set(["variables", "PYTHON_IMAGE"], "python:latest"), "is not pinned"),
-    "image untagged": (_set(["variables", "HELM_IMAGE"], "alpine/helm"), "is not pinned"),
+    "image latest": (set_key(["variables", "PYTHON_IMAGE"], "python:latest"), "is not pinned"),
+    "image untagged": (set_key(["variables", "HELM_IMAGE"], "alpine/helm"), "is not pinned"),
     "echo a secret": (
-        _set(["build", "script"], ['echo "$CI_REGISTRY_PASSWORD" > /tmp/p', 'buildah push "$IMAGE"']),
+        set_key(["build", "script"], ['echo "$CI_REGISTRY_PASSWORD" > /tmp/p', 'buildah push "$IMAGE"']),
         "build: prints secret variable(s) ['CI_REGISTRY_PASSWORD']",
     ),
-    "trace commands": (_set(["lint", "before_script"], ["set -x"]), "lint: dumps the environment"),
-    "dump env": (_set(["lint", "before_script"], ["env | sort"]), "lint: dumps the environment"),
+    "trace commands": (set_key(["lint", "before_script"], ["set -x"]), "lint: dumps the environment"),
+    "dump env": (set_key(["lint", "before_script"], ["env | sort"]), "lint: dumps the environment"),
     "debug trace": (
-        _set(["test", "variables"], {"CI_DEBUG_TRACE": "true"}),
+        set_key(["test", "variables"], {"CI_DEBUG_TRACE": "true"}),
         "test: CI_DEBUG_TRACE prints every variable",
     ),
     "kaniko": (
-        _set(["build", "image"], "gcr.io/kaniko-project/executor:v1.23.2-debug"),
+        set_key(["build", "image"], "gcr.io/kaniko-project/executor:v1.23.2-debug"),
         "build: kaniko is unmaintained",
     ),
     "latest tag pushed": (
-        _set(["variables", "IMAGE"], "$CI_REGISTRY_IMAGE:latest"),
+        set_key(["variables", "IMAGE"], "$CI_REGISTRY_IMAGE:latest"),
         "IMAGE must be $CI_REGISTRY_IMAGE:$CI_COMMIT_SHA",
     ),
     "scan of another image": (
-        _set(["container_scanning", "variables", "CS_IMAGE"], "$CI_REGISTRY_IMAGE:main"),
+        set_key(["container_scanning", "variables", "CS_IMAGE"], "$CI_REGISTRY_IMAGE:main"),
         "container_scanning: CS_IMAGE must be $IMAGE",
     ),
-    "scan may fail": (_set(["container_scanning", "allow_failure"], True), "container_scanning: allow_failure"),
-    "no scan gate": (_set(["scan-gate"], _DELETE), "job 'scan-gate' must run dagster_platform.ci.scan_gate"),
-    "no version guard": (_set(["version-guard"], _DELETE), "job 'version-guard' must run"),
+    "scan may fail": (set_key(["container_scanning", "allow_failure"], True), "container_scanning: allow_failure"),
+    "no scan gate": (set_key(["scan-gate"], DELETE), "job 'scan-gate' must run dagster_platform.ci.scan_gate"),
+    "no version guard": (set_key(["version-guard"], DELETE), "job 'version-guard' must run"),
     "template version drifted from the platform pin": (
-        _set(["variables", "DAGSTER_PLATFORM_VERSION"], "1.0.0"),
+        set_key(["variables", "DAGSTER_PLATFORM_VERSION"], "1.0.0"),
         "DAGSTER_PLATFORM_VERSION must be the platform's pin",
     ),
     "workflow runs every branch": (
-        _set(["workflow", "rules"], [{"if": "$CI_COMMIT_BRANCH"}]),
+        set_key(["workflow", "rules"], [{"if": "$CI_COMMIT_BRANCH"}]),
         "workflow:rules must allow exactly",
     ),
 }
@@ -235,23 +213,23 @@ def test_deploy_rule_rejects(breakage, usercode_pipeline):
 
 PLATFORM_BREAKAGES = {
     "test job with extras": (
-        _set(["test", "script"], ["make test PYTEST_ARGS=-x"]),
+        set_key(["test", "script"], ["make test PYTEST_ARGS=-x"]),
         "test: script must be exactly ['make test']",
     ),
     "production upgrade automatic": (
-        _set(["upgrade-production", "rules"], [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"}]),
+        set_key(["upgrade-production", "rules"], [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"}]),
         "upgrade-production: production must be when: manual",
     ),
     "production upgrade not serialized": (
-        _set(["upgrade-production", "resource_group"], _DELETE),
+        set_key(["upgrade-production", "resource_group"], DELETE),
         "upgrade-production: must be serialized",
     ),
     "production upgrade on acceptance": (
-        _set(["upgrade-production", "variables", "ENV"], "acceptance"),
+        set_key(["upgrade-production", "variables", "ENV"], "acceptance"),
         "upgrade-production: must run make platform-upgrade ENV=production",
     ),
     "two production deploys": (
-        _set(["hotfix"], {"stage": "production", "script": ["make platform-upgrade"], "environment": "production"}),
+        set_key(["hotfix"], {"stage": "production", "script": ["make platform-upgrade"], "environment": "production"}),
         "exactly one job must deploy to production",
     ),
 }
