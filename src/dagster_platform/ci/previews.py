@@ -23,6 +23,7 @@ library only (`python3 -m dagster_platform.ci.previews ...`), like smoke.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
@@ -30,7 +31,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -180,6 +181,10 @@ class ConfigMapStore:
         self.kube = [kubectl, "--context", context, "--namespace", namespace]
         self.name, self.namespace = name, namespace
 
+    def lock(self) -> contextlib.AbstractContextManager:
+        """Nothing to hold: a write at a stale resourceVersion is refused (Conflict) and `update` re-applies."""
+        return contextlib.nullcontext()
+
     def read(self) -> tuple[Workspace, dict | None]:
         got = subprocess.run([*self.kube, "get", "configmap", self.name, "-o", "json"], capture_output=True, text=True)
         if got.returncode != 0:
@@ -220,6 +225,13 @@ class FileStore:
         self.path = Path(workspace_yaml)
         self.state = self.path.with_name("workspace.state.json")
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Writers on one machine (a stack command, the CLI) take turns: the file has no resourceVersion."""
+        with self.path.with_name(".workspace.lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
     def read(self) -> tuple[Workspace, dict | None]:
         if not self.state.exists():
             return Workspace(), None
@@ -239,9 +251,8 @@ class FileStore:
 
 def update(store, change: Callable[[Workspace], Workspace], attempts: int = 8) -> Workspace:
     """Read, change, write; on a concurrent write, read again and re-apply `change` (it must be re-runnable)."""
-    lock = getattr(store, "path", None)
     for attempt in range(attempts):
-        with _locked(lock):
+        with store.lock():
             ws, read = store.read()
             new = change(ws)
             if new == ws and read is not None:
@@ -252,20 +263,6 @@ def update(store, change: Callable[[Workspace], Workspace], attempts: int = 8) -
             except Conflict:
                 time.sleep(0.2 * (attempt + 1))
     raise PreviewError(f"the workspace kept changing under us ({attempts} attempts); run the job again")
-
-
-class _locked:
-    def __init__(self, path: Path | None):
-        self.file = None if path is None else Path(path).with_name(".workspace.lock")
-
-    def __enter__(self):
-        if self.file is not None:
-            self.handle = self.file.open("a")
-            fcntl.flock(self.handle, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc):
-        if self.file is not None:
-            self.handle.close()
 
 
 # -- command line (preview jobs in user-code pipelines; the platform upgrade) ---------------------------------
