@@ -90,6 +90,14 @@ def _write_workspace(stack: Stack, entries: dict[str, dict]) -> Path:
     return config.write_workspace(stack.dagster_home, {n: info["port"] for n, info in entries.items()})
 
 
+def _check_source_and_stack(source: Path, stack: Stack) -> None:
+    """Before anything starts: `source` is a location (its own lock) and the stack's webserver and daemon run."""
+    if not ((source / "pyproject.toml").is_file() and (source / "uv.lock").is_file()):
+        raise NotRegistered(f"{source} holds no location: it needs a pyproject.toml and a uv.lock")
+    if not stack.supervisor.alive("webserver") or not stack.supervisor.alive("daemon"):
+        raise NotRegistered(f"the stack in {stack.state_dir} is not running (webserver and daemon): `make stack`")
+
+
 def add_location(stack: Stack, loc: locations.Location, timeout: float = 300) -> Stack:
     """Register one more location on a running stack, as the cluster's registry entry + platform upgrade +
     the location's release do: its sources and .venv (locations.prepare), its code server (the one start of
@@ -106,11 +114,7 @@ def add_location(stack: Stack, loc: locations.Location, timeout: float = 300) ->
     entry = {"name": loc.name, "team": "local", "image": "local", "port": grpc_port(), "module": loc.module}
     if problems := registry.check_code_location_registry([entry]):
         raise NotRegistered(f"location name refused: {problems[0].message}")
-    source = Path(loc.source)
-    if not ((source / "pyproject.toml").is_file() and (source / "uv.lock").is_file()):
-        raise NotRegistered(f"{source} holds no location: it needs a pyproject.toml and a uv.lock")
-    if not sup.alive("webserver") or not sup.alive("daemon"):
-        raise NotRegistered(f"the stack in {stack.state_dir} is not running (webserver and daemon): `make stack`")
+    _check_source_and_stack(Path(loc.source), stack)
     client, name = stack.client, f"code-server-{loc.name}"
     began = time.monotonic()
     location_dir = locations.prepare(loc, stack.state_dir / "locations")
@@ -187,17 +191,11 @@ def remove_location(stack: Stack, name: str, timeout: float = 300) -> Stack:
     sources and .venv stay in locations/ (a cache). Raises NotRegistered, changing nothing, for a name the
     stack does not run."""
     sup = stack.supervisor
-    component = f"code-server-{name}"
     if name not in stack.locations:
         known = ", ".join(stack.locations) or "none"
         raise NotRegistered(f"no location {name!r} in {stack.state_dir} (registered: {known}); nothing changed")
     client = stack.client
-    state = client.locations().get(name)
-    if state and state["repositories"]:
-        stop_automation(client, name)
-    else:  # its code cannot be asked; the daemon cannot tick what it cannot load either
-        why = (state["error"] or state["status"]).splitlines()[0] if state else "not in the webserver's workspace"
-        say("stack", f"could not list the schedules and sensors of {name}: it is not loaded ({why})")
+    _stop_automation_of(client, name)
     entries = {n: info for n, info in stack.locations.items() if n != name}
     workspace = _write_workspace(stack, entries)
     sup.meta["locations"] = entries
@@ -206,12 +204,7 @@ def remove_location(stack: Stack, name: str, timeout: float = 300) -> Stack:
     client.reload_workspace()
     sup.wait_ready("webserver", lambda: name not in client.locations(), timeout)
     say("stack", f"webserver: workspace reloaded, {name} gone; the daemon drops it within {_daemon_refresh_seconds()}s")
-    pids = [c.pid for c in [sup.components.get(component)] if c]
-    stopped = sup.stop(component)
-    sup.components.pop(component, None)
-    sup.save()
-    say("stack", f"stopped {component} (pid {pids[0]}, its run workers included)" if stopped and pids else
-        f"{component} was not running")  # fmt: skip
+    _stop_code_server(stack, name)
     return attach(stack.state_dir)
 
 
@@ -317,10 +310,7 @@ def add_preview(
     if component in sup.components:
         raise NotRegistered(f"preview {name} is already running; remove-preview it first to load another checkout")
     source = Path(source)
-    if not ((source / "pyproject.toml").is_file() and (source / "uv.lock").is_file()):
-        raise NotRegistered(f"{source} holds no location: it needs a pyproject.toml and a uv.lock")
-    if not sup.alive("webserver") or not sup.alive("daemon"):
-        raise NotRegistered(f"the stack in {stack.state_dir} is not running (webserver and daemon): `make stack`")
+    _check_source_and_stack(source, stack)
     loc = locations.Location(name, module or locations.default_module(source), str(source),
                              env={"DAGSTER_PREVIEW": f"mr-{mr}"}, required=False)  # fmt: skip
     began = time.monotonic()
@@ -351,7 +341,7 @@ def add_preview(
                        timeout, also=[component])  # fmt: skip
         say("stack", f"webserver: workspace reloaded, {name} LOADED ({time.monotonic() - written:.1f}s)")
         for old in evicted:
-            _stop_preview_server(stack, old)
+            _stop_code_server(stack, old)
         took = wait_daemon_sees(stack, name, port, _daemon_refresh_seconds() + 120)
         say("stack", f"daemon: re-read the workspace, {name} is in it (waited {took:.1f}s)")
     except BaseException as exc:
@@ -363,7 +353,7 @@ def add_preview(
             previews.update(store, lambda ws: previews.remove_preview(ws, name)[0])
             client.reload_workspace()
         for old in evicted:  # out of the workspace already: their servers go too
-            _stop_preview_server(stack, old)
+            _stop_code_server(stack, old)
         say("stack", f"undone: {name} stopped and removed from the workspace again")
         if isinstance(exc, previews.PreviewError):  # the workspace changed under us (e.g. the location went)
             raise _refusal(exc) from exc
@@ -390,7 +380,7 @@ def remove_preview(stack: Stack, location: str, mr: int | str, timeout: float = 
     client.reload_workspace()
     sup.wait_ready("webserver", lambda: name not in client.locations(), timeout)
     say("stack", f"webserver: workspace reloaded, {name} gone; the daemon drops it within {_daemon_refresh_seconds()}s")
-    _stop_preview_server(stack, name)
+    _stop_code_server(stack, name)
     return attach(stack.state_dir), True
 
 
@@ -402,7 +392,7 @@ def sync_registry(stack: Stack, timeout: float = 300) -> Stack:
     store, client, sup = workspace_store(stack), stack.client, stack.supervisor
     before = store.read()[0]
     try:
-        config.write_workspace(stack.dagster_home, {n: info["port"] for n, info in stack.locations.items()})
+        _write_workspace(stack, stack.locations)
     except previews.PreviewError as exc:
         raise _refusal(exc) from exc
     ws = store.read()[0]
@@ -418,6 +408,8 @@ def sync_registry(stack: Stack, timeout: float = 300) -> Stack:
 
 
 def _stop_automation_of(client: Client, name: str) -> None:
+    """stop_automation, when the location is loaded; otherwise say why its schedules and sensors cannot be listed
+    (its code cannot be asked; the daemon cannot tick what it cannot load either)."""
     state = client.locations().get(name)
     if state and state["repositories"]:
         stop_automation(client, name)
@@ -426,7 +418,8 @@ def _stop_automation_of(client: Client, name: str) -> None:
         say("stack", f"could not list the schedules and sensors of {name}: it is not loaded ({why})")
 
 
-def _stop_preview_server(stack: Stack, name: str) -> None:
+def _stop_code_server(stack: Stack, name: str) -> None:
+    """Stop a location's or preview's code server by process group (its run workers included) and forget it."""
     sup, component = stack.supervisor, f"code-server-{name}"
     pids = [c.pid for c in [sup.components.get(component)] if c]
     stopped = sup.stop(component) if component in sup.components else False
