@@ -15,7 +15,7 @@ RUN := $(UV) run --frozen --no-sync
 CLI := $(RUN) dagster-platform
 git_files = git ls-files -z --cached --others --exclude-standard -- $(1)
 
-.PHONY: help install dev test test-fast lint fmt new-usercode template-lock template-instance clean
+.PHONY: help install dev test test-fast lint fmt generate new-usercode template-lock template-instance clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]*):.*## /  \1\t/' | sort
@@ -61,8 +61,13 @@ fmt: install ## apply ruff fixes and formatting
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
+# The copies of platform/company.yaml and platform/values/ in files that cannot read them (CI YAML, the template's
+# cookiecutter.json and dagster.yaml, the stdlib tools' JSON): src/dagster_platform/generate.py lists them.
+generate: install ## rewrite every generated copy of the company and environment files (platform-check reports drift)
+	$(CLI) generate
+
 # Asks only what a data engineer knows, each answer checked as it is typed; platform facts (registry, CI
-# project, namespaces, Postgres secrets, port) come from platform/usercode.yaml and platform/values/.
+# project, environments, namespaces, Postgres secrets, port) come from platform/company.yaml and platform/values/.
 # cruft records the template's origin and commit in .cruft.json, so the new repo can later take template
 # updates with `cruft update`. Set TEMPLATE_URL to the platform repo's Git URL (default: its origin).
 TEMPLATE_URL ?= $(or $(shell git remote get-url origin 2>/dev/null),$(CURDIR))
@@ -75,27 +80,28 @@ new-usercode: install ## new user-code repo via cruft in OUT (default ..); NO_IN
 template-lock: install ## regenerate usercode-template's uv.lock after changing its pyproject.toml
 	$(CLI) template lock
 
-template-instance: install ## regenerate usercode-template's dagster.yaml (its local instance) after a platform change
-	$(CLI) local-instance --mode dev --output 'usercode-template/{{cookiecutter.project_slug}}/dagster.yaml'
+template-instance: generate ## regenerate usercode-template's dagster.yaml (its local instance): part of make generate
 
 clean: ## remove local environments and runtime state
 	rm -rf $(VENV) .tools .dev .dagster_home .pytest_cache .ruff_cache
 
 # --- Platform on Kubernetes: helm/dagster-platform + platform/values (what runs where: helm/README.md) ---
 .PHONY: platform-env platform-instance platform-deps platform-render platform-check platform-verify platform-diff platform-upgrade
+# ENV: a declared environment, i.e. a file platform/values/<ENV>.yaml (the CLI refuses any other in one line).
 platform-env:
-	@$(if $(filter acceptance production,$(ENV)),true,echo 'set ENV=acceptance or ENV=production' >&2; exit 2)
+	@$(if $(ENV),true,echo 'set ENV=<environment>, one of: $(basename $(notdir $(filter-out %/base.yaml,$(wildcard platform/values/*.yaml))))' >&2; exit 2)
 
-platform-instance: platform-env install ## the dagster.yaml the cluster's processes of ENV=acceptance|production read
+platform-instance: platform-env install ## the dagster.yaml the cluster's processes of ENV read
 	@$(CLI) platform instance --env $(ENV)
 
 platform-deps: install ## fetch the official dagster chart pinned in helm/dagster-platform/Chart.lock (network)
 	$(CLI) platform deps
 
-platform-render: platform-env platform-deps ## full manifests of ENV=acceptance|production -> .dev/helm/ENV/manifests.yaml
+platform-render: platform-env platform-deps ## full manifests of ENV -> .dev/helm/ENV/manifests.yaml
 	$(CLI) platform render --env $(ENV) --full --out .dev/helm/$(ENV)/manifests.yaml
 
-platform-check: install ## guardrails for ENV (default: all) on the platform's own templates; offline
+platform-check: install ## generated copies up to date, then guardrails for ENV (default: all) on our templates; offline
+	$(CLI) generate --check
 	$(CLI) platform check --env $(or $(ENV),all)
 
 platform-verify: platform-deps ## CI: full render with the official chart, every guardrail, Kubernetes schemas

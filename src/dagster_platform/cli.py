@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "dagster_platform.ci.cli",
     "dagster_platform.local.cli",
     "dagster_platform.upgrade_pins",
+    "dagster_platform.generate",
 ]
 
 

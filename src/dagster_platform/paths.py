@@ -16,8 +16,9 @@ HELM_DIR = ROOT / "helm"
 # The user-code repo's local instance (its `make dev`, `make check`): the local runtime's dev-mode dagster.yaml,
 # committed in the template so rendered repos and `cruft update` carry it (`make template-instance`).
 TEMPLATE_INSTANCE = TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "dagster.yaml"
-# Platform facts a data engineer is never asked (registry, CI project, port, warehouse domains).
-USERCODE_SETTINGS = PLATFORM_DIR / "usercode.yaml"
+# The company's facts (same in every environment) and the environments' values files (platform_config.py).
+COMPANY_YAML = PLATFORM_DIR / "company.yaml"
+VALUES_DIR = PLATFORM_DIR / "values"
 # Local, git-ignored state: the rendered example for `make dev` and its instance.
 DEV_DIR = ROOT / ".dev"
 
@@ -40,15 +41,11 @@ def libraries_version(core: str) -> str | None:
     return f"0.{int(match[1]) + 16}.{match[2]}" if match else None
 
 
-def usercode_settings() -> dict:
-    import yaml
-
-    return yaml.safe_load(USERCODE_SETTINGS.read_text())
-
-
 def grpc_port() -> int:
     """The port every user-code code server serves; platform/code-locations.yaml must register it."""
-    return int(usercode_settings()["grpc_port"])
+    from dagster_platform.platform_config import company
+
+    return company().grpc_port
 
 
 def uv_executable() -> str:

@@ -117,40 +117,48 @@ FIELDS = {
     "description": check_description,
 }
 
-# Platform facts (private variables): the platform passes them from its own settings; checked in case
-# someone passes other values by hand.
-PLATFORM_KEYS = (
-    "_image_registry",
-    "_platform_ci_project",
-    "_platform_ci_ref",
-    "_grpc_port",
-    "_acceptance_namespace",
-    "_production_namespace",
-    "_acceptance_postgres_secret",
-    "_production_postgres_secret",
-    "_acceptance_db_domain",
-    "_production_db_domain",
-)
+# Platform facts (the private variable `_platform`, generated from the platform's company and environment files by
+# `make generate`): checked in case someone passes other values by hand.
+PLATFORM_KEYS = ("image_registry", "ci_project", "ci_ref", "grpc_port", "label_domain", "environments")
+ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 
 
 def platform_problems(answers: dict) -> list[str]:
+    platform = answers.get("_platform")
+    if not isinstance(platform, dict) or sorted(platform) != sorted(PLATFORM_KEYS):
+        return [f"_platform must hold {', '.join(PLATFORM_KEYS)} (the platform passes it; run make new-usercode there)"]
     found = []
-    for env in ("acceptance", "production"):
-        for key in (f"_{env}_namespace", f"_{env}_postgres_secret"):
-            if not DNS_LABEL.match(str(answers[key])):
-                found.append(f"{key} {answers[key]!r} is not a Kubernetes name; example: dagster-{env}")
-        if not DOMAIN.match(str(answers[f"_{env}_db_domain"])):
-            found.append(f"_{env}_db_domain {answers[f'_{env}_db_domain']!r} is not a DNS domain")
-    if answers["_acceptance_namespace"] == answers["_production_namespace"]:
-        found.append("_acceptance_namespace and _production_namespace must differ")
-    acc, prod = str(answers["_acceptance_db_domain"]), str(answers["_production_db_domain"])
-    if acc == prod or acc.endswith("." + prod) or prod.endswith("." + acc):
-        found.append("_acceptance_db_domain and _production_db_domain must be separate domains")
-    registry = str(answers["_image_registry"])
+    envs = platform["environments"]
+    if not isinstance(envs, list) or not envs:
+        return ["_platform.environments must list at least one environment"]
+    for env in envs:
+        name = str(env.get("name"))
+        if not ENV_NAME.match(name) or name == "local":
+            found.append(f"_platform.environments: {name!r} is not an environment name; example: staging")
+        for key in ("namespace", "postgres_secret"):
+            if not DNS_LABEL.match(str(env.get(key))):
+                found.append(f"_platform.environments.{name}.{key} {env.get(key)!r} is not a Kubernetes name")
+        if not DOMAIN.match(str(env.get("warehouse_domain"))):
+            found.append(
+                f"_platform.environments.{name}.warehouse_domain {env.get('warehouse_domain')!r} is not a DNS domain"
+            )
+    for key in ("name", "namespace", "warehouse_domain"):
+        values = [str(env.get(key)) for env in envs]
+        if len(set(values)) != len(values):
+            found.append(f"_platform.environments: two environments share a {key}; each needs its own")
+    domains = [str(env.get("warehouse_domain")) for env in envs]
+    for one in domains:
+        for other in domains:
+            if one != other and one.endswith("." + other):
+                found.append(
+                    f"warehouse domains {one!r} and {other!r} must be separate domains (one is inside the other)"
+                )
+    registry = str(platform["image_registry"])
     if not registry or registry.endswith("/") or " " in registry:
-        found.append(f"_image_registry {registry!r} must be a registry path without a trailing '/'")
-    if not str(answers["_grpc_port"]).isdigit() or not 1024 <= int(answers["_grpc_port"]) <= 65535:
-        found.append(f"_grpc_port {answers['_grpc_port']!r} must be a port number in 1024..65535")
+        found.append(f"_platform.image_registry {registry!r} must be a registry path without a trailing '/'")
+    port = platform["grpc_port"]
+    if not str(port).isdigit() or not 1024 <= int(port) <= 65535:
+        found.append(f"_platform.grpc_port {port!r} must be a port number in 1024..65535")
     return found
 
 

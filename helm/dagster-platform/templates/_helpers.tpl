@@ -10,7 +10,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: dagster
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
-platform.acme.io/environment: {{ .Values.environment.name }}
+{{ .Values.labelDomain }}/environment: {{ .Values.environment.name }}
 {{- end -}}
 
 {{/* Pod labels the official chart puts on its webserver and daemon pods. */}}

@@ -26,10 +26,12 @@ from dagster_platform.ci.config import (
     referenced_variables,
 )
 from dagster_platform.paths import dagster_version
+from dagster_platform.platform_config import Environment, environments, preview_environment
 
+# The stages before the deploys; then one stage per environment, named after it, in promotion order.
 STAGES = {
-    "platform": ["lint", "test", "build", "render", "diff", "acceptance", "production"],
-    "usercode": ["lint", "test", "build", "scan", "acceptance", "production"],
+    "platform": ["lint", "test", "build", "render", "diff"],
+    "usercode": ["lint", "test", "build", "scan"],
 }
 # The commands a developer runs locally, exactly.
 DEVELOPER_JOBS = {
@@ -38,8 +40,7 @@ DEVELOPER_JOBS = {
 }
 MR_RULE = '$CI_PIPELINE_SOURCE == "merge_request_event"'
 DEFAULT_BRANCH_RULE = "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"
-ENVIRONMENTS = ("acceptance", "production")
-# GitLab review apps (merge-request previews): acceptance only, merge requests only, always stoppable.
+# GitLab review apps (merge-request previews): the preview environment only, merge requests only, always stoppable.
 REVIEW_PREFIX = "review/"
 CONTAINER_SCANNING = "Jobs/Container-Scanning.gitlab-ci.yml"
 # The platform's upgrade jobs deploy the ops image the same pipeline built (build-ops).
@@ -63,6 +64,8 @@ def image_pinned(image: str) -> bool:
 
 
 def check(pipeline: Pipeline, kind: str) -> list[str]:
+    """The rules over `pipeline` for the environments platform/values/ declares (platform_config)."""
+    envs = environments()
     problems = list(pipeline.problems)
     variables = pipeline.variables
     jobs = pipeline.jobs()
@@ -77,8 +80,12 @@ def check(pipeline: Pipeline, kind: str) -> list[str]:
 
     # Stage order. (A job's unknown stage, an unknown `needs` or one of a later stage: gitlab-ci-local's own
     # validation, reported by load_pipeline.)
-    if pipeline.stages != STAGES[kind]:
-        problems.append(f"stages must be {STAGES[kind]} in this order, found {pipeline.stages}")
+    stages = [*STAGES[kind], *(env.name for env in envs)]
+    if pipeline.stages != stages:
+        problems.append(
+            f"stages must be {stages} in this order (one per environment, promotion order), found {pipeline.stages}; "
+            "run `make generate`"
+        )
 
     # lint/test run exactly what a developer runs, and can be cancelled by a newer pipeline.
     for name, expected in DEVELOPER_JOBS[kind].items():
@@ -116,38 +123,43 @@ def check(pipeline: Pipeline, kind: str) -> list[str]:
         if job_env.get("CI_DEBUG_TRACE", "").lower() == "true":
             problems.append(f"{name}: CI_DEBUG_TRACE prints every variable, secrets included")
 
-    problems += _check_deploys(jobs, kind)
-    problems += _check_reviews(jobs)
+    problems += _check_deploys(jobs, kind, envs)
+    problems += _check_reviews(jobs, envs)
     if kind == "usercode":
         problems += _check_usercode(pipeline, jobs, variables)
     return problems
 
 
-def _deploys_to(job: dict) -> str | None:
-    """The environment (acceptance or production) a job deploys to; None for other jobs and stop actions."""
-    environment = job.get("environment")
-    environment = environment if isinstance(environment, dict) else {"name": environment}
-    if environment.get("action", "start") != "start" or str(environment.get("name")).startswith(REVIEW_PREFIX):
+def _deploys_to(job: dict, envs: list[Environment]) -> str | None:
+    """The environment a job deploys to (GitLab environment <env>, or platform-<env> for the platform's upgrade);
+    None for other jobs and stop actions."""
+    environment = _environment(job)
+    name = str(environment.get("name") or "")
+    if environment.get("action", "start") != "start" or name.startswith(REVIEW_PREFIX):
         return None
-    return next((env for env in ENVIRONMENTS if env in str(environment.get("name") or "")), None)
+    return next((env.name for env in envs if name in (env.name, f"platform-{env.name}")), None)
 
 
-def _check_deploys(jobs: dict[str, dict], kind: str) -> list[str]:
+def _foreign_variables(text: str, env: Environment, envs: list[Environment]) -> list[str]:
+    """Variables in `text` that belong to another environment (..._<OTHER>, e.g. KUBE_CONTEXT_PRODUCTION)."""
+    others = [other.variable_suffix for other in envs if other.name != env.name]
+    return sorted(v for v in referenced_variables(text) if any(v.endswith(f"_{suffix}") for suffix in others))
+
+
+def _check_deploys(jobs: dict[str, dict], kind: str, envs: list[Environment]) -> list[str]:
     problems = []
     groups: set[str] = set()
-    for env in ENVIRONMENTS:
-        deploys = [name for name, job in jobs.items() if _deploys_to(job) == env]
+    for env in envs:
+        deploys = [name for name, job in jobs.items() if _deploys_to(job, envs) == env.name]
         if len(deploys) != 1:
-            problems.append(f"exactly one job must deploy to {env}, found {deploys}")
+            problems.append(f"exactly one job must deploy to {env.name}, found {deploys}; run `make generate`")
             continue
         name = deploys[0]
         job, job_vars, commands = jobs[name], job_variables(jobs[name]), job_commands(jobs[name])
-        other = "production" if env == "acceptance" else "acceptance"
-        if job.get("stage") != env:
-            problems.append(f"{name}: must run in stage {env!r}")
-        tier = "production" if env == "production" else "staging"
-        if not isinstance(job["environment"], dict) or job["environment"].get("deployment_tier") != tier:
-            problems.append(f"{name}: environment deployment_tier must be {tier}")
+        if job.get("stage") != env.name:
+            problems.append(f"{name}: must run in stage {env.name!r}")
+        if not isinstance(job["environment"], dict) or job["environment"].get("deployment_tier") != env.tier:
+            problems.append(f"{name}: environment deployment_tier must be {env.tier} ({env.file} environment.tier)")
         group = job.get("resource_group")
         if not group:
             problems.append(f"{name}: must be serialized by a resource_group")
@@ -162,24 +174,29 @@ def _check_deploys(jobs: dict[str, dict], kind: str) -> list[str]:
         if not active or any(_norm(r.get("if", "")) != _norm(DEFAULT_BRANCH_RULE) for r in active):
             problems.append(f"{name}: must run only on the default branch (rules: if {DEFAULT_BRANCH_RULE})")
         whens = {r.get("when", "on_success") for r in active}
-        if env == "production":
+        if env.manual:
             if whens != {"manual"}:
-                problems.append(f"{name}: production must be when: manual, found {sorted(whens)}")
+                problems.append(
+                    f"{name}: {env.name} must be when: manual ({env.file} manualDeploy), found {sorted(whens)}"
+                )
             if job.get("allow_failure") is not False:
-                problems.append(f"{name}: production must set allow_failure: false (blocks the pipeline until run)")
+                problems.append(
+                    f"{name}: a manual deploy must set allow_failure: false (blocks the pipeline until run)"
+                )
         elif "manual" in whens:
-            problems.append(f"{name}: acceptance deploys automatically on the default branch")
+            problems.append(f"{name}: {env.name} deploys automatically on the default branch ({env.file} manualDeploy)")
         # The kube context and URLs of this environment only.
-        text = " ".join(commands) + " " + " ".join(job_vars.values())
-        foreign = sorted(v for v in referenced_variables(text) if v.endswith(f"_{other.upper()}"))
+        foreign = _foreign_variables(" ".join(commands) + " " + " ".join(job_vars.values()), env, envs)
         if foreign:
-            problems.append(f"{name}: references {other} variables {foreign}")
-        if job_vars.get("KUBE_CONTEXT") != f"$KUBE_CONTEXT_{env.upper()}":
-            problems.append(f"{name}: KUBE_CONTEXT must be $KUBE_CONTEXT_{env.upper()}")
+            problems.append(f"{name}: references another environment's variables {foreign}")
+        if job_vars.get("KUBE_CONTEXT") != f"$KUBE_CONTEXT_{env.variable_suffix}":
+            problems.append(f"{name}: KUBE_CONTEXT must be $KUBE_CONTEXT_{env.variable_suffix}")
         if kind == "usercode":
-            problems += _check_helm_deploy(name, env, commands, job_vars)
-        elif UPGRADE_COMMAND not in commands or job_vars.get("ENV") != env:
-            problems.append(f"{name}: must run make platform-upgrade ENV={env} OPS_IMAGE_TAG=$CI_COMMIT_SHA")
+            problems += _check_helm_deploy(name, env.name, commands, job_vars)
+            if job_vars.get("KUBE_NAMESPACE") != env.namespace:
+                problems.append(f"{name}: KUBE_NAMESPACE must be {env.namespace} ({env.file} environment.namespace)")
+        elif UPGRADE_COMMAND not in commands or job_vars.get("ENV") != env.name:
+            problems.append(f"{name}: must run make platform-upgrade ENV={env.name} OPS_IMAGE_TAG=$CI_COMMIT_SHA")
     return problems
 
 
@@ -188,29 +205,37 @@ def _environment(job: dict) -> dict:
     return environment if isinstance(environment, dict) else {"name": environment}
 
 
-def _check_reviews(jobs: dict[str, dict]) -> list[str]:
-    """Jobs of a `review/` environment (merge-request previews) never reach production: acceptance variables
-    only, merge-request rules only, the previews tool with --env acceptance, and a job that stops them."""
+def _check_reviews(jobs: dict[str, dict], envs: list[Environment]) -> list[str]:
+    """Jobs of a `review/` environment (merge-request previews) run in the preview environment only (the first that
+    enables previews): its variables only, merge-request rules only, the previews tool with its --env, and a job
+    that stops them. No environment enables previews: no such job."""
     problems = []
+    preview = preview_environment()
     for name, job in jobs.items():
         environment = _environment(job)
         if not str(environment.get("name") or "").startswith(REVIEW_PREFIX):
             continue
+        if preview is None:
+            problems.append(f"{name}: no environment enables previews (previews.enabled), so no job may deploy one")
+            continue
         commands = job_commands(job)
-        text = " ".join([*commands, *job_variables(job).values(), *map(str, environment.values())])
-        foreign = sorted(v for v in referenced_variables(text) if "PRODUCTION" in v)
+        job_vars = job_variables(job)
+        text = " ".join([*commands, *job_vars.values(), *map(str, environment.values())])
+        foreign = _foreign_variables(text, preview, envs)
         if foreign:
             problems.append(
-                f"{name}: a {REVIEW_PREFIX} environment must use acceptance variables only, found {foreign}"
+                f"{name}: a {REVIEW_PREFIX} environment must use {preview.name} variables only, found {foreign}"
             )
+        if job_vars.get("PREVIEW_ENV") != preview.name:
+            problems.append(f"{name}: PREVIEW_ENV must be {preview.name}, the first environment enabling previews")
         active = [r for r in job.get("rules", []) if isinstance(r, dict) and r.get("when") != "never"]
         if not active or any(_norm(r.get("if", "")) != _norm(MR_RULE) for r in active) or "only" in job:
             problems.append(f"{name}: a {REVIEW_PREFIX} environment runs on merge requests only (rules: if {MR_RULE})")
-        if job.get("stage") != "acceptance":
-            problems.append(f"{name}: a {REVIEW_PREFIX} environment must run in stage 'acceptance'")
+        if job.get("stage") != preview.name:
+            problems.append(f"{name}: a {REVIEW_PREFIX} environment must run in stage {preview.name!r}")
         for command in commands:
-            if "dagster_platform.ci.previews" in command and "--env acceptance" not in " ".join(command.split()):
-                problems.append(f"{name}: the previews tool must run with --env acceptance")
+            if "dagster_platform.ci.previews" in command and '--env "$PREVIEW_ENV"' not in " ".join(command.split()):
+                problems.append(f'{name}: the previews tool must run with --env "$PREVIEW_ENV"')
         if environment.get("action", "start") != "start":
             continue
         if environment.get("deployment_tier") != "development":

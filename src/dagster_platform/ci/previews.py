@@ -39,14 +39,32 @@ from dagster_platform import ci
 
 CONFIGMAP = "dagster-workspace"
 WORKSPACE_KEY = "workspace.yaml"
-REGISTRY_ANNOTATION = "platform.acme.io/registry"
-PREVIEWS_ANNOTATION = "platform.acme.io/previews"
-# previews.maxPerLocation of the platform's values, written by `sync`; `add` keeps to it unless told otherwise.
-LIMIT_ANNOTATION = "platform.acme.io/max-per-location"
-# Environments that may hold previews. Production never does: the guard refuses before anything is read.
-PREVIEW_ENVIRONMENTS = ("acceptance", "local")
-# Environments whose workspace `sync` and `show` may touch (production: the registry alone).
-ENVIRONMENTS = (*PREVIEW_ENVIRONMENTS, "production")
+# The company's label domain and its environments, as `make generate` copies them from platform/company.yaml and
+# platform/values/ for tools that have the standard library only (this module runs in user-code pipelines).
+PLATFORM_FACTS = Path(__file__).resolve().parents[3] / "ci" / "generated" / "platform.json"
+
+
+def _facts() -> dict:
+    return json.loads(PLATFORM_FACTS.read_text())
+
+
+def annotation(kind: str) -> str:
+    """<label_domain>/<kind>: registry, previews, max-per-location (previews.maxPerLocation, written by `sync`;
+    `add` keeps to it unless told otherwise)."""
+    return f"{_facts()['label_domain']}/{kind}"
+
+
+def preview_environments() -> tuple[str, ...]:
+    """Environments that may hold previews (previews.enabled in their values file) and the laptop's stack. Others
+    never do: the guard refuses before anything is read."""
+    return (*(env["name"] for env in _facts()["environments"] if env["previews"]), "local")
+
+
+def environments() -> tuple[str, ...]:
+    """Environments whose workspace `sync` and `show` may touch (those without previews: the registry alone)."""
+    return (*preview_environments(), *(env["name"] for env in _facts()["environments"] if not env["previews"]))
+
+
 DEFAULT_MAX_PER_LOCATION = 3
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _PREVIEW = re.compile(r"-mr-[0-9]+$")
@@ -99,10 +117,10 @@ def preview_name(location: str, mr: int | str) -> str:
 
 def check_environment(env: str) -> None:
     """Refuse an environment that never holds previews (production), before anything is read."""
-    if env not in PREVIEW_ENVIRONMENTS:
+    allowed = preview_environments()
+    if env not in allowed:
         raise PreviewError(
-            f"previews run only in {' or '.join(PREVIEW_ENVIRONMENTS)}, never in {env!r}: "
-            "production holds the registered locations alone"
+            f"previews run only in {' or '.join(allowed)}, never in {env!r}: {env} holds the registered locations alone"
         )
 
 
@@ -119,10 +137,10 @@ def with_registry(ws: Workspace, registry: Mapping[str, Server]) -> Workspace:
 def sync_registry(ws: Workspace, registry: Mapping[str, Server], env: str, limit: int | None = None) -> Workspace:
     """`with_registry` for `env` (and the per-location limit, when given); production's workspace must hold no
     preview (one there means a guard was bypassed: refuse rather than keep or drop it silently)."""
-    if env not in PREVIEW_ENVIRONMENTS and ws.previews:
+    if env not in preview_environments() and ws.previews:
         raise PreviewError(
             f"the {env} workspace holds preview(s) {', '.join(sorted(ws.previews))}; previews never run in {env}: "
-            "remove them (helm uninstall, then `previews remove` in acceptance's tools) before the upgrade"
+            "remove them (helm uninstall, then `previews remove` with the --env they run in) before the upgrade"
         )
     if limit is not None and limit < 1:
         raise PreviewError(f"max previews per location is {limit}; set at least 1")
@@ -193,15 +211,16 @@ class ConfigMapStore:
             raise PreviewError(f"kubectl get configmap {self.name} failed: {_last_line(got.stderr)}")
         obj = json.loads(got.stdout)
         notes = obj["metadata"].get("annotations") or {}
-        return _decode(notes.get(REGISTRY_ANNOTATION), notes.get(PREVIEWS_ANNOTATION), notes.get(LIMIT_ANNOTATION)), obj
+        registry, previews, limit = (notes.get(annotation(k)) for k in ("registry", "previews", "max-per-location"))
+        return _decode(registry, previews, limit), obj
 
     def write(self, ws: Workspace, read: dict | None) -> None:
         registry, previews = _encode(ws)
         meta = {"name": self.name, "namespace": self.namespace,
                 "labels": {"app.kubernetes.io/managed-by": "dagster-platform"},
-                "annotations": {REGISTRY_ANNOTATION: registry, PREVIEWS_ANNOTATION: previews}}  # fmt: skip
+                "annotations": {annotation("registry"): registry, annotation("previews"): previews}}  # fmt: skip
         if ws.limit is not None:
-            meta["annotations"][LIMIT_ANNOTATION] = str(ws.limit)
+            meta["annotations"][annotation("max-per-location")] = str(ws.limit)
         if read is not None:  # optimistic concurrency: Kubernetes refuses a stale resourceVersion (409)
             meta["resourceVersion"] = read["metadata"]["resourceVersion"]
         obj = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {WORKSPACE_KEY: ws.text()}}
@@ -268,7 +287,9 @@ def update(store, change: Callable[[Workspace], Workspace], attempts: int = 8) -
 # -- command line (preview jobs in user-code pipelines; the platform upgrade) ---------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["add", "remove", "sync", "show"])
-    parser.add_argument("--env", required=True, help="acceptance or local; production: sync and show only")
+    parser.add_argument(
+        "--env", required=True, help="an environment that enables previews, or local; any other: sync and show only"
+    )
     parser.add_argument("--context", help="kube context (cluster)")
     parser.add_argument("--namespace", help="namespace of the platform release (cluster)")
     parser.add_argument("--workspace-file", help="a local workspace.yaml instead of the cluster's ConfigMap")
@@ -284,8 +305,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        if args.env not in ENVIRONMENTS:
-            raise PreviewError(f"unknown environment {args.env!r}; one of {', '.join(ENVIRONMENTS)}")
+        if args.env not in environments():
+            raise PreviewError(f"unknown environment {args.env!r}; one of {', '.join(environments())}")
         if args.action not in ("sync", "show"):
             check_environment(args.env)
         store = _store(args)

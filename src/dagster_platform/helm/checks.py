@@ -75,7 +75,7 @@ def check_values(env: str, *, layers: list[tuple[str, Mapping[str, Any]]] | None
     out += registry.check_workspace(values, locations, where)
     out += registry.check_ops_deployment(values, locations, where)
     out += policies.check_daemon_liveness(values, where)
-    out += check_instance_config(env, values, helm_values.load_instance())
+    out += check_instance_config(env, values, helm_values.load_instance(env))
     for name, layer in layers[:2]:  # the files; what the generated layer repeats of them is found in them
         out += separation.check_environment_separation(env, layer, separation.other_env_files(env), where=name)
     return out
@@ -97,7 +97,7 @@ def check_manifests(env: str, objects: list[Mapping[str, Any]], values: Mapping[
     rendered_instance = helm_instance.instance_from_manifests(objects)
     if rendered_instance is not None:  # full render (official chart present)
         where = f"{env} rendered dagster.yaml"
-        out += check_described_instance(helm_values.load_instance(), rendered_instance, where)
+        out += check_described_instance(helm_values.load_instance(env), rendered_instance, where)
         # The derivation every laptop runs must be exactly what the chart renders, key by key.
         derived = helm_instance.values_to_instance(values.get("dagster") or {}, namespace=namespace)
         for key, expected, actual in helm_instance.instance_differences(derived, rendered_instance):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from dagster_platform import paths
+from dagster_platform import paths, platform_config
 from dagster_platform.helm import instance as helm_instance
 from dagster_platform.helm import upgrade
 from dagster_platform.helm import values as helm_values
@@ -26,7 +26,10 @@ from dagster_platform.helm.upgrade import GuardError, guard
 
 
 def _envs(arg: str) -> list[str]:
-    return list(helm_values.ENVIRONMENTS) if arg == "all" else [arg]
+    """Every declared environment (promotion order) for `all`, else the one named (refused when undeclared)."""
+    if arg == "all":
+        return platform_config.environment_names()
+    return [platform_config.environment(arg).name]
 
 
 def cmd_values(args: argparse.Namespace) -> int:
@@ -217,8 +220,13 @@ def _one_line(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
 
     def run(args: argparse.Namespace) -> int:
         try:
+            if getattr(args, "env", "all") != "all":
+                platform_config.environment(args.env)  # undeclared: refused before anything runs
             return func(args)
-        except (helm_values.InstanceTranslationError, HelmEngineError) as exc:
+        except platform_config.PlatformConfigError as exc:  # a platform file or argument: fix it, nothing ran
+            print(f"platform {args.platform_command}: {exc}", file=sys.stderr)
+            return 2
+        except HelmEngineError as exc:
             print(f"platform {args.platform_command}: {exc}", file=sys.stderr)
             return 1
 
@@ -228,8 +236,10 @@ def _one_line(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
 def register(subparsers: argparse._SubParsersAction) -> None:
     platform = subparsers.add_parser("platform", help="Helm values, render, checks, diff and upgrade per environment")
     sub = platform.add_subparsers(dest="platform_command", required=True)
-    one, all_ = [*helm_values.ENVIRONMENTS], [*helm_values.ENVIRONMENTS, "all"]
-    commands = {  # name: (function, help, --env choices)
+    # --env: a declared environment (platform/values/<env>.yaml), checked when the command runs so an undeclared
+    # one is refused in the platform's one-line form; `all` where marked.
+    one, all_ = "ENV", "ENV|all"
+    commands = {  # name: (function, help, --env form)
         "values": (cmd_values, "write the generated values layer; print the -f arguments", all_),
         "instance": (cmd_instance, "print the dagster.yaml the cluster's processes of one environment read", one),
         "render": (cmd_render, "render the manifests of one environment", one),
@@ -244,7 +254,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p[name] = sub.add_parser(name, help=text)
         p[name].set_defaults(func=_one_line(func))
         if envs:
-            p[name].add_argument("--env", required=True, choices=envs)
+            p[name].add_argument("--env", required=True, metavar=envs)
     p["values"].add_argument("--out", help=f"directory (default {helm_values.GENERATED_DIR})")
     p["render"].add_argument("--full", action="store_true", help="require the official chart (after `platform deps`)")
     p["render"].add_argument("--out", help="write to this file instead of stdout")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from dagster_platform import paths
+from dagster_platform import paths, platform_config
 from dagster_platform.helm import values as helm_values
 
 # The Kubernetes version the manifests are validated against (kubernetes-validate's schemas).
@@ -150,7 +150,7 @@ _RESOURCE_QUANTITY = re.compile(r"(^|\.)resources\.(requests|limits)\.[^.]+$")
 
 def check_counts_and_quantities(env: str, values: Mapping[str, Any], where: str) -> list[Violation]:
     """Every resources quantity is a Kubernetes quantity; every replicaCount an integer, >= 1 in production."""
-    least, fix = (1 if env == "production" else 0), "is not a Kubernetes quantity; write e.g. 4Gi, 4G or 500m"
+    least, fix = (1 if _production(env) else 0), "is not a Kubernetes quantity; write e.g. 4Gi, 4G or 500m"
     out = [
         Violation("kubernetes-quantity", where, f"{path}: {value!r} {fix}")
         for path, value in leaves(values)
@@ -278,12 +278,22 @@ REQUIRED_VALUES = {
     "dagster.migrate.enabled": False,
     "dagster.dagsterWebserver.nameOverride": "dagster-webserver",
 }
-REQUIRED_BY_ENV = {"production": {"dagster.dagsterWebserver.enableReadOnly": True}}
+# Settings every production-tier environment (environment.tier: production) must have.
+REQUIRED_IN_PRODUCTION = {"dagster.dagsterWebserver.enableReadOnly": True}
+
+
+def _production(env: str) -> bool:
+    """Whether `env` is declared with GitLab's production tier (platform/values/<env>.yaml environment.tier)."""
+    try:
+        return platform_config.environment(env).production
+    except platform_config.PlatformConfigError:
+        return False
 
 
 def check_required_settings(env: str, values: Mapping[str, Any], where: str) -> list[Violation]:
     out = []
-    for dotted, expected in {**REQUIRED_VALUES, **REQUIRED_BY_ENV.get(env, {})}.items():
+    production = _production(env)
+    for dotted, expected in {**REQUIRED_VALUES, **(REQUIRED_IN_PRODUCTION if production else {})}.items():
         actual = helm_values.get_path(values, dotted)
         if actual != expected:
             out.append(Violation("required-setting", where, f"{dotted} must be {expected!r}, is {actual!r}"))
@@ -294,8 +304,11 @@ def check_required_settings(env: str, values: Mapping[str, Any], where: str) -> 
     if not helm_values.get_path(values, "dagster.postgresql.postgresqlHost"):
         message = "dagster.postgresql.postgresqlHost (external Postgres) is empty"
         out.append(Violation("required-setting", where, message))
-    if env == "production" and helm_values.get_path(values, "previews.enabled"):
-        message = "previews.enabled is true in production; previews run in acceptance only: set it there alone"
+    if production and helm_values.get_path(values, "previews.enabled"):
+        message = (
+            f"previews.enabled is true in {env}, a production-tier environment; previews never run there: "
+            "enable them in a staging environment's file instead"
+        )
         out.append(Violation("previews", where, message))
     for key in ("dagster.nameOverride", "dagster.fullnameOverride", "dagster.global"):
         if helm_values.get_path(values, key) is not None:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from dagster_platform import platform_config
 from dagster_platform.ci.previews import CONFIGMAP
 from dagster_platform.helm import values as helm_values
 from dagster_platform.helm.policies import Violation
@@ -48,6 +49,7 @@ def check_workspace(values: Mapping[str, Any], locations: list[Mapping[str, Any]
 
 def check_code_location_registry(locations: list[Mapping[str, Any]]) -> list[Violation]:
     served = grpc_port()
+    images = platform_config.company().image_registry
     out = []
     seen: set[str] = set()
     for loc in locations:
@@ -63,6 +65,11 @@ def check_code_location_registry(locations: list[Mapping[str, Any]]) -> list[Vio
         seen.add(name)
         if ":" in str(loc.get("image", "")).rsplit("/", 1)[-1]:
             problems.append(f"{name}: image must be a repository without tag")
+        elif "image" in loc and not str(loc["image"]).startswith(images + "/"):
+            problems.append(
+                f"{name}: image {loc['image']!r} is not in the company's registry (platform/company.yaml "
+                f"image_registry {images!r}); set image: {images}/{name}"
+            )
         if type(loc.get("port")) is not int:
             problems.append(f"{name}: port {loc.get('port')!r} is not an integer; register it with port: {served}")
         elif loc["port"] != served:
@@ -70,7 +77,7 @@ def check_code_location_registry(locations: list[Mapping[str, Any]]) -> list[Vio
             # deploy/values-*.yaml, rendered from the same setting) listens on the other one.
             problems.append(
                 f"{name}: port {loc['port']} is not the port user-code repos serve ({served}, "
-                "platform/usercode.yaml grpc_port = the template's deploy/values-*.yaml port); "
+                "platform/company.yaml grpc_port = the template's deploy/values-*.yaml port); "
                 f"register it with port: {served}"
             )
         out += [Violation("registry", _WHERE, problem) for problem in problems]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dagster_platform import platform_config
 from dagster_platform.helm import values as helm_values
 from dagster_platform.helm.engine import strip_source
 from dagster_platform.helm.policies import Violation, leaves, obj_name
@@ -17,7 +18,10 @@ IDENTITY_KEYS = (
     "environment.name",
     "environment.namespace",
     "environment.kubeContext",
+    "environment.warehouseDomain",
     "global.postgresqlSecretName",
+    "objectStore.credentialsSecretName",
+    "dagster.computeLogManager.config.s3ComputeLogManager.bucket",
     "dagster.postgresql.postgresqlHost",
     "dagster.postgresql.postgresqlDatabase",
     "dagster.postgresql.postgresqlUsername",
@@ -32,12 +36,8 @@ CIDR_KEYS = ("networkPolicy.postgres.cidrs", "networkPolicy.kubernetesApi.cidrs"
 
 
 def other_env_files(env: str) -> dict[str, dict[str, Any]]:
-    """The committed <env>.yaml of every other environment."""
-    return {
-        other: helm_values.load_yaml(helm_values.VALUES_DIR / f"{other}.yaml")
-        for other in helm_values.ENVIRONMENTS
-        if other != env
-    }
+    """The committed <env>.yaml of every other declared environment."""
+    return {other.name: other.values for other in platform_config.environments() if other.name != env}
 
 
 def identity_markers(env_file_values: Mapping[str, Any]) -> dict[str, str]:

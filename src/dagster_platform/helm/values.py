@@ -21,13 +21,13 @@ from typing import Any
 
 import yaml
 
-from dagster_platform import paths
+from dagster_platform import paths, platform_config
 from dagster_platform.ci import previews
 from dagster_platform.mappings import deep_merge
+from dagster_platform.platform_config import PlatformConfigError, get_path, load_yaml  # noqa: F401 - re-exported
 
 CHART_DIR = paths.HELM_DIR / "dagster-platform"
-VALUES_DIR = paths.PLATFORM_DIR / "values"
-ENVIRONMENTS = ("acceptance", "production")
+VALUES_DIR = paths.VALUES_DIR
 RELEASE_NAME = "dagster"
 # Where `platform values` writes the generated layer for the helm binary (git-ignored .dev/).
 GENERATED_DIR = paths.DEV_DIR / "helm"
@@ -49,28 +49,16 @@ GENERATED_KEYS = (
     "dagster.dagsterDaemon.annotations.checksum/platform-registry",
     "codeLocations",
     "previews.grpcPort",
+    "labelDomain",
 )
 # Pod annotation of the webserver(s) and the daemon: the registry's hash, so a registry change rolls them at
 # `helm upgrade` (the chart's own checksum/dagster-workspace is constant with an external ConfigMap).
 REGISTRY_CHECKSUM = "checksum/platform-registry"
 
 
-class InstanceTranslationError(ValueError):
+class InstanceTranslationError(PlatformConfigError):
     """A platform file says something the values or dagster.yaml cannot express, or is not YAML: the message
     is one line naming the file, the key and the fix (the commands print it instead of a traceback)."""
-
-
-def load_yaml(path: Path) -> dict[str, Any]:
-    where = path.relative_to(paths.ROOT) if path.is_relative_to(paths.ROOT) else path
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"line {mark.line + 1}" if mark else "?"
-        raise InstanceTranslationError(f"{where}: {at}: {getattr(exc, 'problem', exc)}; fix the YAML there") from None
-    if not isinstance(data, Mapping):
-        raise InstanceTranslationError(f"{where}: the top level is a {type(data).__name__}; write a mapping")
-    return data
 
 
 # dagster.yaml sections that legitimately differ between the cluster and the local stack.
@@ -102,8 +90,27 @@ _QUEUED_CLASSES = {
 _INSTANCE = "platform/instance/instance.yaml"
 
 
-def load_instance() -> dict[str, Any]:
-    return load_yaml(paths.INSTANCE_YAML)
+def load_instance(env: str | None = None, *, values_dir: Path | None = None) -> dict[str, Any]:
+    """instance.yaml, with `env`'s overrides (its environment.instance) applied when env is given."""
+    shared = load_yaml(paths.INSTANCE_YAML)
+    if env is None:
+        return shared
+    declared = platform_config.environment(env, values_dir)
+    _check_overrides(declared.instance, shared, f"{declared.file}: environment.instance")
+    return deep_merge(shared, declared.instance)
+
+
+def _check_overrides(overrides: Mapping[str, Any], shared: Mapping[str, Any], where: str) -> None:
+    """An override names a key instance.yaml has: a typo must not become a silently ignored setting."""
+    for key, value in overrides.items():
+        if key not in shared:
+            known = ", ".join(shared) or "none"
+            raise PlatformConfigError(
+                f"{where}.{key}: instance.yaml has no such key (it has {known}); override one of those, or add it "
+                f"to {_INSTANCE} first"
+            )
+        if isinstance(value, Mapping) and isinstance(shared[key], Mapping):
+            _check_overrides(value, shared[key], f"{where}.{key}")
 
 
 def snake_to_camel(key: str) -> str:
@@ -223,6 +230,8 @@ def workspace_values(locations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return {
         "codeLocations": [{"name": loc.get("name"), "port": loc.get("port")} for loc in locations],
         "previews": {"grpcPort": paths.grpc_port()},
+        # Prefix of the platform's own labels and annotations (platform/company.yaml label_domain).
+        "labelDomain": platform_config.company().label_domain,
         "dagster": {"dagsterWebserver": {"workspace": workspace, **roll}, "dagsterDaemon": roll},
     }
 
@@ -252,17 +261,17 @@ def generated_values(
 
 def values_layers(env: str, *, values_dir: Path | None = None) -> list[tuple[str, dict[str, Any]]]:
     """(name, values) for each layer of `env`, in the order Helm applies them."""
-    if env not in ENVIRONMENTS:
-        raise ValueError(f"unknown environment {env!r}; one of {', '.join(ENVIRONMENTS)}")
     values_dir = values_dir or VALUES_DIR
-    base, env_values = load_yaml(values_dir / "base.yaml"), load_yaml(values_dir / f"{env}.yaml")
+    declared = platform_config.environment(env, values_dir)  # an undeclared environment: one line
+    base, env_values = load_yaml(values_dir / "base.yaml"), declared.values
     secret = get_path(deep_merge(base, env_values), "objectStore.credentialsSecretName")
+    instance = load_instance(env, values_dir=values_dir)
     return [
         ("platform/values/base.yaml", base),
         (f"platform/values/{env}.yaml", env_values),
         (
-            "generated from platform/instance/instance.yaml + platform/code-locations.yaml",
-            generated_values(credentials_secret=secret),
+            "generated from platform/company.yaml + instance/instance.yaml + code-locations.yaml",
+            generated_values(instance, credentials_secret=secret),
         ),
     ]
 
@@ -290,12 +299,3 @@ def write_generated(env: str, out_dir: Path | None = None) -> list[Path]:
         + yaml.safe_dump(values_layers(env)[-1][1], sort_keys=False)
     )
     return [VALUES_DIR / "base.yaml", VALUES_DIR / f"{env}.yaml", generated]
-
-
-def get_path(values: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
-    node: Any = values
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return default
-        node = node[part]
-    return node

@@ -10,11 +10,10 @@ import signal
 import sys
 from pathlib import Path
 
-from dagster_platform import procs
+from dagster_platform import platform_config, procs
 from dagster_platform.ci.previews import PreviewError
 from dagster_platform.graphql import Client, GraphQLError
 from dagster_platform.helm.instance import InstanceTranslationError
-from dagster_platform.helm.values import ENVIRONMENTS
 from dagster_platform.local import config, lifecycle, locations, postgres, registration, upgrade_drill
 from dagster_platform.local.supervisor import ComponentFailed, Supervisor, owned
 
@@ -24,10 +23,23 @@ ERRORS = (
 )  # fmt: skip
 
 
+def _refused_env(args, command: str) -> bool:
+    """--env must be a declared environment (platform/values/<env>.yaml); else one line, before anything starts."""
+    try:
+        if args.env:
+            platform_config.environment(args.env)
+        return False
+    except platform_config.PlatformConfigError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return True
+
+
 def _dev_command(args) -> int:
     """Everything lives exactly as long as this command: whatever stops it — Ctrl-C, SIGTERM, a closed
     terminal, at any moment — stops every process, and nothing starts after a stop signal; SIGKILLed, its
     children die with it (PR_SET_PDEATHSIG) and the watchdog stops what they spawned."""
+    if _refused_env(args, "dev"):
+        return 2
     state_dir = Path(args.dev_dir).resolve()  # children run elsewhere: a relative --dev-dir must not move
     with owned(str(state_dir), keep=False):
         stack = None
@@ -51,6 +63,8 @@ def _dev_command(args) -> int:
 
 
 def _up_command(args) -> int:
+    if _refused_env(args, "stack up"):
+        return 2
     try:
         # Until ready, what up() starts dies with it (signals, SIGKILL); afterwards it keeps running.
         with owned(str(Path(args.state_dir).resolve()), keep=True):
@@ -168,6 +182,8 @@ def _rotate_command(args) -> int:
 
 
 def _instance_command(args) -> int:
+    if _refused_env(args, "local-instance"):
+        return 2
     text = config.instance_text(args.env, args.mode)
     if args.output is None:
         print(text, end="")
@@ -178,12 +194,12 @@ def _instance_command(args) -> int:
 
 
 def register(subparsers) -> None:
-    env_help = f"whose derived dagster.yaml to run (default {config.DEFAULT_ENV})"
+    env_help = "whose derived dagster.yaml to run: a declared environment (default: the strictest, production tier)"
     dev = subparsers.add_parser("dev", help="serve the Dagster UI locally with the example code location (SQLite)")
     dev.add_argument("--host", default=lifecycle.HOST)
     dev.add_argument("--port", type=int, default=lifecycle.DEFAULT_PORT)
     dev.add_argument("--dev-dir", default=str(lifecycle.STATE_DIRS["dev"]), help="where the example and instance live")
-    dev.add_argument("--env", default=config.DEFAULT_ENV, choices=ENVIRONMENTS, help=env_help)
+    dev.add_argument("--env", default=None, help=env_help)
     dev.add_argument("--until-ready", action="store_true", help="stop again once everything is ready (tests)")
     dev.set_defaults(func=_dev_command)
 
@@ -193,7 +209,7 @@ def register(subparsers) -> None:
     up = actions.add_parser("up", help="start Postgres, daemon, webserver and one code server per location")
     up.add_argument("--port", type=int, default=lifecycle.DEFAULT_PORT, help="webserver port (default 3000)")
     up.add_argument("--pg-url", default=None, help=f"use an existing PostgreSQL server (or set {postgres.PG_URL_ENV})")
-    up.add_argument("--env", default=config.DEFAULT_ENV, choices=ENVIRONMENTS, help=env_help)
+    up.add_argument("--env", default=None, help=env_help)
     up.set_defaults(func=_up_command)
     down = actions.add_parser("down", help="stop everything the stack started, by PID")
     down.add_argument("--wipe", action="store_true", help="also delete the database and instance data")
@@ -231,7 +247,7 @@ def register(subparsers) -> None:
         "local-instance", help="the local runtime's dagster.yaml of a mode (stdout or --output)"
     )
     instance.add_argument("--mode", choices=("dev", "stack"), default="dev")
-    instance.add_argument("--env", default=config.DEFAULT_ENV, choices=ENVIRONMENTS, help=env_help)
+    instance.add_argument("--env", default=None, help=env_help)
     instance.add_argument("--output", default=None, help="write it here (make template-instance: the template's)")
     instance.set_defaults(func=_instance_command)
 

@@ -35,9 +35,16 @@ from dagster_platform.helm.instance import (
     instance_yaml,
 )
 from dagster_platform.net import HOST
+from dagster_platform.platform_config import strictest
+
+
+def default_env() -> str:
+    """What laptops run: the strictest environment (the last production-tier one), since what must not fail
+    there is what must run locally."""
+    return strictest().name
+
 
 MODES = ("stack", "dev")
-DEFAULT_ENV = "production"  # the strictest environment: what must not fail is what runs locally
 # Where the loopback database is and who we are there: environment variables set by the local runtime
 # (throwaway credentials), never a value from platform/values.
 PG_LOCATION = {
@@ -146,14 +153,18 @@ def header(env: str, mode: str) -> str:
     )
 
 
-def instance_text(env: str = DEFAULT_ENV, mode: str = "stack", derived: Mapping[str, Any] | None = None) -> str:
-    """The local dagster.yaml for `env` and `mode`: the derived instance with the mode's substitutions."""
+def instance_text(env: str | None = None, mode: str = "stack", derived: Mapping[str, Any] | None = None) -> str:
+    """The local dagster.yaml for `env` (default: default_env()) and `mode`: the derived instance with the mode's
+    substitutions."""
+    env = env or default_env()
     derived = derive_instance(env) if derived is None else derived
     return instance_yaml(local_instance(derived, mode), header(env, mode))
 
 
-def write_instance(dagster_home: Path, env: str = DEFAULT_ENV, mode: str = "stack") -> Path:
-    """Write the local dagster.yaml for `env` and `mode`, then read it back and refuse any drift."""
+def write_instance(dagster_home: Path, env: str | None = None, mode: str = "stack") -> Path:
+    """Write the local dagster.yaml for `env` (default: default_env()) and `mode`, then read it back and refuse any
+    drift."""
+    env = env or default_env()
     dagster_home.mkdir(parents=True, exist_ok=True)
     target = dagster_home / "dagster.yaml"
     derived = derive_instance(env)

@@ -180,7 +180,7 @@ def up(
     stack_locations: list[locations.Location] | None = None,
     pg_url: str | None = None,
     timeout: float = 300,
-    env_name: str = config.DEFAULT_ENV,
+    env_name: str | None = None,
     mode: str = "stack",
     host: str = HOST,
 ) -> Stack:
@@ -218,6 +218,7 @@ def up(
                 say(mode, f"location {loc.name}: sources and .venv ready ({time.monotonic() - began:.1f}s)")
         t_processes = time.monotonic()
         timings["prepare"] = t_processes - t0
+        env_name = env_name or config.default_env()
         instance_path = config.write_instance(home, env=env_name, mode=mode)  # refuses drift
         if mode == "stack":
             pg, timings["postgres"] = start_postgres(sup, pg_url)

@@ -44,7 +44,6 @@ from dagster_platform.paths import DEV_DIR, dagster_version, uv_executable
 # moves to another minor, so this moves with it.
 DEFAULT_FROM_VERSION = "1.12.22"
 CACHE_DIR = DEV_DIR / "upgrade-drill"  # the old Dagster's venvs, kept between runs (git-ignored)
-ENV = config.DEFAULT_ENV  # whose derived instance and backup key the drill uses
 RESTORED_DB = "dagster_restored"
 RUNS = ("ok", "ok", "ok", "fail")  # the old version's history: three successful runs, one failed
 TIMEOUT = 900  # any one command; generous on a busy 2-core machine
@@ -306,7 +305,9 @@ def _steps(drill: Drill, before_restore: Callable[[Path], None] | None) -> None:
         return f"{'cached' if cached else 'installed'} in {where} (with dagster-postgres/-aws {libs})"
 
     def services_up() -> str:
-        instance = config.write_instance(drill.home, env=ENV, mode="stack")  # refuses drift from the cluster's
+        instance = config.write_instance(
+            drill.home, env=config.default_env(), mode="stack"
+        )  # refuses drift from the cluster's
         (drill.home / "drill_jobs.py").write_text(JOBS)
         sup = Supervisor(state_dir)
         with contextlib.redirect_stdout(io.StringIO()):  # the stack's own [stack] lines
@@ -314,7 +315,7 @@ def _steps(drill: Drill, before_restore: Callable[[Path], None] | None) -> None:
             drill.store, _ = services.start_object_store(sup, instance)
         result.components = list(sup.components.values())
         where = f"Postgres on {drill.pg.host}:{drill.pg.port} (TLS), S3 on {drill.store.endpoint_url}"
-        return f"{where}; {ENV}'s derived instance in stack mode"
+        return f"{where}; {config.default_env()}'s derived instance in stack mode"
 
     def old_history() -> str:
         _, runs = drill.jobs(drill.old_python, postgres.DB_NAME, *RUNS)
@@ -329,7 +330,7 @@ def _steps(drill: Drill, before_restore: Callable[[Path], None] | None) -> None:
     def backup() -> str:
         dump.parent.mkdir()
         drill.pg_tool("pg_dump", *upgrade.PG_DUMP_FLAGS, f"--file={dump}")
-        bucket, key, _ = upgrade.backup_location(ENV, upgrade.backup_name())
+        bucket, key, _ = upgrade.backup_location(config.default_env(), upgrade.backup_name())
         drill.store.client().upload_file(str(dump), bucket, key)
         result.backup_bytes, result.backup_key = dump.stat().st_size, f"s3://{bucket}/{key}"
         flags = " ".join(upgrade.PG_DUMP_FLAGS)

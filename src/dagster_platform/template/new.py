@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from dagster_platform.paths import ROOT
+from dagster_platform.platform_config import PlatformConfigError
 from dagster_platform.template.render import (
     default_answers,
     platform_context,
@@ -88,8 +89,8 @@ def parse_context(text: str) -> dict[str, str]:
         raise Refused('ERROR: CONTEXT must be a JSON object; example: CONTEXT=\'{"project_name": "Sales"}\'')
     unknown = sorted(set(given) - set(QUESTIONS) - {"project_slug"})
     lines = [
-        f"ERROR: {key!r} is a platform setting, not an answer (platform/usercode.yaml, platform/values/)"
-        if key.lstrip("_") in {k.lstrip("_") for k in platform_context()}
+        f"ERROR: {key!r} is a platform setting, not an answer (platform/company.yaml, platform/values/)"
+        if key.startswith("_")
         else f"ERROR: {key!r} is not a question of the template; the questions: {', '.join(QUESTIONS)}"
         for key in unknown
     ]
@@ -99,7 +100,8 @@ def parse_context(text: str) -> dict[str, str]:
 
 
 def next_steps(repo: Path, answers: dict[str, object]) -> str:
-    location, port = answers["location_name"], answers["_grpc_port"]
+    platform = answers["_platform"]
+    location, port = answers["location_name"], platform["grpc_port"]
     try:
         shown = repo.relative_to(Path.cwd())
     except ValueError:
@@ -121,7 +123,7 @@ def next_steps(repo: Path, answers: dict[str, object]) -> str:
             "platform repository adding this entry to platform/code-locations.yaml:",
             f"  - name: {location}",
             f"    team: {answers['owner_team']}",
-            f"    image: {answers['_image_registry']}/{location}",
+            f"    image: {platform['image_registry']}/{location}",
             f"    port: {port}",
             f"    module: {answers['package_name']}.definitions",
             f"The port is the one the repo's code server serves ({port}, deploy/values-*.yaml); make platform-check",
@@ -174,7 +176,12 @@ def create(output_dir: Path, answers: dict[str, object], template_url: str, chec
 
 def _new_command(args) -> int:
     checks = validators()
-    platform = platform_context()
+    try:
+        platform = platform_context()
+    except PlatformConfigError as exc:
+        print(f"new-usercode: {exc}", file=sys.stderr)
+        return 2
+    facts = platform["_platform"]
     try:
         if args.no_input:
             answers = complete_answers(parse_context(args.context), platform)
@@ -183,10 +190,9 @@ def _new_command(args) -> int:
             print(
                 f"New Dagster code location in {Path(args.output_dir).resolve()}/<location name>. "
                 f"{len(QUESTIONS)} questions; Enter takes the [default].\n"
-                f"Platform settings (not asked): images {platform['_image_registry']}/<location>, namespaces "
-                f"{platform['_acceptance_namespace']} / {platform['_production_namespace']}, "
-                f"gRPC port {platform['_grpc_port']}, CI {platform['_platform_ci_project']}@"
-                f"{platform['_platform_ci_ref']}."
+                f"Platform settings (not asked): images {facts['image_registry']}/<location>, environments "
+                + ", ".join(f"{env['name']} ({env['namespace']})" for env in facts["environments"])
+                + f", gRPC port {facts['grpc_port']}, CI {facts['ci_project']}@{facts['ci_ref']}."
             )
             answers = complete_answers({**given, **ask(checks, given)}, platform)
         found = checks.problems(answers)

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dagster_platform.helm.values import ENVIRONMENTS
-from dagster_platform.paths import TEMPLATE_DIR, usercode_settings, uv_executable
+from dagster_platform.paths import TEMPLATE_DIR, uv_executable
 
 HOOK = TEMPLATE_DIR / "hooks" / "pre_gen_project.py"
 
@@ -18,22 +17,12 @@ def default_answers() -> dict[str, str]:
 
 
 def platform_context() -> dict[str, object]:
-    """The template's private variables as this platform repository's own settings define them."""
-    from dagster_platform.helm.values import environment_values
+    """The template's private variable `_platform` as this platform repository's company and environment files
+    define it (generate.template_platform: the same value cookiecutter.json carries as its default)."""
+    from dagster_platform import platform_config
+    from dagster_platform.generate import template_platform
 
-    settings = usercode_settings()
-    context: dict[str, object] = {
-        "_image_registry": settings["image_registry"],
-        "_platform_ci_project": settings["ci_project"],
-        "_platform_ci_ref": settings["ci_ref"],
-        "_grpc_port": int(settings["grpc_port"]),
-    }
-    for env in ENVIRONMENTS:
-        values = environment_values(env)
-        context[f"_{env}_namespace"] = values["environment"]["namespace"]
-        context[f"_{env}_postgres_secret"] = values["global"]["postgresqlSecretName"]
-        context[f"_{env}_db_domain"] = settings["warehouse_domains"][env]
-    return context
+    return {"_platform": template_platform(platform_config.company(), platform_config.environments())}
 
 
 def validators():

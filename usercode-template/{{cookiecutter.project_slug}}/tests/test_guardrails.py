@@ -10,8 +10,14 @@ from {{ cookiecutter.package_name }}.settings import (
     warehouse_settings,
 )
 
-ACC_HOST = f"warehouse.{DATABASE_DOMAINS['acceptance']}"
-PROD_HOST = f"warehouse.{DATABASE_DOMAINS['production']}"
+# The platform's environments this repo deploys to (settings.py, rendered from the platform's files): every rule
+# below holds for each of them, however many there are and whatever they are called.
+ENVS = list(DATABASE_DOMAINS)
+OTHER_ENV_PAIRS = [(env, other) for env in ENVS for other in ENVS if other != env]
+
+
+def host_of(env: str) -> str:
+    return f"warehouse.{DATABASE_DOMAINS[env]}"
 
 
 def secrets(host: str, env: str) -> dict[str, str]:
@@ -35,40 +41,42 @@ def test_unset_environment_means_local_on_a_laptop():
     assert warehouse_settings({"DAGSTER_HOME": "/tmp/x"}).env == "local"
 
 
-@pytest.mark.parametrize("host", [PROD_HOST, ACC_HOST, "localhost"])
+@pytest.mark.parametrize("host", [*map(host_of, ENVS), "localhost"])
 def test_local_config_cannot_reach_a_network_database(host, monkeypatch):
     monkeypatch.setenv("WAREHOUSE_HOST", host)
     with pytest.raises(EnvironmentConfigError, match="DAGSTER_ENV=local never uses a network database"):
         warehouse_from_env()
 
 
-@pytest.mark.parametrize(("env", "host"), [("acceptance", PROD_HOST), ("production", ACC_HOST)])
-def test_an_environment_refuses_another_environments_host(env, host):
+@pytest.mark.parametrize(("env", "other"), OTHER_ENV_PAIRS)
+def test_an_environment_refuses_another_environments_host(env, other):
     with pytest.raises(EnvironmentConfigError, match=f"is not in the {env} domain"):
-        warehouse_settings(secrets(host, env))
+        warehouse_settings(secrets(host_of(other), env))
 
 
-def test_lookalike_host_is_refused():
-    with pytest.raises(EnvironmentConfigError, match="is not in the production domain"):
-        warehouse_settings(secrets("evil" + DATABASE_DOMAINS["production"], "production"))
+@pytest.mark.parametrize("env", ENVS)
+def test_lookalike_host_is_refused(env):
+    with pytest.raises(EnvironmentConfigError, match=f"is not in the {env} domain"):
+        warehouse_settings(secrets("evil" + DATABASE_DOMAINS[env], env))
 
 
-@pytest.mark.parametrize("env", ["acceptance", "production"])
+@pytest.mark.parametrize("env", ENVS)
 def test_missing_secrets_are_named(env):
-    environ = secrets(ACC_HOST if env == "acceptance" else PROD_HOST, env)
+    environ = secrets(host_of(env), env)
     del environ["WAREHOUSE_PASSWORD"], environ["WAREHOUSE_USER"]
     with pytest.raises(EnvironmentConfigError, match="needs WAREHOUSE_USER, WAREHOUSE_PASSWORD"):
         warehouse_settings(environ)
 
 
-def test_matching_environment_and_host_are_accepted():
-    settings = warehouse_settings(secrets(PROD_HOST, "production"))
-    assert (settings.env, settings.host, settings.port) == ("production", PROD_HOST, 5432)
+@pytest.mark.parametrize("env", ENVS)
+def test_matching_environment_and_host_are_accepted(env):
+    settings = warehouse_settings(secrets(host_of(env), env))
+    assert (settings.env, settings.host, settings.port) == (env, host_of(env), 5432)
 
 
 def test_unknown_environment_is_refused():
-    with pytest.raises(EnvironmentConfigError, match="DAGSTER_ENV='prod' is not one of"):
-        warehouse_settings({"DAGSTER_ENV": "prod"})
+    with pytest.raises(EnvironmentConfigError, match="DAGSTER_ENV='no-such-env' is not one of"):
+        warehouse_settings({"DAGSTER_ENV": "no-such-env"})
 
 
 def test_kubernetes_without_dagster_env_is_refused():
@@ -77,7 +85,7 @@ def test_kubernetes_without_dagster_env_is_refused():
 
 
 def test_the_password_never_enters_the_resource_config(monkeypatch):
-    for name, value in secrets(PROD_HOST, "production").items():
+    for name, value in secrets(host_of(ENVS[-1]), ENVS[-1]).items():
         monkeypatch.setenv(name, value)
     warehouse = warehouse_from_env()
     assert isinstance(warehouse.password, dg.EnvVar)

@@ -7,7 +7,13 @@ import pytest
 
 from {{ cookiecutter.package_name }}.definitions import preview_safe
 from {{ cookiecutter.package_name }}.defs.warehouse import warehouse_from_env
-from {{ cookiecutter.package_name }}.settings import SCHEMA, EnvironmentConfigError, warehouse_settings
+from {{ cookiecutter.package_name }}.settings import (
+    DATABASE_DOMAINS,
+    PREVIEW_ENVIRONMENTS,
+    SCHEMA,
+    EnvironmentConfigError,
+    warehouse_settings,
+)
 
 STOPPED = {dg.DefaultScheduleStatus.STOPPED, dg.DefaultSensorStatus.STOPPED}
 
@@ -86,11 +92,17 @@ def test_a_preview_writes_to_its_own_schema(local_env, monkeypatch):
     assert warehouse_from_env().sqlite_path == str(local_env / "warehouse_mr_12.sqlite")
 
 
-def test_a_preview_in_acceptance_uses_the_suffixed_schema():
+# The platform's environments where previews may run, and those where they never do (settings.py).
+PREVIEW_ENVS = [env for env in DATABASE_DOMAINS if env in PREVIEW_ENVIRONMENTS]
+NO_PREVIEW_ENVS = [env for env in DATABASE_DOMAINS if env not in PREVIEW_ENVIRONMENTS]
+
+
+@pytest.mark.parametrize("env", PREVIEW_ENVS)
+def test_a_preview_in_a_preview_environment_uses_the_suffixed_schema(env):
     environ = {
-        "DAGSTER_ENV": "acceptance",
+        "DAGSTER_ENV": env,
         "DAGSTER_PREVIEW": "mr-7",
-        "WAREHOUSE_HOST": "warehouse.{{ cookiecutter._acceptance_db_domain }}",
+        "WAREHOUSE_HOST": f"warehouse.{DATABASE_DOMAINS[env]}",
         "WAREHOUSE_DB": "warehouse",
         "WAREHOUSE_USER": "dagster",
         "WAREHOUSE_PASSWORD": "from-a-k8s-secret",
@@ -103,9 +115,9 @@ def test_a_preview_in_acceptance_uses_the_suffixed_schema():
     ("environ", "message"),
     [
         ({"DAGSTER_PREVIEW": "feature-x"}, "is not mr-<merge request IID>"),
-        ({"DAGSTER_PREVIEW": "mr-12", "DAGSTER_ENV": "production"}, "previews of merge requests run in"),
+        *(({"DAGSTER_PREVIEW": "mr-12", "DAGSTER_ENV": env}, "previews of merge requests run in") for env in NO_PREVIEW_ENVS),
     ],
 )
-def test_a_bad_or_production_preview_is_refused(environ, message):
+def test_a_bad_preview_or_one_where_previews_never_run_is_refused(environ, message):
     with pytest.raises(EnvironmentConfigError, match=message):
         warehouse_settings({"DAGSTER_HOME": "/tmp/x", **environ})

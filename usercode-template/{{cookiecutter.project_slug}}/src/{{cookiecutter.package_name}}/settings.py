@@ -1,13 +1,14 @@
 """Which environment this code location runs in, and where its warehouse is.
 
-DAGSTER_ENV selects the environment: `local` (the default) keeps everything in files on disk; `acceptance`
-and `production` read connection settings only from environment variables (Kubernetes secrets) and refuse
-to start when one is missing or when the host belongs to another environment.
+DAGSTER_ENV selects the environment: `local` (the default) keeps everything in files on disk; every platform
+environment (ENVIRONMENTS, from the platform's platform/values/ when this repo was generated or last updated)
+reads connection settings only from environment variables (Kubernetes secrets) and refuses to start when one is
+missing or when the host belongs to another environment.
 
 DAGSTER_PREVIEW (`mr-<iid>`) is set by the platform on the preview of a merge request (the pipeline's
 deploy-preview job; `stack add-preview` locally): the warehouse schema gets the suffix `_mr_<iid>` and every
 schedule and sensor is stopped by default (definitions.py), so a preview never touches the location's own
-tables or starts its automation. Previews run in acceptance (and locally), never in production.
+tables or starts its automation. Previews run only where the platform enables them (PREVIEW_ENVIRONMENTS).
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-ENVIRONMENTS = ("local", "acceptance", "production")
+ENVIRONMENTS = ("local"{% for env in cookiecutter._platform.environments %}, "{{ env.name }}"{% endfor %})
 
-# A database host is accepted only inside its environment's domain, so an acceptance deployment can never
-# be pointed at the production warehouse (or the other way round) by a copy-pasted secret.
+# A database host is accepted only inside its environment's domain, so one environment's deployment can never
+# be pointed at another's warehouse by a copy-pasted secret.
 DATABASE_DOMAINS = {
-    "acceptance": "{{ cookiecutter._acceptance_db_domain }}",
-    "production": "{{ cookiecutter._production_db_domain }}",
+{%- for env in cookiecutter._platform.environments %}
+    "{{ env.name }}": "{{ env.warehouse_domain }}",
+{%- endfor %}
 }
+# Where previews of merge requests may run: the environments the platform enables them in, and laptops.
+PREVIEW_ENVIRONMENTS = ("local"{% for env in cookiecutter._platform.environments if env.previews %}, "{{ env.name }}"{% endfor %})
 
 # The location's tables live in the warehouse user's default schema (its search_path: public unless the
 # warehouse team set another); a preview of merge request 12 writes to <package>_mr_12 instead, created on
@@ -36,7 +40,7 @@ PREVIEW_VAR = "DAGSTER_PREVIEW"
 _PREVIEW = re.compile(r"^mr-[0-9]+$")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")  # an unquoted PostgreSQL identifier
 
-# Connection settings for acceptance/production; all come from the environment (a Kubernetes secret).
+# Connection settings of every platform environment; all come from the environment (a Kubernetes secret).
 REQUIRED_VARS = ("WAREHOUSE_HOST", "WAREHOUSE_DB", "WAREHOUSE_USER", "WAREHOUSE_PASSWORD")
 NETWORK_VARS = (*REQUIRED_VARS, "WAREHOUSE_PORT")
 
@@ -61,8 +65,8 @@ def current_env(environ: Mapping[str, str] = os.environ) -> str:
     if not env:
         if "KUBERNETES_SERVICE_HOST" in environ:
             raise EnvironmentConfigError(
-                "DAGSTER_ENV is not set but this process runs on Kubernetes; set DAGSTER_ENV to "
-                "'acceptance' or 'production' in deploy/values-<env>.yaml"
+                "DAGSTER_ENV is not set but this process runs on Kubernetes; set DAGSTER_ENV to the "
+                f"environment ({', '.join(ENVIRONMENTS[1:])}) in deploy/values-<env>.yaml"
             )
         return "local"
     if env not in ENVIRONMENTS:
@@ -81,9 +85,11 @@ def current_preview(environ: Mapping[str, str] = os.environ) -> str:
         raise EnvironmentConfigError(
             f"{PREVIEW_VAR}={preview!r} is not mr-<merge request IID> (example: {PREVIEW_VAR}=mr-12)"
         )
-    if current_env(environ) == "production":
+    env = current_env(environ)
+    if env not in PREVIEW_ENVIRONMENTS:
         raise EnvironmentConfigError(
-            f"{PREVIEW_VAR}={preview} is set in production; previews of merge requests run in acceptance only"
+            f"{PREVIEW_VAR}={preview} is set in {env}; previews of merge requests run in "
+            f"{', '.join(PREVIEW_ENVIRONMENTS)} only"
         )
     return preview
 
@@ -111,7 +117,7 @@ def warehouse_settings(environ: Mapping[str, str] = os.environ) -> WarehouseSett
         if stray:
             raise EnvironmentConfigError(
                 f"DAGSTER_ENV=local never uses a network database, but {', '.join(stray)} is set; "
-                "unset it, or set DAGSTER_ENV=acceptance|production inside that environment"
+                "unset it, or set DAGSTER_ENV to the environment inside that environment"
             )
         home = environ.get("DAGSTER_HOME") or str(Path.cwd() / ".dagster_home")
         # SQLite has no schemas: the file is the schema. The platform gives every location and preview its
