@@ -8,10 +8,11 @@ from typing import Any
 
 import yaml
 
+from dagster_platform import platform_config
 from dagster_platform.helm import values as helm_values
 from dagster_platform.helm.engine import HelmEngine, split_manifests
 
-ENVS = helm_values.ENVIRONMENTS
+ENVS = platform_config.environment_names()
 
 
 def render(engine: HelmEngine, values: dict[str, Any], namespace: str | None = None) -> list[dict[str, Any]]:

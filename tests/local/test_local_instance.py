@@ -12,11 +12,11 @@ import pytest
 import yaml
 
 from dagster_platform.helm import instance as helm_instance
-from dagster_platform.helm.values import ENVIRONMENTS
+from dagster_platform.platform_config import environment_names
 from dagster_platform.local import config
 from dagster_platform.paths import TEMPLATE_INSTANCE
 
-ENVS = ENVIRONMENTS
+ENVS = environment_names()
 
 
 @pytest.mark.parametrize("mode", config.MODES)
@@ -47,11 +47,11 @@ def test_written_local_instance_is_the_derived_one_with_named_substitutions(tmp_
 
 def test_the_template_ships_the_derived_dev_instance():
     """usercode-template/.../dagster.yaml is generated (`make template-instance`) and must not drift."""
-    assert TEMPLATE_INSTANCE.read_text() == config.instance_text(config.DEFAULT_ENV, "dev"), (
+    assert TEMPLATE_INSTANCE.read_text() == config.instance_text(config.default_env(), "dev"), (
         "usercode-template's dagster.yaml differs from the platform's derived instance: run `make template-instance`"
     )
     local = yaml.safe_load(TEMPLATE_INSTANCE.read_text())
-    assert config.parity_errors(local, config.DEFAULT_ENV, "dev") == []
+    assert config.parity_errors(local, config.default_env(), "dev") == []
 
 
 def _set(doc, dotted, value):

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from dagster_platform.helm import instance as helm_instance
-from dagster_platform.helm.values import ENVIRONMENTS
+from dagster_platform.platform_config import environment_names
 from dagster_platform.local import config, lifecycle, postgres
 from dagster_platform.local.supervisor import Supervisor
 from dagster_platform.paths import ROOT
@@ -45,7 +45,7 @@ def services():
         store, _ = lifecycle.start_object_store(sup, instance)
         # The schema, created as on the cluster (the chart's migrate Job / the stack: `dagster instance migrate`).
         lifecycle.migrate(lifecycle.base_env(instance.parent, pg, store), instance.parent, sup)
-        for env in ENVIRONMENTS:  # each environment's home, with the bucket its derived instance names
+        for env in environment_names():  # each environment's home, with the bucket its derived instance names
             local = yaml.safe_load(config.write_instance(state_dir / env, env=env).read_text())
             store.ensure_bucket(local["compute_logs"]["config"]["bucket"])
         yield state_dir, pg, store
@@ -82,7 +82,7 @@ def runs(pg: postgres.PgConnection) -> dict[str, str]:
     return dict(postgres.query(pg, "SELECT run_id, status FROM runs WHERE pipeline_name = %s", (JOB,)))
 
 
-@pytest.mark.parametrize("env", ENVIRONMENTS)
+@pytest.mark.parametrize("env", environment_names())
 def test_rendered_repos_job_succeeds_on_the_derived_instance_over_tls(services, repo, env):
     state_dir, pg, store = services
     home = state_dir / env
@@ -158,7 +158,7 @@ def test_rendered_repos_local_loop_loads_the_platforms_instance(repo, tmp_path):
     )
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     settings = json.loads(loaded.stdout.strip().splitlines()[-1])
-    derived = helm_instance.derive_instance(config.DEFAULT_ENV)
+    derived = helm_instance.derive_instance(config.default_env())
     assert settings["run_coordinator"] == ["QueuedRunCoordinator", derived["run_coordinator"]["config"]]
     assert settings["run_launcher"] == "DefaultRunLauncher"
     assert settings["compute_logs"] == "LocalComputeLogManager"

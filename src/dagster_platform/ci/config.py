@@ -17,7 +17,6 @@ What stays here, and why:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -221,7 +220,9 @@ def schema_check(paths: list[Path]) -> tuple[bool, str]:
 
 
 def platform_projects(project: str | None = None) -> dict[str, Path]:
-    """The platform project as user-code repos name it in their include (cookiecutter default) -> this checkout."""
+    """The platform project as user-code repos name it in their include (platform/company.yaml) -> this checkout."""
     if project is None:
-        project = json.loads((ROOT / "usercode-template" / "cookiecutter.json").read_text())["_platform_ci_project"]
+        from dagster_platform.platform_config import company
+
+        project = company().platform_project
     return {project: ROOT}
