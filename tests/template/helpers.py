@@ -1,11 +1,71 @@
 """Helpers shared by the template tests (fixtures live in conftest.py)."""
 
+import copy
 import os
 import subprocess
 from pathlib import Path
 
-# The second answer set differs in every answer a data engineer types, and comes from a platform with other
-# settings (the private `_...` variables `make new-usercode` takes from platform/usercode.yaml and values).
+import yaml
+
+from dagster_platform.template.render import platform_context
+
+
+def platform_facts() -> dict:
+    """The template's `_platform` as this repository's platform/company.yaml and platform/values/ define it."""
+    return platform_context()["_platform"]
+
+
+# A fixture company with three environments, none of them named, placed or configured like the repository's
+# own: a rule that holds for it holds for whatever company and environments an adopter declares.
+OTHER_PLATFORM = {
+    "image_registry": "registry.example.org/analytics",
+    "ci_project": "analytics/data-platform",
+    "ci_ref": "stable",
+    "grpc_port": 4123,
+    "label_domain": "platform.example.org",
+    "environments": [
+        {
+            "name": "sandbox",
+            "tier": "development",
+            "namespace": "analytics-sandbox",
+            "postgres_secret": "analytics-sandbox-pg",
+            "warehouse_domain": "sandbox.dwh.example.org",
+            "previews": False,
+        },
+        {
+            "name": "qa",
+            "tier": "staging",
+            "namespace": "analytics-qa",
+            "postgres_secret": "analytics-qa-pg",
+            "warehouse_domain": "qa.dwh.example.org",
+            "previews": True,
+        },
+        {
+            "name": "live",
+            "tier": "production",
+            "namespace": "analytics-live",
+            "postgres_secret": "analytics-live-pg",
+            "warehouse_domain": "live.dwh.example.org",
+            "previews": False,
+        },
+    ],
+}
+
+
+def other_platform(**changes) -> dict:
+    """A copy of OTHER_PLATFORM with some keys replaced."""
+    return {**copy.deepcopy(OTHER_PLATFORM), **changes}
+
+
+def other_environments(**changes) -> list[dict]:
+    """OTHER_PLATFORM's environments, the first one with some keys replaced."""
+    envs = copy.deepcopy(OTHER_PLATFORM["environments"])
+    envs[0].update(changes)
+    return envs
+
+
+# The second answer set differs in every answer a data engineer types, and comes from the fixture company (the
+# private `_platform` that `make new-usercode` takes from platform/company.yaml and platform/values/).
 CUSTOM_ANSWERS = {
     "project_name": "Sales Forecasts",
     "location_name": "sales-forecasts",
@@ -13,14 +73,16 @@ CUSTOM_ANSWERS = {
     "owner_team": "sales-analytics",
     "owner_email": "sales-analytics@example.org",
     "description": "Sales forecasts for finance",
-    "_image_registry": "registry.example.org/analytics",
-    "_acceptance_namespace": "analytics-acc",
-    "_production_namespace": "analytics-prod",
-    "_acceptance_postgres_secret": "analytics-acc-postgresql",
-    "_production_postgres_secret": "analytics-prod-postgresql",
-    "_acceptance_db_domain": "acc.dwh.example.org",
-    "_production_db_domain": "prod.dwh.example.org",
+    "_platform": OTHER_PLATFORM,
 }
+
+
+def deploy_values(repo: Path) -> dict[str, dict]:
+    """environment name -> the rendered deploy/values-<env>.yaml of a repo."""
+    return {
+        path.name.removeprefix("values-").removesuffix(".yaml"): yaml.safe_load(path.read_text())
+        for path in sorted((repo / "deploy").glob("values-*.yaml"))
+    }
 
 
 def run_make(repo: Path, *targets: str, offline: bool = False) -> subprocess.CompletedProcess:

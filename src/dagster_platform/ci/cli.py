@@ -25,9 +25,12 @@ def check_command(args: argparse.Namespace) -> int:
     from dagster_platform.ci.config import schema_check
     from dagster_platform.ci.policy import check, shellcheck
 
+    from dagster_platform.generate import drift
+
     kind, pipeline, files = _pipeline(args.repo)
     ok, output = schema_check(files)
     problems = [] if ok else [f"GitLab CI schema: {output}"]
+    problems += drift()  # the per-environment jobs come from the platform's files: stale copies first
     problems += [f"{kind}: {p}" for p in check(pipeline, kind)]
     problems += [f"{kind}: shellcheck: {p}" for p in shellcheck(pipeline)]
     for problem in problems:

@@ -47,6 +47,11 @@ def check_workspace(values: Mapping[str, Any], locations: list[Mapping[str, Any]
     return out
 
 
+def location_image(loc: Mapping[str, Any]) -> str:
+    """A location's image repository: its `image:` where the registry states one, else <image_registry>/<name>."""
+    return str(loc.get("image") or platform_config.company().image(str(loc.get("name"))))
+
+
 def check_code_location_registry(locations: list[Mapping[str, Any]]) -> list[Violation]:
     served = grpc_port()
     images = platform_config.company().image_registry
@@ -55,7 +60,7 @@ def check_code_location_registry(locations: list[Mapping[str, Any]]) -> list[Vio
     for loc in locations:
         name = str(loc.get("name", ""))
         problems = []
-        missing = sorted({"name", "team", "image", "port", "module"} - set(loc))
+        missing = sorted({"name", "team", "port", "module"} - set(loc))
         if missing:
             problems.append(f"location {name or '?'} lacks {missing}; add them (the file's header says what each is)")
         if not _DNS1123.match(name) or len(name) > 53:
@@ -96,7 +101,7 @@ def check_ops_deployment(values: Mapping[str, Any], locations: list[Mapping[str,
     ops, entry = deployments[0], next((loc for loc in locations if loc.get("name") == OPS_LOCATION), None)
     if entry is None:
         return [Violation("ops-location", _WHERE, f"{OPS_LOCATION} is deployed but not registered; add its entry")]
-    expected = {"image.repository": entry.get("image"), "port": entry.get("port"),
+    expected = {"image.repository": location_image(entry), "port": entry.get("port"),
                 "dagsterApiGrpcArgs": ["-m", entry.get("module")]}  # fmt: skip
     return [
         Violation("ops-location", where, f"{OPS_DEPLOYMENT}.{key} is {actual!r}; the registry says {value!r}")

@@ -6,6 +6,7 @@ time); the render-time namespace guard in our templates is the other half."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,6 +53,12 @@ def identity_markers(env_file_values: Mapping[str, Any]) -> dict[str, str]:
     return markers
 
 
+def _names(value: str, marker: str) -> bool:
+    """`value` holds `marker` as a whole token: `dagster/live/postgres` names an environment `live`,
+    `liveness-check` does not."""
+    return re.search(rf"(?<![A-Za-z0-9]){re.escape(marker)}(?![A-Za-z0-9])", value) is not None
+
+
 def check_environment_separation(
     env: str,
     values: Mapping[str, Any],
@@ -70,7 +77,7 @@ def check_environment_separation(
         markers = identity_markers(other_values)
         for at, path, value in haystacks:
             # One line per value, naming the most specific marker it holds.
-            marker = max((m for m in markers if isinstance(value, str) and m in value), key=len, default=None)
+            marker = max((m for m in markers if isinstance(value, str) and _names(value, m)), key=len, default=None)
             if marker:
                 its = f"({marker!r}, its {markers[marker]})"
                 message = f"{path}: {value!r} names {other} {its}; name {env}'s own instead"

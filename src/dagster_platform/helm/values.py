@@ -219,7 +219,7 @@ def registry_checksum(locations: Iterable[Mapping[str, Any]]) -> str:
 
 def workspace_values(locations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The webserver/daemon workspace (the ConfigMap previews.py owns), the registry's hash on their pods, the
-    NetworkPolicy targets (one per location) and the previews' gRPC port (platform/usercode.yaml).
+    NetworkPolicy targets (one per location) and the previews' gRPC port (platform/company.yaml).
 
     `servers: []` is explicit: the chart's default lists an example server, and the chart refuses `servers`
     next to `externalConfigmap`.

@@ -10,8 +10,8 @@ from {{ cookiecutter.package_name }}.settings import (
     warehouse_settings,
 )
 
-# The platform's environments this repo deploys to (settings.py, rendered from the platform's files): every rule
-# below holds for each of them, however many there are and whatever they are called.
+# The platform's environments this repo deploys to (settings.py, rendered from the platform's files): every
+# rule below holds for each of them, however many there are and whatever they are called.
 ENVS = list(DATABASE_DOMAINS)
 OTHER_ENV_PAIRS = [(env, other) for env in ENVS for other in ENVS if other != env]
 

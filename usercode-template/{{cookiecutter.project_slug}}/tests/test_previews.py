@@ -111,11 +111,14 @@ def test_a_preview_in_a_preview_environment_uses_the_suffixed_schema(env):
     assert warehouse_settings({**environ, "DAGSTER_PREVIEW": ""}).schema == SCHEMA
 
 
+NOT_HERE = "previews of merge requests run in"
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
         ({"DAGSTER_PREVIEW": "feature-x"}, "is not mr-<merge request IID>"),
-        *(({"DAGSTER_PREVIEW": "mr-12", "DAGSTER_ENV": env}, "previews of merge requests run in") for env in NO_PREVIEW_ENVS),
+        *(({"DAGSTER_PREVIEW": "mr-12", "DAGSTER_ENV": env}, NOT_HERE) for env in NO_PREVIEW_ENVS),
     ],
 )
 def test_a_bad_preview_or_one_where_previews_never_run_is_refused(environ, message):

@@ -1,9 +1,9 @@
 """Which environment this code location runs in, and where its warehouse is.
 
 DAGSTER_ENV selects the environment: `local` (the default) keeps everything in files on disk; every platform
-environment (ENVIRONMENTS, from the platform's platform/values/ when this repo was generated or last updated)
-reads connection settings only from environment variables (Kubernetes secrets) and refuses to start when one is
-missing or when the host belongs to another environment.
+environment (ENVIRONMENTS: the platform's platform/values/ when this repo was generated or last updated)
+reads connection settings only from environment variables (Kubernetes secrets) and refuses to start when
+one is missing or when the host belongs to another environment.
 
 DAGSTER_PREVIEW (`mr-<iid>`) is set by the platform on the preview of a merge request (the pipeline's
 deploy-preview job; `stack add-preview` locally): the warehouse schema gets the suffix `_mr_<iid>` and every
@@ -19,7 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-ENVIRONMENTS = ("local"{% for env in cookiecutter._platform.environments %}, "{{ env.name }}"{% endfor %})
+# Every environment this location runs in: laptops, then the platform's environments in promotion order.
+ENVIRONMENTS = (
+    "local",
+{%- for env in cookiecutter._platform.environments %}
+    "{{ env.name }}",
+{%- endfor %}
+)
 
 # A database host is accepted only inside its environment's domain, so one environment's deployment can never
 # be pointed at another's warehouse by a copy-pasted secret.
@@ -29,7 +35,17 @@ DATABASE_DOMAINS = {
 {%- endfor %}
 }
 # Where previews of merge requests may run: the environments the platform enables them in, and laptops.
-PREVIEW_ENVIRONMENTS = ("local"{% for env in cookiecutter._platform.environments if env.previews %}, "{{ env.name }}"{% endfor %})
+{%- set previews = cookiecutter._platform.environments | selectattr("previews") | list %}
+{%- if previews %}
+PREVIEW_ENVIRONMENTS = (
+    "local",
+{%- for env in previews %}
+    "{{ env.name }}",
+{%- endfor %}
+)
+{%- else %}
+PREVIEW_ENVIRONMENTS = ("local",)
+{%- endif %}
 
 # The location's tables live in the warehouse user's default schema (its search_path: public unless the
 # warehouse team set another); a preview of merge request 12 writes to <package>_mr_12 instead, created on

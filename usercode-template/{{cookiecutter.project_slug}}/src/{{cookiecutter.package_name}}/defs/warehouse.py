@@ -1,4 +1,4 @@
-"""The warehouse resource: SQLite on disk locally, PostgreSQL in acceptance and production, where the
+"""The warehouse resource: SQLite on disk locally, PostgreSQL in every platform environment, where the
 location's tables live in the warehouse user's default schema and a preview's in its own (`db_schema`:
 `<package>_mr_<iid>`)."""
 
