@@ -15,7 +15,7 @@ RUN := $(UV) run --frozen --no-sync
 CLI := $(RUN) dagster-platform
 git_files = git ls-files -z --cached --others --exclude-standard -- $(1)
 
-.PHONY: help install dev test test-fast lint fmt generate new-usercode template-lock template-instance clean
+.PHONY: help install prerequisites dev test test-fast lint fmt generate new-usercode template-lock template-instance clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]*):.*## /  \1\t/' | sort
@@ -38,12 +38,16 @@ PORT := 3000
 dev: install ## serve the Dagster UI on http://127.0.0.1:3000 with the example code location (SQLite; PORT=3001 for another port)
 	$(CLI) dev --port $(PORT) $(DEV_FLAGS)
 
-test: install ci-tools ## everything CI checks: lint, then the whole test suite
+# System packages first (ci/scripts/test-prerequisites.sh): installed as root with apt, else one line naming them.
+prerequisites:
+	@sh ci/scripts/test-prerequisites.sh
+
+test: prerequisites install ci-tools ## everything CI checks: lint, then the whole test suite
 	$(MAKE) --no-print-directory lint
 	$(RUN) pytest
 
 # The inner loop: every test that needs no real Postgres, processes, browser or rendered repo (marker `slow`).
-test-fast: install ci-tools ## the fast lane (under a minute): lint + every test not marked slow
+test-fast: prerequisites install ci-tools ## the fast lane (under a minute): lint + every test not marked slow
 	$(MAKE) --no-print-directory lint
 	$(RUN) pytest -m "not slow"
 

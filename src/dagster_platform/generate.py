@@ -94,6 +94,15 @@ def platform_ci(company: Company, envs: list[Environment]) -> str:
     return _header(".gitlab-ci.yml") + _yaml(data)
 
 
+def _cluster_variables(env: Environment) -> dict[str, str]:
+    """Where a user-code job reaches `env`: its agent context and webserver (CI variables) and its namespace."""
+    return {
+        "KUBE_CONTEXT": f"$KUBE_CONTEXT_{env.variable_suffix}",
+        "KUBE_NAMESPACE": env.namespace,
+        "DAGSTER_WEBSERVER_URL": f"$DAGSTER_WEBSERVER_URL_{env.variable_suffix}",
+    }
+
+
 def usercode_ci(company: Company, envs: list[Environment]) -> str:
     data: dict = {
         "variables": {
@@ -106,30 +115,15 @@ def usercode_ci(company: Company, envs: list[Environment]) -> str:
         "stages": ["lint", "test", "build", "scan", *(env.name for env in envs)],
     }
     for env in envs:
-        url = f"$DAGSTER_WEBSERVER_URL_{env.variable_suffix}"
-        variables = {
-            "DEPLOY_ENV": env.name,
-            "KUBE_CONTEXT": f"$KUBE_CONTEXT_{env.variable_suffix}",
-            "KUBE_NAMESPACE": env.namespace,
-            "DAGSTER_WEBSERVER_URL": url,
-        }
-        environment = {"name": env.name, "deployment_tier": env.tier, "url": url}
+        variables = {"DEPLOY_ENV": env.name, **_cluster_variables(env)}
+        environment = {"name": env.name, "deployment_tier": env.tier, "url": variables["DAGSTER_WEBSERVER_URL"]}
         data[f"deploy-{env.name}"] = _deploy_job(env, ".deploy", variables, environment, env.name)
     preview = next((env for env in envs if env.previews), None)
     if preview is not None:
-        url = f"$DAGSTER_WEBSERVER_URL_{preview.variable_suffix}"
-        variables = {
-            "PREVIEW_ENV": preview.name,
-            "KUBE_CONTEXT": f"$KUBE_CONTEXT_{preview.variable_suffix}",
-            "KUBE_NAMESPACE": preview.namespace,
-            "DAGSTER_WEBSERVER_URL": url,
-        }
+        variables = {"PREVIEW_ENV": preview.name, **_cluster_variables(preview)}
         where = {"stage": preview.name, "variables": variables}
-        data["deploy-preview"] = {
-            "extends": ".deploy-preview",
-            **where,
-            "environment": {"url": f"{url}/locations/$DAGSTER_LOCATION-mr-$CI_MERGE_REQUEST_IID/assets"},
-        }
+        url = f"{variables['DAGSTER_WEBSERVER_URL']}/locations/$DAGSTER_LOCATION-mr-$CI_MERGE_REQUEST_IID/assets"
+        data["deploy-preview"] = {"extends": ".deploy-preview", **where, "environment": {"url": url}}
         data["stop-preview"] = {"extends": ".stop-preview", **where}
     return _header("ci/usercode.gitlab-ci.yml (previews: first env enabling them)") + _yaml(data)
 

@@ -111,7 +111,7 @@ def add_location(stack: Stack, loc: locations.Location, timeout: float = 300) ->
     if loc.name in stack.locations or f"code-server-{loc.name}" in sup.components:
         raise NotRegistered(f"location {loc.name!r} is already registered in {stack.state_dir}; remove it first")
     # The registry's own rules for a name (the cluster's Service and release name), checked on a local entry.
-    entry = {"name": loc.name, "team": "local", "image": "local", "port": grpc_port(), "module": loc.module}
+    entry = {"name": loc.name, "team": "local", "port": grpc_port(), "module": loc.module}
     if problems := registry.check_code_location_registry([entry]):
         raise NotRegistered(f"location name refused: {problems[0].message}")
     _check_source_and_stack(Path(loc.source), stack)
