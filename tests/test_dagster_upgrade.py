@@ -229,6 +229,10 @@ def test_refuses_a_version_not_on_pypi(clone):
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr.count("\n") == 1
     assert "not published on PyPI (or yanked): dagster==1.13.999, dagster-aws==0.29.999" in done.stderr
+    # It names where one can go today: a release whose every pinned package is on PyPI (the platform's own, at least).
+    newest = re.search(r"the newest release whose packages are all published is (1\.\d+\.\d+)", done.stderr)
+    assert newest, done.stderr
+    assert tuple(map(int, newest[1].split("."))) >= tuple(map(int, dagster_version().split(".")))
     assert status(clone) == ""
 
 

@@ -258,36 +258,56 @@ def check_clean(root: Path, rel_paths: list[Path]) -> None:
         )
 
 
-def _released(name: str, version: str) -> bool:
-    """Is `version` of `name` published on PyPI with a file that is not yanked? Refuses when PyPI is unreachable."""
+def _releases(name: str) -> dict[str, list]:
+    """{version: files} of `name` on PyPI (404: none). Refuses when PyPI is unreachable."""
     # The per-release endpoint (PYPI/<name>/<version>/json) answers 404 through some mirrors and proxies even for
     # published releases; the project's own document lists every release with its files, and is what we read.
     url = f"{PYPI}/{name}/json"
     try:
         with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 (https or a test's override)
-            releases = json.load(response).get("releases", {})
+            return json.load(response).get("releases", {})
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
-            return False
+            return {}
         raise Refusal(f"PyPI answered {exc.code} for {url}; try again later") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise Refusal(
-            f"cannot reach PyPI to check that {name} {version} is published ({url}: {reason}); "
+            f"cannot reach PyPI to check that {name} is published ({url}: {reason}); "
             "this command needs the network (PyPI) for the check and for uv lock"
         ) from None
-    files = releases.get(version) or []
-    return any(not f.get("yanked") for f in files)
+
+
+def _published(releases: dict[str, list], version: str) -> bool:
+    """A release with a file that is not yanked."""
+    return any(not f.get("yanked") for f in releases.get(version) or [])
+
+
+def newest_complete(plan: Plan, releases: dict[str, dict[str, list]]) -> str | None:
+    """The newest Dagster release 1.M.P whose every pinned distribution is published (core packages at 1.M.P,
+    the libraries at 0.(M+16).P): what `make dagster-upgrade` can move to today."""
+    library = {name for name, version in plan.packages.items() if version == plan.new_lib}
+    candidates = sorted((v for v in releases.get("dagster", {}) if re.fullmatch(r"1\.\d+\.\d+", v)), key=_key)
+    for core in reversed(candidates):
+        wanted = {name: libraries_version(core) if name in library else core for name in plan.packages}
+        if all(_published(releases[name], version) for name, version in wanted.items()):
+            return core
+    return None
 
 
 def check_published(plan: Plan) -> None:
-    names = sorted(plan.packages)
+    names = sorted({*plan.packages, "dagster"})
     with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:
-        found = dict(zip(names, pool.map(lambda n: _released(n, plan.packages[n]), names), strict=True))
-    missing = [f"{n}=={plan.packages[n]}" for n in names if not found[n]]
+        releases = dict(zip(names, pool.map(_releases, names), strict=True))
+    missing = [
+        f"{n}=={plan.packages[n]}" for n in sorted(plan.packages) if not _published(releases[n], plan.packages[n])
+    ]
     if missing:
+        newest = newest_complete(plan, releases)
+        hint = f"the newest release whose packages are all published is {newest}" if newest else "see PyPI"
         raise Refusal(
-            f"not published on PyPI (or yanked): {', '.join(missing)}; see https://pypi.org/project/dagster/#history"
+            f"not published on PyPI (or yanked): {', '.join(missing)}; {hint} "
+            "(https://pypi.org/project/dagster/#history)"
         )
 
 
