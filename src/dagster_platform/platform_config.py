@@ -221,6 +221,12 @@ def _read_environment(path: Path) -> Environment:
     )  # fmt: skip
     manual = need("manualDeploy", lambda v: isinstance(v, bool), "true (deploys wait for a click) or false")
     domain = need("warehouseDomain", is_str(_DOMAIN), "the DNS domain of its warehouse hosts, e.g. db.example.internal")
+    secret = get_path(values, "global.postgresqlSecretName")
+    if not isinstance(secret, str) or not _DNS_LABEL.match(secret):
+        raise PlatformConfigError(
+            f"{where}: global.postgresqlSecretName: {secret!r} is not a Secret name; name the Secret holding the "
+            f"Postgres password in {namespace} (user code and the chart read it), e.g. dagster-{name}-postgresql"
+        )
     overrides = env.get("instance") or {}
     if not isinstance(overrides, Mapping):
         raise PlatformConfigError(f"{where}: environment.instance: write a mapping of instance.yaml keys to override")

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from dagster_platform import platform_config
 from dagster_platform.paths import TEMPLATE_DIR
+
+from .helpers import OTHER_PLATFORM
 
 COOKIECUTTER = [sys.executable, "-m", "cookiecutter", "--no-input", str(TEMPLATE_DIR)]
 
@@ -35,14 +38,6 @@ BAD_ANSWERS = [
     ({"owner_email": "nobody"}, "is not an e-mail address", "example: team@example.com"),
     ({"description": 'Say "hi"'}, "without quotes or backslashes", "example: Daily sales"),
     ({"project_name": "Line\\nbreak \\\\"}, "without quotes or backslashes", "example: Sales Pipelines"),
-    # Platform facts are private variables from the platform's settings; passed by hand, they are still checked.
-    ({"_production_namespace": "dagster-acceptance"}, "must differ", "_acceptance_namespace"),
-    ({"_acceptance_namespace": "Dagster_Acc"}, "is not a Kubernetes name", "example: dagster-acceptance"),
-    ({"_acceptance_db_domain": "prod.db.example.internal"}, "must be separate domains", "db_domain"),
-    ({"_acceptance_db_domain": "x.prod.db.example.internal"}, "must be separate domains", "db_domain"),
-    ({"_production_db_domain": "not a domain"}, "is not a DNS domain", "_production_db_domain"),
-    ({"_image_registry": "registry.example.org/acme/"}, "without a trailing '/'", "_image_registry"),
-    ({"_grpc_port": "80"}, "must be a port number in 1024..65535", "_grpc_port"),
     ({"project_name": 'Quote " and \\ backslash'}, "is not a Kubernetes DNS-1123 label", "example: sales-pipelines"),
 ]
 
@@ -70,10 +65,10 @@ def test_all_problems_are_reported_at_once(tmp_path):
 
 
 def test_existing_repo_is_never_overwritten(tmp_path):
-    existing = tmp_path / "example-pipelines"
+    existing = tmp_path / "existing-pipelines"
     existing.mkdir()
     (existing / "my_work.py").write_text("precious = True\n")
-    result = run_cookiecutter(tmp_path, {})
+    result = run_cookiecutter(tmp_path, {"project_name": "Existing Pipelines"})
     assert result.returncode != 0
     assert "already exists" in result.stdout + result.stderr
     assert [p.name for p in existing.iterdir()] == ["my_work.py"]
@@ -112,7 +107,8 @@ def template_new(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.Comp
     [
         ({"project_name": "Bad", "location_name": "Bad_Name"}, "location_name 'Bad_Name' is not a Kubernetes"),
         ({"project_name": "Sales", "owner_email": "nobody"}, "owner_email 'nobody' is not an e-mail address"),
-        ({"project_name": "Sales", "acceptance_namespace": "x"}, "'acceptance_namespace' is a platform setting"),
+        ({"project_name": "Sales", "_platform": OTHER_PLATFORM}, "'_platform' is a platform setting"),
+        ({"project_name": "Sales", "grpc_port": 4001}, "'grpc_port' is not a question of the template"),
         ({"projet_name": "Sales"}, "'projet_name' is not a question of the template"),
     ],
 )
@@ -142,14 +138,24 @@ def test_end_of_input_while_asking_is_refused_in_one_line(tmp_path):
 
 
 def test_template_defaults_are_the_platform_settings():
-    """cookiecutter.json's private variables equal what `make new-usercode` passes from the platform's own
-    settings, so a plain `cookiecutter usercode-template` renders the same repository."""
+    """cookiecutter.json's `_platform` is what `make new-usercode` passes from the platform's company and
+    environment files, so a plain `cookiecutter usercode-template` renders the same repository."""
     from dagster_platform.template.render import default_answers, platform_context
 
     platform = platform_context()
-    defaults = default_answers()
-    assert {key: defaults[key] for key in platform} == platform
-    assert platform["_acceptance_namespace"] == "dagster-acceptance"  # from platform/values/acceptance.yaml
+    assert default_answers()["_platform"] == platform["_platform"], "cookiecutter.json is stale: make generate"
+    facts, company = platform["_platform"], platform_config.company()
+    assert facts["image_registry"] == company.image_registry
+    assert (facts["ci_project"], facts["ci_ref"]) == (company.platform_project, company.platform_ref)
+    assert (facts["grpc_port"], facts["label_domain"]) == (company.grpc_port, company.label_domain)
+    declared = platform_config.environments()
+    assert [env["name"] for env in facts["environments"]] == [env.name for env in declared]  # promotion order
+    for env, source in zip(facts["environments"], declared, strict=True):
+        assert env == {
+            "name": source.name, "tier": source.tier, "namespace": source.namespace,
+            "postgres_secret": source.postgres_secret, "warehouse_domain": source.warehouse_domain,
+            "previews": source.previews,
+        }  # fmt: skip
 
 
 def test_prompt_and_hook_share_one_set_of_validators():

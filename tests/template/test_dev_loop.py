@@ -15,9 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dagster_platform import procs
 from dagster_platform.graphql import Client, GraphQLError
+from dagster_platform.helm import instance as helm_instance
+from dagster_platform.local import config
 from dagster_platform.net import free_port, http_ok
 from dagster_platform.template.render import render
 
@@ -125,12 +128,15 @@ def test_make_dev_ready_on_the_platforms_instance_and_stops_clean(repo, tmp_path
         wait_for(lambda: ready(url), "location LOADED and every required daemon healthy", process)
         wait_for(lambda: f"Dagster UI on {url}" in log.read_text(), "make dev's URL line", process)
 
-        # The platform's instance, not Dagster's default: its run queue limits and local run launcher.
+        # The platform's instance (its strictest environment's, derived), not Dagster's default: its run queue
+        # limits and the local run launcher.
+        queue = helm_instance.derive_instance(config.default_env())["run_coordinator"]["config"]
         info = instance(url)
         assert info["runQueuingSupported"] is True
         assert info["runLauncher"]["name"] == "DefaultRunLauncher"
-        assert info["runQueueConfig"]["maxConcurrentRuns"] == 5
-        assert "platform/warehouse" in info["runQueueConfig"]["tagConcurrencyLimitsYaml"]
+        assert info["runQueueConfig"]["maxConcurrentRuns"] == queue["max_concurrent_runs"]
+        limits = yaml.safe_load(info["runQueueConfig"]["tagConcurrencyLimitsYaml"] or "[]")
+        assert [limit["key"] for limit in limits] == [limit["key"] for limit in queue.get("tag_concurrency_limits", [])]
         assert (repo / ".dagster_home" / "dagster.yaml").read_text() == (repo / "dagster.yaml").read_text()
         text = log.read_text()
         assert "creating/migrating the instance schema" in text  # once, before any process opened it

@@ -21,16 +21,18 @@ import pytest
 import yaml
 
 from dagster_platform.helm import instance as helm_instance
-from dagster_platform.platform_config import environment_names
 from dagster_platform.local import config, lifecycle, postgres
 from dagster_platform.local.supervisor import Supervisor
 from dagster_platform.paths import ROOT
+from dagster_platform.platform_config import environment_names, strictest
 from dagster_platform.template.render import render
 
 from .helpers import run_make
 
 pytestmark = pytest.mark.slow
 JOB = "orders_job"
+PROJECT = "Job Pipelines"  # its location job-pipelines, package job_pipelines
+MODULE = "job_pipelines.definitions"
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def services():
     state_dir = Path(tempfile.mkdtemp(prefix="test-job-", dir=ROOT / ".stack"))
     sup = Supervisor(state_dir)
     try:
-        instance = config.write_instance(state_dir / "home", env="production", mode="stack")
+        instance = config.write_instance(state_dir / "home", env=strictest().name, mode="stack")
         pg, _ = lifecycle.start_postgres(sup, None)
         store, _ = lifecycle.start_object_store(sup, instance)
         # The schema, created as on the cluster (the chart's migrate Job / the stack: `dagster instance migrate`).
@@ -57,7 +59,7 @@ def services():
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     # Its own fresh render: the shared `rendered` repos must stay pristine for the leftover checks.
-    repo = render(tmp_path_factory.mktemp("job-on-instance"))
+    repo = render(tmp_path_factory.mktemp("job-on-instance"), {"project_name": PROJECT})
     result = run_make(repo, "install")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return repo
@@ -69,7 +71,7 @@ def execute(repo: Path, home: Path, pg: postgres.PgConnection, store) -> subproc
     env.update(store.env())
     env.update(DAGSTER_HOME=str(home), DAGSTER_ENV="local", WAREHOUSE_SQLITE_PATH=str(home / "warehouse.sqlite"))
     return subprocess.run(
-        [str(repo / ".venv/bin/dagster"), "job", "execute", "-m", "example_pipelines.definitions", "-j", JOB],
+        [str(repo / ".venv/bin/dagster"), "job", "execute", "-m", MODULE, "-j", JOB],
         cwd=repo,
         env=env,
         capture_output=True,
@@ -104,7 +106,7 @@ def test_rendered_repos_job_succeeds_on_the_derived_instance_over_tls(services, 
 def _broken_home(state_dir: Path, name: str, edit) -> Path:
     home = state_dir / name
     home.mkdir(exist_ok=True)
-    instance = yaml.safe_load((state_dir / "production" / "dagster.yaml").read_text())
+    instance = yaml.safe_load((state_dir / strictest().name / "dagster.yaml").read_text())
     for section in ("run_storage", "event_log_storage", "schedule_storage"):
         edit(instance[section]["config"]["postgres_db"])
     (home / "dagster.yaml").write_text(yaml.safe_dump(instance))
@@ -112,7 +114,7 @@ def _broken_home(state_dir: Path, name: str, edit) -> Path:
 
 
 def test_the_charts_default_scheme_cannot_open_the_database(services, repo):
-    """What production would have run with an empty postgresqlScheme (the chart's default)."""
+    """What the cluster would have run with an empty postgresqlScheme (the chart's default)."""
     state_dir, pg, store = services
     home = _broken_home(state_dir, "bare-scheme", lambda db: db.pop("scheme"))
     result = execute(repo, home, pg, store)
@@ -143,8 +145,8 @@ print(json.dumps({
 
 
 def test_rendered_repos_local_loop_loads_the_platforms_instance(repo, tmp_path):
-    """`make dev`/`make check` of a user-code repo put the template's dagster.yaml (production's derived
-    instance, dev mode) in DAGSTER_HOME; the repo's own Dagster loads the platform's queue, limits and
+    """`make dev`/`make check` of a user-code repo put the template's dagster.yaml (the strictest environment's
+    derived instance, dev mode) in DAGSTER_HOME; the repo's own Dagster loads the platform's queue, limits and
     retention from it."""
     home = tmp_path / "home"
     result = run_make(repo, "instance", f"DAGSTER_HOME={home}")

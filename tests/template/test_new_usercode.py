@@ -15,6 +15,8 @@ import pytest
 
 from dagster_platform.paths import ROOT
 
+from .helpers import platform_facts
+
 pytestmark = pytest.mark.slow
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -118,19 +120,26 @@ def test_new_user_is_asked_six_questions_and_a_bad_answer_is_asked_again_at_once
     print(transcript)  # the whole session, for `pytest -s`
     assert term.proc.returncode == 0, transcript
     assert "Traceback" not in transcript
-    # Platform facts are stated, never asked.
-    for fact in ("dagster-acceptance", "dagster-production", "registry.gitlab.com/acme/dagster", "4000"):
-        assert fact in transcript.split("Project name")[0]
+    # Platform facts are stated, never asked: the company's and every environment's.
+    facts = platform_facts()
+    stated = transcript.split("Project name")[0]
+    for fact in (facts["image_registry"], str(facts["grpc_port"]), facts["ci_project"]):
+        assert fact in stated, fact
+    for env in facts["environments"]:
+        assert f"{env['name']} ({env['namespace']})" in stated, env
     assert transcript.count("? ") == 0 and transcript.count(": ") >= 6
     repo = out / "sales-pipelines"
     assert f"Created {repo}" in transcript
     for step in (f"cd {repo}", "make dev", "make test", "git init", "git push", "platform/code-locations.yaml"):
         assert step in transcript, step
     assert "  - name: sales-pipelines\n    team: sales-analytics\n" in transcript
-    assert "    port: 4000\n    module: sales_pipelines.definitions\n" in transcript
+    assert f"    port: {facts['grpc_port']}\n    module: sales_pipelines.definitions\n" in transcript
     cruft = json.loads((repo / ".cruft.json").read_text())["context"]["cookiecutter"]
     assert (cruft["package_name"], cruft["owner_team"]) == ("sales_pipelines", "sales-analytics")
-    assert cruft["_acceptance_namespace"] == "dagster-acceptance"
+    assert cruft["_platform"] == facts  # recorded; `cruft update` takes the newer template's own
+    assert sorted(p.name for p in (repo / "deploy").iterdir()) == sorted(
+        f"values-{env['name']}.yaml" for env in facts["environments"]
+    )
     # Nothing of ours in the temp dir: no rendered hook with the answers, no template clone.
     assert leftovers(temp) == []
     assert not any("secret-sales" in p.read_text(errors="replace") for p in temp.rglob("*") if p.is_file())

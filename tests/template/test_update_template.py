@@ -261,3 +261,35 @@ def test_cruft_pin_and_lock_skip_are_in_the_template():
     assert locked_version(ROOT / "uv.lock", "cruft") == pinned
     cruft_config = tomllib.loads((project / "pyproject.toml").read_text().replace("{{", "").replace("}}", ""))
     assert "uv.lock" in cruft_config["tool"]["cruft"]["skip"]
+
+
+def test_an_environment_the_platform_adds_arrives_with_the_update(scenario, monkeypatch):
+    """The platform declares one more environment (its `make generate` rewrites cookiecutter.json's `_platform`):
+    `make update-template` brings its deploy values and its place in settings.py, and the repo's checks pass."""
+    origin, repo = scenario
+    answers_file = origin / "usercode-template" / "cookiecutter.json"
+    answers = json.loads(answers_file.read_text())
+    before = [env["name"] for env in answers["_platform"]["environments"]]
+    added = "update-demo-extra"  # a name of no environment an adopter declares
+    assert added not in before
+    answers["_platform"]["environments"].append(
+        {"name": added, "tier": "testing", "namespace": added, "postgres_secret": f"{added}-postgresql",
+         "warehouse_domain": f"{added}.example.org", "previews": False}
+    )  # fmt: skip
+    answers_file.write_text(json.dumps(answers, indent=2) + "\n")
+    set_yamllint(template_project(origin) / "pyproject.toml", OLD_YAMLLINT, NEW_YAMLLINT)  # what the cache holds
+    relock(origin, monkeypatch)
+    commit(origin, "platform: one more environment (make generate), yamllint bumped")
+
+    result = run(["make", "--no-print-directory", "update-template"], repo, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    assert sorted(p.name for p in (repo / "deploy").iterdir()) == sorted(f"values-{n}.yaml" for n in [*before, added])
+    values = (repo / "deploy" / f"values-{added}.yaml").read_text()
+    assert f"postgresqlSecretName: {added}-postgresql\n" in values and f"value: {added}\n" in values
+    settings = (repo / "src/update_demo/settings.py").read_text()
+    assert f'    "{added}",\n)' in settings and f'    "{added}": "{added}.example.org",\n' in settings
+    recorded = json.loads((repo / ".cruft.json").read_text())["context"]["cookiecutter"]["_platform"]
+    assert [env["name"] for env in recorded["environments"]] == [*before, added]
+    # The repo's own tests ran over every environment, the new one included.
+    assert f"[{added}]" in (repo / "reports/junit.xml").read_text()

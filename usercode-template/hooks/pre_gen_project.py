@@ -117,48 +117,124 @@ FIELDS = {
     "description": check_description,
 }
 
-# Platform facts (the private variable `_platform`, generated from the platform's company and environment files by
-# `make generate`): checked in case someone passes other values by hand.
-PLATFORM_KEYS = ("image_registry", "ci_project", "ci_ref", "grpc_port", "label_domain", "environments")
+# Platform facts: the private variable `_platform`, generated from the platform's platform/company.yaml and
+# platform/values/ by `make generate` (cookiecutter.json's default; `make new-usercode` passes the same). Checked
+# in case someone passes other values by hand: each problem is one line naming the key, what is wrong and the
+# platform setting it comes from. Key -> where the platform states it.
+PLATFORM_KEYS = {
+    "image_registry": "platform/company.yaml image_registry",
+    "ci_project": "platform/company.yaml gitlab.project",
+    "ci_ref": "platform/company.yaml gitlab.ref",
+    "grpc_port": "platform/company.yaml grpc_port",
+    "label_domain": "platform/company.yaml label_domain",
+    "environments": "one file per environment in platform/values/",
+}
+ENVIRONMENT_KEYS = {
+    "name": "the file's name",
+    "tier": "environment.tier",
+    "namespace": "environment.namespace",
+    "postgres_secret": "global.postgresqlSecretName",
+    "warehouse_domain": "environment.warehouseDomain",
+    "previews": "previews.enabled",
+}
+# As the platform's own reader (dagster_platform.platform_config) accepts them.
 ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
+RESERVED_ENVIRONMENTS = ("local", "base", "all")  # local: DAGSTER_ENV on a laptop
+TIERS = ("production", "staging", "testing", "development", "other")  # GitLab deployment tiers
+REGISTRY = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$")
+PROJECT = re.compile(r"^[a-zA-Z0-9_.-]+(/[a-zA-Z0-9_.-]+)+$")
+REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")  # DNS subdomain
+
+
+def _keys_problem(what: str, value: object, expected: dict) -> str | None:
+    """None when `value` is a mapping with exactly the expected keys, else the problem."""
+    if not isinstance(value, dict):
+        return f"{what} {value!r} is not a mapping of {', '.join(expected)}"
+    missing = [key for key in expected if key not in value]
+    unknown = sorted(str(key) for key in value if key not in expected)
+    if missing or unknown:
+        wrong = [f"missing {', '.join(missing)}"] if missing else []
+        wrong += [f"unknown {', '.join(unknown)}"] if unknown else []
+        return f"{what} must hold exactly {', '.join(expected)} ({'; '.join(wrong)})"
+    return None
+
+
+def _environment_problems(index: int, env: object) -> list[str]:
+    problem = _keys_problem(f"_platform.environments[{index}]", env, ENVIRONMENT_KEYS)
+    if problem:
+        return [f"{problem}; make generate writes each from platform/values/<env>.yaml"]
+    name = env["name"]
+    if not isinstance(name, str) or not ENV_NAME.match(name) or name in RESERVED_ENVIRONMENTS:
+        return [
+            f"_platform.environments[{index}].name {name!r} is not an environment name (lowercase letters, digits "
+            f"and '-', 2-32 characters, not {', '.join(RESERVED_ENVIRONMENTS)}); example: staging"
+        ]
+    where = f"_platform.environments[{name}]"
+    source = f"the platform's platform/values/{name}.yaml"
+    checks = (
+        ("tier", lambda v: v in TIERS, f"a GitLab deployment tier ({', '.join(TIERS)})"),
+        ("namespace", lambda v: isinstance(v, str) and bool(DNS_LABEL.match(v)), "a Kubernetes namespace"),
+        (
+            "postgres_secret",
+            lambda v: isinstance(v, str) and len(v) <= 253 and bool(SECRET_NAME.match(v)),
+            "a Kubernetes Secret name",
+        ),
+        ("warehouse_domain", lambda v: isinstance(v, str) and bool(DOMAIN.match(v)), "a DNS domain"),
+        ("previews", lambda v: isinstance(v, bool), "true or false"),
+    )
+    return [
+        f"{where}.{key} {env[key]!r} is not {what}; set {ENVIRONMENT_KEYS[key]} in {source}"
+        for key, ok, what in checks
+        if not ok(env[key])
+    ]
 
 
 def platform_problems(answers: dict) -> list[str]:
+    """Every problem of the platform facts `_platform`, one line each."""
     platform = answers.get("_platform")
-    if not isinstance(platform, dict) or sorted(platform) != sorted(PLATFORM_KEYS):
-        return [f"_platform must hold {', '.join(PLATFORM_KEYS)} (the platform passes it; run make new-usercode there)"]
+    problem = _keys_problem("_platform", platform, PLATFORM_KEYS)
+    if problem:
+        return [f"{problem}; the platform generates it (make generate), run make new-usercode there"]
     found = []
+    facts = (
+        ("image_registry", REGISTRY, "an image registry path without scheme, tag or trailing '/'"),
+        ("ci_project", PROJECT, "a GitLab project path, e.g. data/dagster-platform"),
+        ("ci_ref", REF, "a branch or tag, e.g. main"),
+        ("label_domain", DOMAIN, "a DNS domain, e.g. platform.example.com"),
+    )
+    for key, pattern, what in facts:
+        value = platform[key]
+        if not isinstance(value, str) or not pattern.match(value):
+            found.append(f"_platform.{key} {value!r} is not {what}; set {PLATFORM_KEYS[key]}")
+    port = platform["grpc_port"]
+    if type(port) is not int or not 1024 <= port <= 65535:
+        found.append(
+            f"_platform.grpc_port {port!r} must be a port number in 1024..65535; set {PLATFORM_KEYS['grpc_port']}"
+        )
     envs = platform["environments"]
     if not isinstance(envs, list) or not envs:
-        return ["_platform.environments must list at least one environment"]
-    for env in envs:
-        name = str(env.get("name"))
-        if not ENV_NAME.match(name) or name == "local":
-            found.append(f"_platform.environments: {name!r} is not an environment name; example: staging")
-        for key in ("namespace", "postgres_secret"):
-            if not DNS_LABEL.match(str(env.get(key))):
-                found.append(f"_platform.environments.{name}.{key} {env.get(key)!r} is not a Kubernetes name")
-        if not DOMAIN.match(str(env.get("warehouse_domain"))):
-            found.append(
-                f"_platform.environments.{name}.warehouse_domain {env.get('warehouse_domain')!r} is not a DNS domain"
-            )
+        found.append(f"_platform.environments {envs!r} must list at least one environment (platform/values/<env>.yaml)")
+        return found
+    env_found = [problem for index, env in enumerate(envs) for problem in _environment_problems(index, env)]
+    if env_found:
+        return found + env_found
     for key in ("name", "namespace", "warehouse_domain"):
-        values = [str(env.get(key)) for env in envs]
-        if len(set(values)) != len(values):
-            found.append(f"_platform.environments: two environments share a {key}; each needs its own")
-    domains = [str(env.get("warehouse_domain")) for env in envs]
-    for one in domains:
-        for other in domains:
-            if one != other and one.endswith("." + other):
+        seen: dict[str, str] = {}
+        for env in envs:
+            if env[key] in seen:
                 found.append(
-                    f"warehouse domains {one!r} and {other!r} must be separate domains (one is inside the other)"
+                    f"_platform.environments[{env['name']}].{key} {env[key]!r} is also "
+                    f"{seen[env[key]]}'s; every environment needs its own"
                 )
-    registry = str(platform["image_registry"])
-    if not registry or registry.endswith("/") or " " in registry:
-        found.append(f"_platform.image_registry {registry!r} must be a registry path without a trailing '/'")
-    port = platform["grpc_port"]
-    if not str(port).isdigit() or not 1024 <= int(port) <= 65535:
-        found.append(f"_platform.grpc_port {port!r} must be a port number in 1024..65535")
+            seen.setdefault(env[key], env["name"])
+    for env in envs:
+        for other in envs:
+            if env["warehouse_domain"].endswith("." + other["warehouse_domain"]):
+                found.append(
+                    f"_platform.environments[{env['name']}].warehouse_domain {env['warehouse_domain']!r} is inside "
+                    f"{other['name']}'s {other['warehouse_domain']!r}; warehouse domains must be separate domains"
+                )
     return found
 
 

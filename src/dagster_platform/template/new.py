@@ -181,6 +181,12 @@ def _new_command(args) -> int:
     except PlatformConfigError as exc:
         print(f"new-usercode: {exc}", file=sys.stderr)
         return 2
+    # What the platform files declare but the template cannot render (e.g. an environment without
+    # global.postgresqlSecretName): refused before a question is asked, one line each.
+    unusable = checks.platform_problems(platform)
+    if unusable:
+        print("\n".join(f"new-usercode: {problem}" for problem in unusable), file=sys.stderr)
+        return 2
     facts = platform["_platform"]
     try:
         if args.no_input:
