@@ -139,9 +139,12 @@ def test_platform_instance_of_each_environment(adopted, env):
     done = platform_cli(adopted["repo"], "platform", "instance", "--env", env)
     assert done.returncode == 0, done.stderr
     instance = yaml.safe_load(done.stdout)
-    assert instance["run_launcher"]["config"]["job_namespace"] == yaml.safe_load(
-        (adopted["repo"] / "platform" / "values" / f"{env}.yaml").read_text()
-    )["environment"]["namespace"]
+    assert (
+        instance["run_launcher"]["config"]["job_namespace"]
+        == yaml.safe_load((adopted["repo"] / "platform" / "values" / f"{env}.yaml").read_text())["environment"][
+            "namespace"
+        ]
+    )
 
 
 def test_an_environment_of_the_old_company_is_refused(adopted):

@@ -26,8 +26,9 @@ from dagster_platform import paths
 # GitLab's deployment tiers (environment:deployment_tier); `production` also means: previews refused, the
 # read-only webserver required, and the strictest environment is what laptops run by default.
 TIERS = ("production", "staging", "testing", "development", "other")
-# Names a file in platform/values/ cannot take: base.yaml is the shared layer, local is the laptop's, all a CLI word.
-RESERVED_NAMES = ("base", "local", "all")
+# Names a file in platform/values/ cannot take: base.yaml is the shared layer, local is the laptop's, all a CLI word,
+# preview the merge-request jobs' (deploy-preview would be both that environment's deploy and the preview's).
+RESERVED_NAMES = ("base", "local", "all", "preview")
 _ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DOMAIN = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$")

@@ -49,12 +49,14 @@ def pipeline_whens(platform_pipeline, usercode_pipeline) -> dict[str, dict[str, 
 
 @pytest.fixture(scope="session")
 def platform_remote(tmp_path_factory) -> str:
-    """A git repo holding this working tree's platform tools, at branch `main`, for jobs that fetch them.
+    """A git repo holding this working tree's platform tools, at branch `main`, for jobs that fetch them: the
+    Python package and the generated facts the stdlib-only tools read (ci/generated/platform.json).
 
     Stands in for the platform project on GitLab (PLATFORM_CI_GIT_URL), so the jobs' real fetch runs.
     """
     repo = tmp_path_factory.mktemp("platform-remote")
     shutil.copytree(ROOT / "src" / "dagster_platform", repo / "src" / "dagster_platform")
+    shutil.copytree(ROOT / "ci" / "generated", repo / "ci" / "generated")
     shutil.copy(ROOT / "pyproject.toml", repo / "pyproject.toml")
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
@@ -132,7 +134,7 @@ def webserver(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def preview_webserver(tmp_path_factory):
-    """A real dagster-webserver whose workspace file stands in for the acceptance webserver's mounted ConfigMap
+    """A real dagster-webserver whose workspace file stands in for the preview environment's mounted ConfigMap
     `dagster-workspace`: the kubectl stub of the preview-job tests writes it (every entry dialed at the one gRPC
     code server here, as cluster DNS would resolve each Service), and the jobs make the webserver re-read it.
 

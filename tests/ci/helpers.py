@@ -1,26 +1,80 @@
-"""Helpers for tests/ci (fixtures live in conftest.py)."""
+"""Helpers for tests/ci (fixtures live in conftest.py).
+
+Environments, their names and their roles come from the repository's own platform files (platform_config), never
+from the sample company: a company that renames, adds or removes an environment keeps a green suite. A test that
+needs a role this company does not declare (a manual deploy, previews, a second environment) is skipped and says
+which; test_generated.py shows every rule on a fixture company that has all of them.
+"""
 
 import copy
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
+from dagster_platform import platform_config
 from dagster_platform.ci.config import Pipeline, load_pipeline, platform_projects
+from dagster_platform.generate import template_platform
 from dagster_platform.paths import ROOT
+from dagster_platform.platform_config import Environment
 
 PLATFORM_CI = ROOT / ".gitlab-ci.yml"
 USERCODE_CI = ROOT / "ci" / "usercode.gitlab-ci.yml"
 
-# A second answer set: another location, package, platform project and pinned ref.
-OTHER_ANSWERS = {
-    "project_name": "Sales Forecasts",
-    "location_name": "sales-forecasts",
-    "package_name": "sales_forecasting",
-    "_platform_ci_project": "data/platform",
-    "_platform_ci_ref": "v2.3.0",
-    "_acceptance_namespace": "analytics-acc",
-    "_production_namespace": "analytics-prod",
-}
+COMPANY = platform_config.company()
+# Every declared environment, in promotion order.
+ENVIRONMENTS = platform_config.environments()
+ENVS = [env.name for env in ENVIRONMENTS]
+# Environments by role (None: this company declares none).
+FIRST = ENVIRONMENTS[0]
+LAST = ENVIRONMENTS[-1]
+MANUAL = next((env for env in ENVIRONMENTS if env.manual), None)
+AUTOMATIC = next((env for env in ENVIRONMENTS if not env.manual), None)
+PREVIEW = platform_config.preview_environment()
+# Where previews never run (the registry alone): the strictest such environment, production-tier ones first.
+NO_PREVIEW = max(
+    (env for env in ENVIRONMENTS if not env.previews), key=lambda e: (e.production, e.promotion), default=None
+)
+# A URL where nothing answers: the webserver of every environment a job must not reach.
+DEAD_URL = "http://127.0.0.1:9"
+
+
+def other_than(env: Environment) -> Environment | None:
+    """Another environment than `env`, the strictest first (production tier, then the latest in promotion)."""
+    others = [e for e in ENVIRONMENTS if e.name != env.name]
+    return max(others, key=lambda e: (e.production, e.promotion), default=None)
+
+
+def needs(role: str, env: Environment | None) -> Environment:
+    """`env`, or skip the test: this company's platform/values/ declares no environment in that role."""
+    if env is None:
+        pytest.skip(f"platform/values/ declares no {role}; test_generated.py shows the rule on a fixture company")
+    return env
+
+
+def cluster_variables(live: Environment, url: str) -> dict[str, str]:
+    """The project-level CI variables a team sets (ci/README.md) for every environment, as GitLab would hold them:
+    each environment's kube context (its environment.kubeContext) and webserver; only `live`'s webserver answers."""
+    variables = {}
+    for env in ENVIRONMENTS:
+        variables[f"KUBE_CONTEXT_{env.variable_suffix}"] = env.kube_context
+        variables[f"DAGSTER_WEBSERVER_URL_{env.variable_suffix}"] = url if env.name == live.name else DEAD_URL
+    return variables
+
+
+def other_answers() -> dict:
+    """A second answer set: another location, package, platform project and pinned ref (the company's own
+    environments, as `make new-usercode` passes them)."""
+    platform = template_platform(COMPANY, ENVIRONMENTS)
+    platform.update(ci_project="data/platform", ci_ref="v2.3.0")
+    return {
+        "project_name": "Sales Forecasts",
+        "location_name": "sales-forecasts",
+        "package_name": "sales_forecasting",
+        "_platform": platform,
+    }
+
 
 # Pipelines GitLab creates, as (CI_PIPELINE_SOURCE, branch).
 MR = {"pipeline_source": "merge_request_event", "branch": "feature"}

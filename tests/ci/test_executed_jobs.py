@@ -18,7 +18,7 @@ import pytest
 from dagster_platform.ci.runner import host_environment, run_job
 from dagster_platform.paths import dagster_version
 
-from .helpers import HELM_STUB, fresh_checkout, git, helm_calls
+from .helpers import ENVIRONMENTS, ENVS, FIRST, HELM_STUB, cluster_variables, fresh_checkout, git, helm_calls
 
 pytestmark = pytest.mark.slow
 
@@ -136,53 +136,40 @@ def cluster_stubs(tmp_path):
     return {"PATH": f"{bin_dir}:{host_environment()['PATH']}", "HELM_ARGS_LOG": str(log)}, log
 
 
-def deploy_variables(webserver: str) -> dict[str, str]:
-    """The project-level CI variables a team sets (ci/README.md), both environments, as GitLab would hold them."""
-    return {
-        "KUBE_CONTEXT_ACCEPTANCE": "acme/agents:acceptance",
-        "KUBE_CONTEXT_PRODUCTION": "acme/agents:production",
-        "DAGSTER_WEBSERVER_URL_ACCEPTANCE": webserver,
-        "DAGSTER_WEBSERVER_URL_PRODUCTION": "http://127.0.0.1:9",
-    }
-
-
-@pytest.mark.parametrize("env", ["acceptance", "production"])
+@pytest.mark.parametrize("env", ENVIRONMENTS, ids=ENVS)
 def test_deploy_job_upgrades_then_smoke_checks(
     env, rendered_repo, usercode_pipeline, platform_remote, webserver, cluster_stubs, tmp_path
 ):
-    """The deploy job's own script: tools fetched, helm called for this environment only, then the smoke check
-    against a real webserver where the location is LOADED."""
+    """The deploy job's own script: tools fetched, helm called for this environment only (its kube context,
+    namespace and values file, as platform/values/<env>.yaml names them), then the smoke check against a real
+    webserver where the location is LOADED. Every environment's variables are set, only this one's webserver
+    answers."""
     stub_env, log = cluster_stubs
     workdir = fresh_checkout(rendered_repo, tmp_path)
-    variables = deploy_variables(webserver)
-    if env == "production":  # only this job's variables point at the live webserver
-        variables["DAGSTER_WEBSERVER_URL_PRODUCTION"], variables["DAGSTER_WEBSERVER_URL_ACCEPTANCE"] = (
-            webserver,
-            "http://127.0.0.1:9",
-        )
     result = run_job(
         usercode_pipeline,
-        f"deploy-{env}",
+        f"deploy-{env.name}",
         workdir,
         pipeline_source="push",
         branch="main",
-        overrides={**variables, **stub_env, "PLATFORM_CI_GIT_URL": platform_remote},
+        overrides={**cluster_variables(env, webserver), **stub_env, "PLATFORM_CI_GIT_URL": platform_remote},
     )
     assert result.ok, result.output[-4000:]
     assert "smoke: OK: location 'example-pipelines' is LOADED" in result.output
     repo_add, upgrade = helm_calls(log)
     assert repo_add[:3] == ["repo", "add", "dagster"]
     sha = git(workdir, "rev-parse", "HEAD")
-    other = "production" if env == "acceptance" else "acceptance"
     assert upgrade[:4] == ["upgrade", "--install", "example-pipelines", "dagster/dagster-user-deployments"]
     pairs = dict(zip(upgrade, upgrade[1:], strict=False))
     assert pairs["--version"] == dagster_version()
-    assert pairs["--kube-context"] == f"acme/agents:{env}"
-    assert pairs["--namespace"] == f"dagster-{env}"
-    assert pairs["-f"] == f"deploy/values-{env}.yaml"
+    assert pairs["--kube-context"] == env.kube_context
+    assert pairs["--namespace"] == env.namespace
+    assert pairs["-f"] == f"deploy/values-{env.name}.yaml"
     assert f"deployments[0].image.tag={sha}" in upgrade
     assert {"--atomic", "--wait"} <= set(upgrade)
-    assert not any(other in arg for arg in upgrade)
+    for other in ENVIRONMENTS:
+        if other.name != env.name:
+            assert not {other.kube_context, other.namespace, f"deploy/values-{other.name}.yaml"} & set(upgrade)
 
 
 def test_deploy_job_fails_when_the_location_does_not_load(
@@ -191,11 +178,11 @@ def test_deploy_job_fails_when_the_location_does_not_load(
     stub_env, log = cluster_stubs
     workdir = fresh_checkout(rendered_repo, tmp_path)
     # The same job for a location whose code server is not there (`broken` in the webserver's workspace).
-    overrides = {**deploy_variables(webserver), **stub_env, "PLATFORM_CI_GIT_URL": platform_remote}
+    overrides = {**cluster_variables(FIRST, webserver), **stub_env, "PLATFORM_CI_GIT_URL": platform_remote}
     overrides["DAGSTER_LOCATION"] = "broken"
     overrides["SMOKE_TIMEOUT"] = "3"
     result = run_job(
-        usercode_pipeline, "deploy-acceptance", workdir, pipeline_source="push", branch="main", overrides=overrides
+        usercode_pipeline, f"deploy-{FIRST.name}", workdir, pipeline_source="push", branch="main", overrides=overrides
     )
     assert result.returncode != 0
     assert "smoke: FAILED: ERROR: location 'broken' failed to load" in result.output

@@ -5,6 +5,8 @@ checkout is linted by `make test` itself, which runs `make lint` before the test
 which is what runs these tests, so it is asserted rather than re-run.
 """
 
+import re
+import shlex
 import subprocess
 
 import pytest
@@ -21,18 +23,26 @@ def test_platform_lint_job_passes(tmp_path):
     pipeline = load_pipeline(checkout / ".gitlab-ci.yml")
     result = run_job(pipeline, "lint", checkout, pipeline_source="push", branch="main")
     assert result.commands == ["make lint"]
-    assert result.ok, result.output[-4000:]
+    # What failed, without uv's list of the packages it installed first.
+    output = "\n".join(line for line in result.output.splitlines() if not re.match(r"lint >\s+[-+] \S+==", line))
+    assert result.ok, output[-4000:]
+
+
+def _apt_packages(line: str) -> set[str]:
+    words = shlex.split(line)
+    return {w for w in words[words.index("install") + 1 :] if not w.startswith("-")} if "install" in words else set()
 
 
 def test_platform_test_job_is_exactly_make_test(platform_pipeline):
     job = platform_pipeline.jobs()["test"]
     assert flatten(job["script"]) == ["make test"]
-    # .ci/run runs the same command, after installing the same system packages.
-    ci_run = (ROOT / ".ci" / "run").read_text()
-    assert "make test" in [line.strip() for line in ci_run.splitlines()]
-    for package in ("postgresql", "chromium"):
-        assert package in " ".join(flatten(job["before_script"]))
-        assert package in ci_run
-    # make test installs gitlab-ci-local (make ci-tools) with npm; it runs jobs with rsync.
-    for package in ("nodejs", "npm", "rsync"):
-        assert package in " ".join(flatten(job["before_script"]))
+    # .ci/run runs the same command and nothing else.
+    ci_run = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert [line for line in ci_run if line.startswith("make")] == ["make test"]
+    # make test checks its system packages first (ci/scripts/test-prerequisites.sh: PostgreSQL, Chromium, Node and
+    # npm for gitlab-ci-local, rsync); the CI job installs exactly those before it.
+    prerequisites = (ROOT / "ci" / "scripts" / "test-prerequisites.sh").read_text()
+    needed = {p for group in re.findall(r'need="\$need ([^"]+)"', prerequisites) for p in group.split()}
+    assert {"postgresql", "chromium", "npm", "rsync"} <= needed, needed
+    installed = set().union(*(_apt_packages(line) for line in flatten(job["before_script"])))
+    assert installed == needed, "the test job's before_script and ci/scripts/test-prerequisites.sh disagree"

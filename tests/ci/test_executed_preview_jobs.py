@@ -1,13 +1,17 @@
 """Merge-request previews: the deploy-preview and stop-preview jobs of ci/usercode.gitlab-ci.yml.
 
+They run in the preview environment: the first environment in promotion order whose platform/values/<env>.yaml
+enables previews (platform_config.preview_environment()); a company where none does has no preview jobs, and the
+tests that need one are skipped.
+
 Executed (slow) as the deploy jobs are in test_executed_jobs.py: gitlab-ci-local's shell executor in a fresh clone,
 the platform's tools fetched from a local stand-in, `helm` and `apk` stubbed, and `kubectl` a stateful stand-in for
-the acceptance ConfigMap `dagster-workspace` (get / replace / create with a resourceVersion, Kubernetes' conflict
-and not-found answers), so the real previews.py registers and deregisters. What the kubelet and cluster DNS would do
-is the stub's second write: the ConfigMap's workspace.yaml, every entry pointed at one loopback gRPC code server, is
-the workspace file of a real dagster-webserver, which the jobs make re-read it and the smoke check then asks.
-Fast: which pipelines the jobs appear in, their environment, and the policy refusing previews that could reach
-production.
+the preview environment's ConfigMap `dagster-workspace` (get / replace / create with a resourceVersion, Kubernetes'
+conflict and not-found answers), so the real previews.py registers and deregisters. What the kubelet and cluster DNS
+would do is the stub's second write: the ConfigMap's workspace.yaml, every entry pointed at one loopback gRPC code
+server, is the workspace file of a real dagster-webserver, which the jobs make re-read it and the smoke check then
+asks. Fast: which pipelines the jobs appear in, their environment, and the policy refusing previews that could
+reach another environment.
 """
 
 import json
@@ -24,95 +28,142 @@ from dagster_platform.ci.policy import check
 from dagster_platform.ci.runner import host_environment, run_job
 from dagster_platform.graphql import Client
 from dagster_platform.paths import ROOT, dagster_version
+from dagster_platform.platform_config import Environment
 
-from .helpers import HELM_STUB, fresh_checkout, git, helm_calls, mutated, set_key
+from .helpers import (
+    COMPANY,
+    DEAD_URL,
+    HELM_STUB,
+    PREVIEW,
+    cluster_variables,
+    fresh_checkout,
+    git,
+    helm_calls,
+    mutated,
+    needs,
+    other_than,
+    set_key,
+)
 
-LOCATION = "example-pipelines"
-CONTEXT, NAMESPACE = "acme/agents:acceptance", "dagster-acceptance"
-IMAGE_REPOSITORY = "registry.gitlab.com/acme/dagster/example-pipelines"
+LOCATION = "example-pipelines"  # the template's default location name (the rendered_repo fixture)
 MR_IID = "12"
-PREVIEW = f"{LOCATION}-mr-{MR_IID}"
-REGISTRY = {LOCATION: {"host": LOCATION, "port": 4000}}
+PREVIEW_NAME = f"{LOCATION}-mr-{MR_IID}"
+PORT = COMPANY.grpc_port
+IMAGE_REPOSITORY = COMPANY.image(LOCATION)
+REGISTRY = {LOCATION: {"host": LOCATION, "port": PORT}}
+# The preview pod label as the job passes it to helm --set-string (dots escaped).
+PREVIEW_LABEL = COMPANY.label_domain.replace(".", "\\.") + "/preview"
+
+
+@pytest.fixture
+def preview_env() -> Environment:
+    return needs("environment enabling previews (previews.enabled)", PREVIEW)
+
 
 # --- fast: where the jobs run, their environment, the policy --------------------------------------------------
 
 
-def test_preview_jobs_run_on_merge_requests_only(pipeline_whens):
+def test_preview_jobs_exist_only_where_an_environment_enables_previews(usercode_pipeline):
+    jobs = set(usercode_pipeline.jobs())
+    if PREVIEW is None:
+        assert not {"deploy-preview", "stop-preview"} & jobs, "no environment enables previews; run `make generate`"
+    else:
+        assert {"deploy-preview", "stop-preview"} <= jobs, f"{PREVIEW.file} enables previews; run `make generate`"
+
+
+def test_preview_jobs_run_on_merge_requests_only(preview_env, pipeline_whens):
     whens = pipeline_whens["usercode"]
     assert [whens[ctx]["deploy-preview"] for ctx in ("mr", "main", "feature_push")] == ["on_success", "never", "never"]
     assert [whens[ctx]["stop-preview"] for ctx in ("mr", "main", "feature_push")] == ["manual", "never", "never"]
 
 
-def test_preview_environment_is_a_stoppable_review_app(usercode_pipeline):
+def test_preview_environment_is_a_stoppable_review_app(preview_env, usercode_pipeline):
     jobs = usercode_pipeline.jobs()
     deploy, stop = jobs["deploy-preview"], jobs["stop-preview"]
+    url = f"$DAGSTER_WEBSERVER_URL_{preview_env.variable_suffix}"
     assert deploy["environment"] == {
         "name": "review/$DAGSTER_LOCATION-mr-$CI_MERGE_REQUEST_IID",
-        "url": "$DAGSTER_WEBSERVER_URL_ACCEPTANCE/locations/$DAGSTER_LOCATION-mr-$CI_MERGE_REQUEST_IID/assets",
+        "url": f"{url}/locations/$DAGSTER_LOCATION-mr-$CI_MERGE_REQUEST_IID/assets",
         "on_stop": "stop-preview",
         "auto_stop_in": "$PREVIEW_AUTO_STOP_IN",
         "deployment_tier": "development",
     }
     assert stop["environment"] == {"name": deploy["environment"]["name"], "action": "stop"}
-    assert deploy["stage"] == stop["stage"] == "acceptance"
+    assert deploy["stage"] == stop["stage"] == preview_env.name
+    for job in (deploy, stop):
+        assert job["variables"]["PREVIEW_ENV"] == preview_env.name
+        assert job["variables"]["KUBE_CONTEXT"] == f"$KUBE_CONTEXT_{preview_env.variable_suffix}"
+        assert job["variables"]["KUBE_NAMESPACE"] == preview_env.namespace
+        assert job["variables"]["DAGSTER_WEBSERVER_URL"] == url
     assert deploy["resource_group"] == stop["resource_group"] == "preview-$DAGSTER_LOCATION-$CI_MERGE_REQUEST_IID"
     assert deploy["interruptible"] is stop["interruptible"] is False
     assert stop["variables"]["GIT_STRATEGY"] == "none"
     variables = usercode_pipeline.variables
     assert variables["PREVIEW_AUTO_STOP_IN"] == "3 days"
     assert variables["PREVIEW_MAX_PER_LOCATION"] == "3"
-    # The port the preview serves and is registered with is the platform's port contract.
-    contract = yaml.safe_load((ROOT / "platform" / "usercode.yaml").read_text())["grpc_port"]
-    assert int(variables["DAGSTER_GRPC_PORT"]) == contract
+    # The port the preview serves and is registered with is the platform's port contract (company.yaml grpc_port),
+    # and its pods carry the company's preview label.
+    assert int(variables["DAGSTER_GRPC_PORT"]) == COMPANY.grpc_port
+    assert variables["PREVIEW_LABEL"] == PREVIEW_LABEL
 
 
 def _in_preview_script(old: str, new: str):
     def change(config):
-        config["deploy-preview"]["script"] = [line.replace(old, new) for line in config["deploy-preview"]["script"]]
+        script = config["deploy-preview"]["script"]
+        assert any(old in line for line in script), f"{old!r} is not in deploy-preview's script"
+        config["deploy-preview"]["script"] = [line.replace(old, new) for line in script]
 
     return change
 
 
+def _only(preview: Environment, other: Environment, variable: str) -> str:
+    found = f"{variable}_{other.variable_suffix}"
+    return f"a review/ environment must use {preview.name} variables only, found [{found!r}]"
+
+
+def _fixed(change, expected):
+    return lambda preview, other: (change, expected)
+
+
+NO_STOP = "deploy-preview: a review/ environment needs on_stop naming a job with the same environment and action: stop"
+# (the preview environment, another environment: the strictest) -> (a broken copy, the one line refusing it)
 PREVIEW_BREAKAGES = {
-    "production kube context": (
-        set_key(["deploy-preview", "variables", "KUBE_CONTEXT"], "$KUBE_CONTEXT_PRODUCTION"),
-        "deploy-preview: a review/ environment must use acceptance variables only, found ['KUBE_CONTEXT_PRODUCTION']",
+    "another environment's kube context": lambda p, o: (
+        set_key(["deploy-preview", "variables", "KUBE_CONTEXT"], f"$KUBE_CONTEXT_{o.variable_suffix}"),
+        f"deploy-preview: {_only(p, o, 'KUBE_CONTEXT')}",
     ),
-    "production namespace in the stop job": (
-        set_key(["stop-preview", "variables", "KUBE_NAMESPACE"], "$PRODUCTION_NAMESPACE"),
-        "stop-preview: a review/ environment must use acceptance variables only, found ['PRODUCTION_NAMESPACE']",
+    "another environment's webserver in the stop job": lambda p, o: (
+        set_key(["stop-preview", "variables", "DAGSTER_WEBSERVER_URL"], f"$DAGSTER_WEBSERVER_URL_{o.variable_suffix}"),
+        f"stop-preview: {_only(p, o, 'DAGSTER_WEBSERVER_URL')}",
     ),
-    "production webserver link": (
-        set_key(["deploy-preview", "environment", "url"], "$DAGSTER_WEBSERVER_URL_PRODUCTION/locations"),
-        "deploy-preview: a review/ environment must use acceptance variables only,"
-        " found ['DAGSTER_WEBSERVER_URL_PRODUCTION']",
+    "another environment's webserver link": lambda p, o: (
+        set_key(["deploy-preview", "environment", "url"], f"$DAGSTER_WEBSERVER_URL_{o.variable_suffix}/locations"),
+        f"deploy-preview: {_only(p, o, 'DAGSTER_WEBSERVER_URL')}",
     ),
-    "registered in production": (
-        _in_preview_script("--env acceptance", "--env production"),
-        "deploy-preview: the previews tool must run with --env acceptance",
+    "registered in another environment": lambda p, o: (
+        _in_preview_script('--env "$PREVIEW_ENV"', f"--env {o.name}"),
+        'deploy-preview: the previews tool must run with --env "$PREVIEW_ENV"',
     ),
-    "on the default branch": (
+    "PREVIEW_ENV of another environment": lambda p, o: (
+        set_key(["deploy-preview", "variables", "PREVIEW_ENV"], o.name),
+        f"deploy-preview: PREVIEW_ENV must be {p.name}, the first environment enabling previews",
+    ),
+    "in another environment's stage": lambda p, o: (
+        set_key(["deploy-preview", "stage"], o.name),
+        f"deploy-preview: a review/ environment must run in stage {p.name!r}",
+    ),
+    "on the default branch": _fixed(
         set_key(["deploy-preview", "rules"], [{"if": "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"}]),
         "deploy-preview: a review/ environment runs on merge requests only"
         ' (rules: if $CI_PIPELINE_SOURCE == "merge_request_event")',
     ),
-    "in the production stage": (
-        set_key(["deploy-preview", "stage"], "production"),
-        "deploy-preview: a review/ environment must run in stage 'acceptance'",
-    ),
-    "no stop job": (
-        set_key(["deploy-preview", "environment", "on_stop"], "nothing"),
-        "deploy-preview: a review/ environment needs on_stop naming a job with the same environment and action: stop",
-    ),
-    "stop job of another environment": (
-        set_key(["stop-preview", "environment", "name"], "review/other"),
-        "deploy-preview: a review/ environment needs on_stop naming a job with the same environment and action: stop",
-    ),
-    "never stopped by itself": (
+    "no stop job": _fixed(set_key(["deploy-preview", "environment", "on_stop"], "nothing"), NO_STOP),
+    "stop job of another environment": _fixed(set_key(["stop-preview", "environment", "name"], "review/x"), NO_STOP),
+    "never stopped by itself": _fixed(
         lambda config: config["deploy-preview"]["environment"].pop("auto_stop_in"),
         "deploy-preview: a review/ environment must set auto_stop_in",
     ),
-    "production tier": (
+    "GitLab's production tier": _fixed(
         set_key(["deploy-preview", "environment", "deployment_tier"], "production"),
         "deploy-preview: a review/ environment's deployment_tier must be development",
     ),
@@ -120,10 +171,19 @@ PREVIEW_BREAKAGES = {
 
 
 @pytest.mark.parametrize("breakage", sorted(PREVIEW_BREAKAGES))
-def test_policy_refuses_a_preview_that_could_reach_production(breakage, usercode_pipeline):
+def test_policy_refuses_a_preview_that_could_reach_another_environment(breakage, preview_env, usercode_pipeline):
     """Each broken copy is refused with exactly one line; the real file passes (test_structure.py)."""
-    change, expected = PREVIEW_BREAKAGES[breakage]
+    other = needs("second environment", other_than(preview_env))
+    change, expected = PREVIEW_BREAKAGES[breakage](preview_env, other)
     assert check(mutated(usercode_pipeline, change), "usercode") == [expected]
+
+
+@pytest.mark.parametrize("job", ["deploy-preview", "stop-preview"])
+def test_policy_refuses_a_preview_in_another_environments_namespace(job, preview_env, usercode_pipeline):
+    other = needs("second environment", other_than(preview_env))
+    change = set_key([job, "variables", "KUBE_NAMESPACE"], other.namespace)
+    problems = check(mutated(usercode_pipeline, change), "usercode")
+    assert len(problems) == 1 and problems[0].startswith(f"{job}: ") and preview_env.namespace in problems[0], problems
 
 
 # --- executed: helm and kubectl stubbed, a real webserver -----------------------------------------------------
@@ -188,10 +248,11 @@ print(f"configmap/dagster-workspace {argv[0]}d")
 
 
 class Cluster:
-    """The stubs' files: helm's and kubectl's recorded calls, the ConfigMap."""
+    """The stubs' files: helm's and kubectl's recorded calls, the preview environment's ConfigMap."""
 
-    def __init__(self, tmp_path: Path, webserver):
+    def __init__(self, tmp_path: Path, webserver, env: Environment):
         self.url, self.mount, grpc_port = webserver
+        self.environment = env
         bin_dir = tmp_path / "stub-bin"
         bin_dir.mkdir()
         for name, text in (("helm", HELM_STUB), ("kubectl", KUBECTL_STUB), ("apk", "#!/bin/sh\nexit 0\n")):
@@ -207,13 +268,24 @@ class Cluster:
             "KUBE_MOUNT": str(self.mount),
             "STUB_GRPC_PORT": str(grpc_port),
         }
+        # kubectl's calls of the jobs: the environment's kube context (CI variable) and namespace.
+        kube = ["--context", env.kube_context, "--namespace", env.namespace]
+        self.get = [*kube, "get", "configmap", "dagster-workspace", "-o", "json"]
+        self.replace = [*kube, "replace", "-f", "-"]
+
+    def uninstall(self, name: str) -> list[str]:
+        """helm's arguments when a job uninstalls preview `name` from the preview environment."""
+        env = self.environment
+        return ["uninstall", name, "--kube-context", env.kube_context, "--namespace", env.namespace,
+                "--ignore-not-found", "--wait"]  # fmt: skip
 
     def previews(self, *args: str) -> str:
         """The platform's own previews CLI against the stub, as the platform upgrade (sync) or another MR's job
         (add) would run it: how the ConfigMap is seeded."""
+        env = self.environment
         done = subprocess.run(
-            [sys.executable, "-m", "dagster_platform.ci.previews", *args, "--env", "acceptance"]
-            + ["--context", CONTEXT, "--namespace", NAMESPACE],
+            [sys.executable, "-m", "dagster_platform.ci.previews", *args, "--env", env.name]
+            + ["--context", env.kube_context, "--namespace", env.namespace],
             env={**os.environ, **self.env, "PYTHONPATH": str(ROOT / "src")},
             capture_output=True,
             text=True,
@@ -236,25 +308,27 @@ class Cluster:
     def configmap(self) -> dict:
         return json.loads(self.state.read_text())
 
+    def annotation(self, kind: str):
+        """An annotation of the ConfigMap under the company's label domain (platform/company.yaml), decoded."""
+        return json.loads(self.configmap()["metadata"]["annotations"][f"{COMPANY.label_domain}/{kind}"])
+
     def workspace_locations(self) -> list[str]:
         workspace = json.loads(self.configmap()["data"]["workspace.yaml"])
         return [entry["grpc_server"]["location_name"] for entry in workspace["load_from"]]
 
 
 @pytest.fixture
-def cluster(tmp_path, preview_webserver):
-    cluster = Cluster(tmp_path, preview_webserver)
+def cluster(tmp_path, preview_webserver, preview_env):
+    cluster = Cluster(tmp_path, preview_webserver, preview_env)
     # The platform upgrade has written the registry (previews sync), as on a cluster where the location is registered.
     cluster.previews("sync", "--registry-json", json.dumps(REGISTRY))
     return cluster
 
 
 def _run(job, repo, pipeline, cluster, platform_remote, tmp_path, **extra):
+    """`job` with every environment's CI variables set; only the preview environment's webserver answers."""
     overrides = {
-        "KUBE_CONTEXT_ACCEPTANCE": CONTEXT,
-        "KUBE_CONTEXT_PRODUCTION": "acme/agents:production",
-        "DAGSTER_WEBSERVER_URL_ACCEPTANCE": cluster.url,
-        "DAGSTER_WEBSERVER_URL_PRODUCTION": "http://127.0.0.1:9",
+        **cluster_variables(cluster.environment, cluster.url),
         "CI_MERGE_REQUEST_IID": MR_IID,
         "CI_REGISTRY_IMAGE": IMAGE_REPOSITORY,
         "PLATFORM_CI_GIT_URL": platform_remote,
@@ -265,72 +339,65 @@ def _run(job, repo, pipeline, cluster, platform_remote, tmp_path, **extra):
     return run_job(pipeline, job, fresh_checkout(repo, workdir), overrides=overrides)
 
 
-def _uninstall(name: str) -> list[str]:
-    return ["uninstall", name, "--kube-context", CONTEXT, "--namespace", NAMESPACE, "--ignore-not-found", "--wait"]
-
-
-KUBE = ["--context", CONTEXT, "--namespace", NAMESPACE]
-GET = [*KUBE, "get", "configmap", "dagster-workspace", "-o", "json"]
-REPLACE = [*KUBE, "replace", "-f", "-"]
-
-
 @pytest.mark.slow
 def test_deploy_preview_then_stop_preview(rendered_repo, usercode_pipeline, platform_remote, cluster, tmp_path):
-    """deploy-preview: helm in acceptance only, registered next to the registry entry, LOADED in the real webserver;
-    stop-preview: deregistered, gone from the webserver, then uninstalled."""
+    """deploy-preview: helm in the preview environment only, registered next to the registry entry, LOADED in the
+    real webserver; stop-preview: deregistered, gone from the webserver, then uninstalled."""
+    env = cluster.environment
     sha = git(rendered_repo, "rev-parse", "HEAD")
-    values = yaml.safe_load((rendered_repo / "deploy" / "values-acceptance.yaml").read_text())
+    values = yaml.safe_load((rendered_repo / "deploy" / f"values-{env.name}.yaml").read_text())
     env_index = len(values["deployments"][0]["env"])  # DAGSTER_PREVIEW is appended after the file's own entries
     cluster.reset_logs()
 
     deployed = _run("deploy-preview", rendered_repo, usercode_pipeline, cluster, platform_remote, tmp_path)
     assert deployed.ok, deployed.output[-4000:]
-    assert f"registered preview {PREVIEW}" in deployed.output
-    assert f"smoke: OK: location '{PREVIEW}' is LOADED" in deployed.output
+    assert f"registered preview {PREVIEW_NAME}" in deployed.output
+    assert f"smoke: OK: location '{PREVIEW_NAME}' is LOADED" in deployed.output
     assert cluster.helm_calls() == [
         ["repo", "add", "dagster", "https://dagster-io.github.io/helm", "--force-update"],
         [
-            "upgrade", "--install", PREVIEW, "dagster/dagster-user-deployments",
+            "upgrade", "--install", PREVIEW_NAME, "dagster/dagster-user-deployments",
             "--version", dagster_version(),
-            "--kube-context", CONTEXT, "--namespace", NAMESPACE,
-            "-f", "deploy/values-acceptance.yaml",
-            "--set", f"deployments[0].name={PREVIEW}",
+            "--kube-context", env.kube_context, "--namespace", env.namespace,
+            "-f", f"deploy/values-{env.name}.yaml",
+            "--set", f"deployments[0].name={PREVIEW_NAME}",
             "--set", f"deployments[0].image.repository={IMAGE_REPOSITORY}",
             "--set", f"deployments[0].image.tag={sha}",
-            "--set", "deployments[0].port=4000",
-            "--set-string", "deployments[0].labels.platform\\.acme\\.io/preview=true",
+            "--set", f"deployments[0].port={PORT}",
+            "--set-string", f"deployments[0].labels.{PREVIEW_LABEL}=true",
             "--set", f"deployments[0].env[{env_index}].name=DAGSTER_PREVIEW",
             "--set-string", f"deployments[0].env[{env_index}].value=mr-{MR_IID}",
             "--atomic", "--wait", "--timeout", "10m",
         ],
     ]  # fmt: skip
-    assert cluster.kubectl_calls() == [GET, REPLACE]
-    configmap = cluster.configmap()
-    assert cluster.workspace_locations() == [LOCATION, PREVIEW]
-    assert json.loads(configmap["metadata"]["annotations"]["platform.acme.io/registry"]) == REGISTRY
-    preview = json.loads(configmap["metadata"]["annotations"]["platform.acme.io/previews"])[PREVIEW]
-    assert (preview["location"], preview["mr"], preview["host"], preview["port"]) == (LOCATION, 12, PREVIEW, 4000)
-    assert Client(cluster.url).location_state(PREVIEW)[0] == "LOADED"
+    assert cluster.kubectl_calls() == [cluster.get, cluster.replace]
+    assert cluster.workspace_locations() == [LOCATION, PREVIEW_NAME]
+    assert cluster.annotation("registry") == REGISTRY
+    preview = cluster.annotation("previews")[PREVIEW_NAME]
+    assert (preview["location"], preview["mr"], preview["host"], preview["port"]) == (
+        LOCATION, int(MR_IID), PREVIEW_NAME, PORT
+    )  # fmt: skip
+    assert Client(cluster.url).location_state(PREVIEW_NAME)[0] == "LOADED"
 
     cluster.reset_logs()
     stopped = _run("stop-preview", rendered_repo, usercode_pipeline, cluster, platform_remote, tmp_path)
     assert stopped.ok, stopped.output[-4000:]
-    assert f"deregistered preview {PREVIEW}" in stopped.output
-    assert f"smoke: OK: location '{PREVIEW}' is no longer in the webserver's workspace" in stopped.output
-    assert cluster.kubectl_calls() == [GET, REPLACE]
-    assert cluster.helm_calls() == [_uninstall(PREVIEW)]
+    assert f"deregistered preview {PREVIEW_NAME}" in stopped.output
+    assert f"smoke: OK: location '{PREVIEW_NAME}' is no longer in the webserver's workspace" in stopped.output
+    assert cluster.kubectl_calls() == [cluster.get, cluster.replace]
+    assert cluster.helm_calls() == [cluster.uninstall(PREVIEW_NAME)]
     assert cluster.workspace_locations() == [LOCATION]
-    assert json.loads(cluster.configmap()["metadata"]["annotations"]["platform.acme.io/previews"]) == {}
-    assert Client(cluster.url).location_state(PREVIEW)[0] == "MISSING"
+    assert cluster.annotation("previews") == {}
+    assert Client(cluster.url).location_state(PREVIEW_NAME)[0] == "MISSING"
     assert Client(cluster.url).location_state(LOCATION)[0] == "LOADED"
 
     # GitLab may run the stop job again (auto-stop after a manual stop): nothing left to do, still green.
     cluster.reset_logs()
     again = _run("stop-preview", rendered_repo, usercode_pipeline, cluster, platform_remote, tmp_path)
     assert again.ok, again.output[-4000:]
-    assert f"preview {PREVIEW} was not registered" in again.output
-    assert cluster.kubectl_calls() == [GET]  # unchanged: nothing written
-    assert cluster.helm_calls() == [_uninstall(PREVIEW)]
+    assert f"preview {PREVIEW_NAME} was not registered" in again.output
+    assert cluster.kubectl_calls() == [cluster.get]  # unchanged: nothing written
+    assert cluster.helm_calls() == [cluster.uninstall(PREVIEW_NAME)]
 
 
 @pytest.mark.slow
@@ -338,16 +405,16 @@ def test_deploy_preview_evicts_the_oldest_beyond_the_limit(
     rendered_repo, usercode_pipeline, platform_remote, cluster, tmp_path
 ):
     for mr in ("7", "8", "9"):  # three live previews of this location, MR 7 the oldest
-        cluster.previews("add", "--location", LOCATION, "--mr", mr, "--port", "4000")
+        cluster.previews("add", "--location", LOCATION, "--mr", mr, "--port", str(PORT))
     cluster.reset_logs()
     deployed = _run("deploy-preview", rendered_repo, usercode_pipeline, cluster, platform_remote, tmp_path)
     assert deployed.ok, deployed.output[-4000:]
     assert f"evicted {LOCATION}-mr-7" in deployed.output
     repo_add, upgrade, *uninstalls = cluster.helm_calls()
-    assert upgrade[:3] == ["upgrade", "--install", PREVIEW]
-    assert uninstalls == [_uninstall(f"{LOCATION}-mr-7")]  # after it left the workspace
-    assert cluster.workspace_locations() == [LOCATION, f"{LOCATION}-mr-8", f"{LOCATION}-mr-9", PREVIEW]
-    assert f"smoke: OK: location '{PREVIEW}' is LOADED" in deployed.output
+    assert upgrade[:3] == ["upgrade", "--install", PREVIEW_NAME]
+    assert uninstalls == [cluster.uninstall(f"{LOCATION}-mr-7")]  # after it left the workspace
+    assert cluster.workspace_locations() == [LOCATION, f"{LOCATION}-mr-8", f"{LOCATION}-mr-9", PREVIEW_NAME]
+    assert f"smoke: OK: location '{PREVIEW_NAME}' is LOADED" in deployed.output
     assert Client(cluster.url).location_state(f"{LOCATION}-mr-7")[0] == "MISSING"
 
 
@@ -365,14 +432,14 @@ def test_deploy_preview_of_an_unregistered_location_leaves_nothing(
     )  # fmt: skip
     assert failed.returncode != 0
     assert (
-        "previews: 'unregistered' is not a registered location (registered: example-pipelines); register it first"
+        f"previews: 'unregistered' is not a registered location (registered: {LOCATION}); register it first"
         in failed.output
     )
     assert [call[:3] for call in cluster.helm_calls()[1:]] == [
-        ["upgrade", "--install", "unregistered-mr-12"],
-        ["uninstall", "unregistered-mr-12", "--kube-context"],
+        ["upgrade", "--install", f"unregistered-mr-{MR_IID}"],
+        ["uninstall", f"unregistered-mr-{MR_IID}", "--kube-context"],
     ]
-    assert cluster.kubectl_calls() == [GET]
+    assert cluster.kubectl_calls() == [cluster.get]
     assert cluster.configmap() == before
 
 
@@ -381,14 +448,12 @@ def test_stop_preview_goes_on_when_the_webserver_is_down(
     rendered_repo, usercode_pipeline, platform_remote, cluster, tmp_path
 ):
     """An MR's stop is not blocked by the webserver: deregistered, a warning, uninstalled."""
-    cluster.previews("add", "--location", LOCATION, "--mr", MR_IID, "--port", "4000")
+    cluster.previews("add", "--location", LOCATION, "--mr", MR_IID, "--port", str(PORT))
     cluster.reset_logs()
-    stopped = _run(
-        "stop-preview", rendered_repo, usercode_pipeline, cluster, platform_remote, tmp_path,
-        DAGSTER_WEBSERVER_URL_ACCEPTANCE="http://127.0.0.1:9", SMOKE_TIMEOUT="0",
-    )  # fmt: skip
+    down = {f"DAGSTER_WEBSERVER_URL_{cluster.environment.variable_suffix}": DEAD_URL, "SMOKE_TIMEOUT": "0"}
+    stopped = _run("stop-preview", rendered_repo, usercode_pipeline, cluster, platform_remote, tmp_path, **down)
     assert stopped.ok, stopped.output[-4000:]
     assert "smoke: FAILED: the webserver did not re-read its workspace" in stopped.output
     assert "webserver: WARNING: it did not confirm the preview is gone; uninstalling anyway" in stopped.output
     assert cluster.workspace_locations() == [LOCATION]
-    assert cluster.helm_calls() == [_uninstall(PREVIEW)]
+    assert cluster.helm_calls() == [cluster.uninstall(PREVIEW_NAME)]

@@ -1,7 +1,11 @@
 """ci/previews.py, the registration of preview code locations: the pure changes (add, evict the oldest, re-add,
-remove, collisions, the production guard, name length), and the cluster store against a stub `kubectl` that
-keeps the ConfigMap the way the API server does (a resourceVersion per write, `replace` at a stale one refused
-with Kubernetes' own 409 text): three writers started at once all land, through retried conflicts."""
+remove, collisions, the guard of environments without previews, name length), and the cluster store against a stub
+`kubectl` that keeps the ConfigMap the way the API server does (a resourceVersion per write, `replace` at a stale
+one refused with Kubernetes' own 409 text): three writers started at once all land, through retried conflicts.
+
+The environments are the company's (platform/values/, through the generated ci/generated/platform.json previews.py
+reads): OPEN is the environment previews run in, CLOSED one that holds the registered locations alone; a company
+without one of them skips the tests that need it."""
 
 from __future__ import annotations
 
@@ -15,22 +19,50 @@ import pytest
 from dagster_platform.ci import previews
 from dagster_platform.ci.previews import PreviewError, Server, Workspace
 
-REGISTRY = {"example-pipelines": Server("example-pipelines", 4000), "platform-ops": Server("platform-ops", 4000)}
+from .helpers import COMPANY, ENVIRONMENTS, NO_PREVIEW, PREVIEW, needs
+
+PORT = COMPANY.grpc_port
+REGISTRY = {"example-pipelines": Server("example-pipelines", PORT), "platform-ops": Server("platform-ops", PORT)}
 BASE = Workspace(dict(REGISTRY))
-CONTEXT = ["--context", "acme-acceptance", "--namespace", "dagster-acceptance"]
+# Where previews may run in the pure changes: the preview environment, else the laptop's (always allowed).
+OPEN_NAME = PREVIEW.name if PREVIEW else "local"
+# The environments previews may run in, as previews.py names them in a refusal.
+ALLOWED = " or ".join([*(env.name for env in ENVIRONMENTS if env.previews), "local"])
 
 
 def registry_json(registry=REGISTRY) -> str:
     return json.dumps({n: {"host": s.host, "port": s.port} for n, s in registry.items()})
 
 
+def kube(env) -> list[str]:
+    """The CLI's cluster arguments for an environment: its kube context and namespace."""
+    return ["--context", env.kube_context, "--namespace", env.namespace]
+
+
+def annotation(kind: str) -> str:
+    return f"{COMPANY.label_domain}/{kind}"
+
+
+def refused_in(env: str) -> str:
+    return f"previews run only in {ALLOWED}, never in {env!r}: {env} holds the registered locations alone"
+
+
+def test_previews_reads_the_companys_environments_and_label_domain():
+    """previews.py (stdlib only) reads the generated copy of platform/company.yaml and platform/values/: it names
+    the same environments and the same label domain as platform_config."""
+    hint = "ci/generated/platform.json is stale: run `make generate`"
+    assert previews.preview_environments() == (*(e.name for e in ENVIRONMENTS if e.previews), "local"), hint
+    assert sorted(previews.environments()) == sorted([*(e.name for e in ENVIRONMENTS), "local"]), hint
+    assert previews.annotation("registry") == annotation("registry"), hint
+
+
 # -- the pure changes ------------------------------------------------------------------------------------------
 def test_add_registers_the_preview_after_the_registered_locations():
-    ws, evicted = previews.add_preview(BASE, "example-pipelines", 17, 4000, now=1.0)
+    ws, evicted = previews.add_preview(BASE, "example-pipelines", 17, PORT, now=1.0)
     assert evicted == []
     assert ws.previews == {
         "example-pipelines-mr-17": {
-            "location": "example-pipelines", "mr": 17, "host": "example-pipelines-mr-17", "port": 4000, "created": 1.0
+            "location": "example-pipelines", "mr": 17, "host": "example-pipelines-mr-17", "port": PORT, "created": 1.0
         }
     }  # fmt: skip
     assert [e["grpc_server"]["location_name"] for e in json.loads(ws.text())["load_from"]] == [
@@ -41,39 +73,39 @@ def test_add_registers_the_preview_after_the_registered_locations():
 def test_add_beyond_the_limit_evicts_the_oldest_of_that_location_only():
     ws = BASE
     for mr, now in ((1, 1.0), (2, 2.0)):
-        ws, _ = previews.add_preview(ws, "example-pipelines", mr, 4000, max_per_location=2, now=now)
-    ws, _ = previews.add_preview(ws, "platform-ops", 9, 4000, max_per_location=2, now=0.5)
-    ws, evicted = previews.add_preview(ws, "example-pipelines", 3, 4000, max_per_location=2, now=3.0)
+        ws, _ = previews.add_preview(ws, "example-pipelines", mr, PORT, max_per_location=2, now=now)
+    ws, _ = previews.add_preview(ws, "platform-ops", 9, PORT, max_per_location=2, now=0.5)
+    ws, evicted = previews.add_preview(ws, "example-pipelines", 3, PORT, max_per_location=2, now=3.0)
     assert evicted == ["example-pipelines-mr-1"]
     assert sorted(ws.previews) == ["example-pipelines-mr-2", "example-pipelines-mr-3", "platform-ops-mr-9"]
 
 
 def test_the_limit_sync_stores_is_the_default_of_add():
-    ws = previews.sync_registry(BASE, REGISTRY, "acceptance", limit=1)
-    ws, _ = previews.add_preview(ws, "example-pipelines", 1, 4000, now=1.0)
-    ws, evicted = previews.add_preview(ws, "example-pipelines", 2, 4000, now=2.0)
+    ws = previews.sync_registry(BASE, REGISTRY, OPEN_NAME, limit=1)
+    ws, _ = previews.add_preview(ws, "example-pipelines", 1, PORT, now=1.0)
+    ws, evicted = previews.add_preview(ws, "example-pipelines", 2, PORT, now=2.0)
     assert ws.limit == 1 and evicted == ["example-pipelines-mr-1"]
-    assert previews.sync_registry(ws, REGISTRY, "acceptance").limit == 1  # a sync without one keeps it
+    assert previews.sync_registry(ws, REGISTRY, OPEN_NAME).limit == 1  # a sync without one keeps it
 
 
 def test_re_adding_a_preview_keeps_its_place_and_evicts_nothing():
-    ws, _ = previews.add_preview(BASE, "example-pipelines", 1, 4000, max_per_location=1, now=1.0)
+    ws, _ = previews.add_preview(BASE, "example-pipelines", 1, PORT, max_per_location=1, now=1.0)
     ws, evicted = previews.add_preview(ws, "example-pipelines", 1, 4001, max_per_location=1, now=5.0)
     assert evicted == [] and ws.previews["example-pipelines-mr-1"]["created"] == 1.0
     assert ws.previews["example-pipelines-mr-1"]["port"] == 4001
 
 
 def test_removing_twice_is_not_an_error():
-    ws, _ = previews.add_preview(BASE, "example-pipelines", 1, 4000, now=1.0)
+    ws, _ = previews.add_preview(BASE, "example-pipelines", 1, PORT, now=1.0)
     ws, removed = previews.remove_preview(ws, "example-pipelines-mr-1")
     assert removed and ws == BASE
     assert previews.remove_preview(ws, "example-pipelines-mr-1") == (BASE, False)
 
 
 def test_the_registry_sync_keeps_the_previews():
-    ws, _ = previews.add_preview(BASE, "example-pipelines", 1, 4000, now=1.0)
-    new = {**REGISTRY, "sales": Server("sales", 4000)}
-    synced = previews.sync_registry(ws, new, "acceptance")
+    ws, _ = previews.add_preview(BASE, "example-pipelines", 1, PORT, now=1.0)
+    new = {**REGISTRY, "sales": Server("sales", PORT)}
+    synced = previews.sync_registry(ws, new, OPEN_NAME)
     assert synced.registry == new and synced.previews == ws.previews
 
 
@@ -81,17 +113,17 @@ def test_the_registry_sync_keeps_the_previews():
     ("change", "message"),
     [
         (
-            lambda: previews.add_preview(BASE, "nope", 1, 4000),
+            lambda: previews.add_preview(BASE, "nope", 1, PORT),
             "'nope' is not a registered location (registered: example-pipelines, platform-ops); register it first",
         ),
         (
             lambda: previews.add_preview(
-                Workspace({**REGISTRY, "example-pipelines-mr-1": Server("x", 4000)}), "example-pipelines", 1, 4000
+                Workspace({**REGISTRY, "example-pipelines-mr-1": Server("x", PORT)}), "example-pipelines", 1, PORT
             ),
             "preview 'example-pipelines-mr-1' collides with a registered location of that name",
         ),
         (
-            lambda: previews.with_registry(BASE, {"sales-mr-2": Server("sales-mr-2", 4000)}),
+            lambda: previews.with_registry(BASE, {"sales-mr-2": Server("sales-mr-2", PORT)}),
             "registered location 'sales-mr-2' ends like a preview (-mr-<n>); rename it in the registry",
         ),
         (
@@ -99,25 +131,13 @@ def test_the_registry_sync_keeps_the_previews():
             "'platform-ops' is a registered location, not a preview; previews end in -mr-<iid>",
         ),
         (
-            lambda: previews.add_preview(BASE, "example-pipelines", "12a", 4000),
+            lambda: previews.add_preview(BASE, "example-pipelines", "12a", PORT),
             "merge request '12a' is not a number (CI_MERGE_REQUEST_IID)",
         ),
         (
             lambda: previews.preview_name("a" * 47, 12345),
             f"preview name '{'a' * 47}-mr-12345' is not a DNS-1123 label of at most 53 characters; "
             "shorten the location",
-        ),
-        (
-            lambda: previews.check_environment("production"),
-            "previews run only in acceptance or local, never in 'production': "
-            "production holds the registered locations alone",
-        ),
-        (
-            lambda: previews.sync_registry(
-                previews.add_preview(BASE, "example-pipelines", 4, 4000)[0], REGISTRY, "production"
-            ),
-            "the production workspace holds preview(s) example-pipelines-mr-4; previews never run in production: "
-            "remove them (helm uninstall, then `previews remove` in acceptance's tools) before the upgrade",
         ),
     ],
 )
@@ -127,10 +147,24 @@ def test_a_refused_change_is_one_line(change, message):
     assert str(refused.value) == message and "\n" not in message
 
 
+def test_an_environment_without_previews_is_refused_in_one_line():
+    closed = needs("environment without previews", NO_PREVIEW).name
+    with pytest.raises(PreviewError) as refused:
+        previews.check_environment(closed)
+    assert str(refused.value) == refused_in(closed)
+    with_preview = previews.add_preview(BASE, "example-pipelines", 4, PORT)[0]
+    with pytest.raises(PreviewError) as refused:
+        previews.sync_registry(with_preview, REGISTRY, closed)
+    assert str(refused.value) == (
+        f"the {closed} workspace holds preview(s) example-pipelines-mr-4; previews never run in {closed}: "
+        "remove them (helm uninstall, then `previews remove` with the --env they run in) before the upgrade"
+    )
+
+
 def test_a_registry_entry_colliding_with_a_live_preview_is_refused():
-    ws = Workspace({"sales": Server("sales", 4000)}, {"x-mr-1": {"location": "x"}})
+    ws = Workspace({"sales": Server("sales", PORT)}, {"x-mr-1": {"location": "x"}})
     with pytest.raises(PreviewError, match="registered location 'x-mr-1' ends like a preview"):
-        previews.with_registry(ws, {"x-mr-1": Server("x-mr-1", 4000)})
+        previews.with_registry(ws, {"x-mr-1": Server("x-mr-1", PORT)})
 
 
 # -- the cluster store, against a stub kubectl that behaves like the API server ----------------------------------
@@ -155,7 +189,10 @@ if verb[:2] == ["get", "configmap"]:
     fcntl.flock(lock, fcntl.LOCK_EX)
     state = load()
     gets = int(open(state_path + ".gets").read()) + 1 if os.path.exists(state_path + ".gets") else 1
-    open(state_path + ".gets", "w").write(str(gets))
+    # Replaced whole, never truncated in place: the barrier below reads it without the lock.
+    with open(state_path + ".gets.tmp", "w") as out:
+        out.write(str(gets))
+    os.replace(state_path + ".gets.tmp", state_path + ".gets")
     fcntl.flock(lock, fcntl.LOCK_UN)
     # STUB_BARRIER=n: the first n reads return only once all n have read (the same resourceVersion): forced
     # interleaving, whatever the machine's load, instead of a sleep that hopes for it.
@@ -222,37 +259,49 @@ def cluster(tmp_path):
     return Cluster()
 
 
-def test_sync_creates_the_configmap_dagster_reads(cluster):
+@pytest.fixture
+def open_env():
+    """The environment previews run in (the first enabling previews.enabled)."""
+    return needs("environment enabling previews (previews.enabled)", PREVIEW)
+
+
+@pytest.fixture
+def closed_env():
+    """An environment that holds the registered locations alone (no previews.enabled), the strictest."""
+    return needs("environment without previews", NO_PREVIEW)
+
+
+def test_sync_creates_the_configmap_dagster_reads(cluster, open_env):
     done = cluster.cli(
-        "sync", "--env", "acceptance", *CONTEXT, "--registry-json", registry_json(), "--max-per-location", "2"
+        "sync", "--env", open_env.name, *kube(open_env), "--registry-json", registry_json(), "--max-per-location", "2"
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "workspace: 2 registered location(s), 0 preview(s) kept\n"
     cm = cluster.configmap()
-    assert cm["metadata"]["name"] == "dagster-workspace" and cm["metadata"]["namespace"] == "dagster-acceptance"
-    assert cm["metadata"]["annotations"]["platform.acme.io/max-per-location"] == "2"
+    assert cm["metadata"]["name"] == "dagster-workspace" and cm["metadata"]["namespace"] == open_env.namespace
+    assert cm["metadata"]["annotations"][annotation("max-per-location")] == "2"
     assert json.loads(cm["data"]["workspace.yaml"]) == {
-        "load_from": [{"grpc_server": {"host": name, "port": 4000, "location_name": name}} for name in sorted(REGISTRY)]
+        "load_from": [{"grpc_server": {"host": name, "port": PORT, "location_name": name}} for name in sorted(REGISTRY)]
     }
     assert [line.split(" ", 1)[1] for line in cluster.log()] == [
-        "get NotFound", "create ok rv=1 ctx=acme-acceptance ns=dagster-acceptance"
+        "get NotFound", f"create ok rv=1 ctx={open_env.kube_context} ns={open_env.namespace}"
     ]  # fmt: skip
 
 
-def test_two_previews_and_a_platform_upgrade_at_the_same_moment_all_land(cluster):
+def test_two_previews_and_a_platform_upgrade_at_the_same_moment_all_land(cluster, open_env):
     """Two preview jobs (different MRs) and the upgrade's sync read the same resourceVersion (the stub holds
     each read until all three have read), so two of the three `replace` calls are refused with 409; each
     re-reads and re-applies its own change: both previews and the new registry are in the ConfigMap."""
-    assert cluster.cli("sync", "--env", "acceptance", *CONTEXT, "--registry-json", registry_json()).returncode == 0
-    new_registry = {**REGISTRY, "sales": Server("sales", 4000)}
+    where = ["--env", open_env.name, *kube(open_env)]
+    assert cluster.cli("sync", *where, "--registry-json", registry_json()).returncode == 0
+    new_registry = {**REGISTRY, "sales": Server("sales", PORT)}
     # barrier=4: reads 2-4 (the first was the sync above) wait for each other
     jobs = [
-        cluster.cli("add", "--env", "acceptance", *CONTEXT, "--location", "example-pipelines", "--mr", "17",
-                    "--port", "4000", barrier=4, background=True),
-        cluster.cli("add", "--env", "acceptance", *CONTEXT, "--location", "platform-ops", "--mr", "3",
-                    "--port", "4000", barrier=4, background=True),
-        cluster.cli("sync", "--env", "acceptance", *CONTEXT, "--registry-json", registry_json(new_registry),
+        cluster.cli("add", *where, "--location", "example-pipelines", "--mr", "17", "--port", str(PORT),
                     barrier=4, background=True),
+        cluster.cli("add", *where, "--location", "platform-ops", "--mr", "3", "--port", str(PORT),
+                    barrier=4, background=True),
+        cluster.cli("sync", *where, "--registry-json", registry_json(new_registry), barrier=4, background=True),
     ]  # fmt: skip
     outputs = [job.communicate(timeout=120) for job in jobs]
     assert [job.returncode for job in jobs] == [0, 0, 0], outputs
@@ -260,8 +309,8 @@ def test_two_previews_and_a_platform_upgrade_at_the_same_moment_all_land(cluster
     assert outputs[1][0] == "registered preview platform-ops-mr-3\n"
 
     notes = cluster.configmap()["metadata"]["annotations"]
-    assert sorted(json.loads(notes["platform.acme.io/registry"])) == ["example-pipelines", "platform-ops", "sales"]
-    assert sorted(json.loads(notes["platform.acme.io/previews"])) == ["example-pipelines-mr-17", "platform-ops-mr-3"]
+    assert sorted(json.loads(notes[annotation("registry")])) == ["example-pipelines", "platform-ops", "sales"]
+    assert sorted(json.loads(notes[annotation("previews")])) == ["example-pipelines-mr-17", "platform-ops-mr-3"]
     workspace = json.loads(cluster.configmap()["data"]["workspace.yaml"])
     assert [e["grpc_server"]["location_name"] for e in workspace["load_from"]][:3] == [
         "example-pipelines", "platform-ops", "sales"
@@ -272,87 +321,108 @@ def test_two_previews_and_a_platform_upgrade_at_the_same_moment_all_land(cluster
     assert sum(line.startswith("replace ok") for line in log) == 3  # and each of the three wrote once
 
 
-def test_add_prints_the_evicted_previews_for_the_job_to_uninstall(cluster):
-    cluster.cli("sync", "--env", "acceptance", *CONTEXT, "--registry-json", registry_json(), "--max-per-location", "1")
-    add = ["add", "--env", "acceptance", *CONTEXT, "--location", "example-pipelines", "--port", "4000"]
+def test_add_prints_the_evicted_previews_for_the_job_to_uninstall(cluster, open_env):
+    where = ["--env", open_env.name, *kube(open_env)]
+    cluster.cli("sync", *where, "--registry-json", registry_json(), "--max-per-location", "1")
+    add = ["add", *where, "--location", "example-pipelines", "--port", str(PORT)]
     assert cluster.cli(*add, "--mr", "1").returncode == 0
     done = cluster.cli(*add, "--mr", "2")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["registered preview example-pipelines-mr-2", "evicted example-pipelines-mr-1"]
-    assert cluster.cli("remove", "--env", "acceptance", *CONTEXT, "--location", "example-pipelines",
+    assert cluster.cli("remove", *where, "--location", "example-pipelines",
                        "--mr", "1").stdout == "preview example-pipelines-mr-1 was not registered\n"  # fmt: skip
 
 
-def test_production_sync_writes_the_registry_alone(cluster):
-    prod = ["--context", "acme-production", "--namespace", "dagster-production"]
-    done = cluster.cli("sync", "--env", "production", *prod, "--registry-json", registry_json())
+def test_sync_of_an_environment_without_previews_writes_the_registry_alone(cluster, closed_env):
+    done = cluster.cli("sync", "--env", closed_env.name, *kube(closed_env), "--registry-json", registry_json())
     assert done.returncode == 0, done.stderr
-    assert json.loads(cluster.configmap()["metadata"]["annotations"]["platform.acme.io/previews"]) == {}
+    assert json.loads(cluster.configmap()["metadata"]["annotations"][annotation("previews")]) == {}
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (
-            ["add", "--env", "production", *CONTEXT, "--location", "example-pipelines", "--mr", "1", "--port", "4000"],
-            "previews: previews run only in acceptance or local, never in 'production': "
-            "production holds the registered locations alone",
+def _refusals(open_env, closed_env) -> dict[str, tuple[list[str], str]]:
+    """name -> (CLI arguments, the one line on stderr)."""
+    where = ["--env", open_env.name, *kube(open_env)]
+    closed = ["--env", closed_env.name, *kube(open_env)] if closed_env else None
+    port = ["--port", str(PORT)]
+    refusals = {
+        "required --registry-json": (["sync", *where], "previews: --registry-json is required for sync"),
+        "registry not JSON": (
+            ["sync", *where, "--registry-json", "[1]"], "previews: --registry-json is not {name: {host, port}} JSON"
         ),
-        (
-            ["remove", "--env", "production", *CONTEXT, "--location", "example-pipelines", "--mr", "1"],
-            "previews: previews run only in acceptance or local, never in 'production': "
-            "production holds the registered locations alone",
-        ),
-        (
-            ["sync", "--env", "staging", *CONTEXT],
-            "previews: unknown environment 'staging'; one of acceptance, local, production",
-        ),
-        (["sync", "--env", "acceptance", *CONTEXT], "previews: --registry-json is required for sync"),
-        (
-            ["sync", "--env", "acceptance", *CONTEXT, "--registry-json", "[1]"],
-            "previews: --registry-json is not {name: {host, port}} JSON",
-        ),
-        (
-            ["add", "--env", "acceptance", *CONTEXT, "--location", "sales", "--mr", "1", "--port", "4000"],
+        "unregistered location": (
+            ["add", *where, "--location", "sales", "--mr", "1", *port],
             "previews: 'sales' is not a registered location (registered: example-pipelines, platform-ops); "
             "register it first",
         ),
-        (
-            ["add", "--env", "acceptance", *CONTEXT, "--location", "example-pipelines", "--mr", "1"],
-            "previews: --port is required for add",
+        "no port": (
+            ["add", *where, "--location", "example-pipelines", "--mr", "1"], "previews: --port is required for add"
         ),
-        (
-            ["show", "--env", "acceptance"],
+        "no cluster": (
+            ["show", "--env", open_env.name],
             "previews: give --context and --namespace (the cluster) or --workspace-file (local)",
         ),
-    ],
-)
-def test_a_refusal_is_exit_2_and_one_line(cluster, args, message):
-    cluster.cli("sync", "--env", "acceptance", *CONTEXT, "--registry-json", registry_json())
+    }  # fmt: skip
+    if closed:
+        refusals["add where previews never run"] = (
+            ["add", *closed, "--location", "example-pipelines", "--mr", "1", *port],
+            f"previews: {refused_in(closed_env.name)}",
+        )
+        refusals["remove where previews never run"] = (
+            ["remove", *closed, "--location", "example-pipelines", "--mr", "1"],
+            f"previews: {refused_in(closed_env.name)}",
+        )
+    return refusals
+
+
+REFUSALS = [
+    "required --registry-json", "registry not JSON", "unregistered location", "no port", "no cluster",
+    "add where previews never run", "remove where previews never run",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("refusal", REFUSALS)
+def test_a_refusal_is_exit_2_and_one_line(cluster, open_env, refusal):
+    refusals = _refusals(open_env, NO_PREVIEW)
+    if refusal not in refusals:
+        pytest.skip("no environment in platform/values/ is without previews")
+    args, message = refusals[refusal]
+    cluster.cli("sync", "--env", open_env.name, *kube(open_env), "--registry-json", registry_json())
     before = cluster.configmap()
     done = cluster.cli(*args)
     assert (done.returncode, done.stderr.splitlines(), done.stdout) == (2, [message], "")
     assert cluster.configmap() == before  # nothing written
 
 
-def test_production_sync_with_a_preview_in_it_is_refused_and_writes_nothing(cluster):
-    """A preview in production means a guard was bypassed: the upgrade stops instead of keeping or dropping it."""
-    cluster.cli("sync", "--env", "acceptance", *CONTEXT, "--registry-json", registry_json())
-    cluster.cli(
-        "add", "--env", "acceptance", *CONTEXT, "--location", "example-pipelines", "--mr", "8", "--port", "4000"
-    )
+def test_an_unknown_environment_is_refused_naming_the_declared_ones(cluster, open_env):
+    unknown = "not-" + "-".join(env.name for env in ENVIRONMENTS)
+    done = cluster.cli("sync", "--env", unknown, *kube(open_env), "--registry-json", registry_json())
+    assert done.returncode == 2 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    prefix = f"previews: unknown environment {unknown!r}; one of "
+    assert line.startswith(prefix), line
+    assert sorted(line.removeprefix(prefix).split(", ")) == sorted([*(e.name for e in ENVIRONMENTS), "local"])
+
+
+def test_a_sync_finding_a_preview_where_none_may_run_is_refused_and_writes_nothing(cluster, open_env, closed_env):
+    """A preview in the workspace of an environment without previews means a guard was bypassed: the upgrade
+    stops instead of keeping or dropping it. (The same ConfigMap stands in for both: what matters is what sync
+    finds.)"""
+    where = ["--env", open_env.name, *kube(open_env)]
+    cluster.cli("sync", *where, "--registry-json", registry_json())
+    cluster.cli("add", *where, "--location", "example-pipelines", "--mr", "8", "--port", str(PORT))
     before = cluster.configmap()
-    done = cluster.cli("sync", "--env", "production", *CONTEXT, "--registry-json", registry_json())
+    done = cluster.cli("sync", "--env", closed_env.name, *kube(open_env), "--registry-json", registry_json())
     assert done.returncode == 2 and cluster.configmap() == before
+    name = closed_env.name
     assert done.stderr.splitlines() == [
-        "previews: the production workspace holds preview(s) example-pipelines-mr-8; previews never run in "
-        "production: remove them (helm uninstall, then `previews remove` in acceptance's tools) before the upgrade"
+        f"previews: the {name} workspace holds preview(s) example-pipelines-mr-8; previews never run in {name}: "
+        "remove them (helm uninstall, then `previews remove` with the --env they run in) before the upgrade"
     ]
 
 
-def test_a_kubectl_failure_is_one_line(cluster, tmp_path):
+def test_a_kubectl_failure_is_one_line(cluster, open_env, tmp_path):
     (tmp_path / "configmap.json").write_text("not json")  # the stub itself then dies with a traceback
-    done = cluster.cli("show", "--env", "acceptance", *CONTEXT)
+    done = cluster.cli("show", "--env", open_env.name, *kube(open_env))
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1
     assert done.stderr.startswith(
         "previews: kubectl get configmap dagster-workspace failed: json.decoder.JSONDecodeError"

@@ -6,7 +6,7 @@ import yaml
 from dagster_platform.ci.config import load_pipeline, schema_check
 from dagster_platform.template.render import render
 
-from .helpers import OTHER_ANSWERS, PLATFORM_CI, USERCODE_CI, as_checkout, load_usercode
+from .helpers import ENVS, PLATFORM_CI, USERCODE_CI, as_checkout, load_usercode, other_answers
 
 
 @pytest.mark.parametrize("path", [PLATFORM_CI, USERCODE_CI], ids=["platform", "usercode-template"])
@@ -22,9 +22,7 @@ def test_rendered_repo_ci_matches_gitlab_schema(rendered_repo):
 
 def test_schema_rejects_an_invalid_file(tmp_path):
     bad = tmp_path / ".gitlab-ci.yml"
-    bad.write_text(
-        "deploy-production:\n  stage: production\n  script: [make deploy]\n  when: sometimes\n  resource_group: 3\n"
-    )
+    bad.write_text("deploy-x:\n  stage: x\n  script: [make deploy]\n  when: sometimes\n  resource_group: 3\n")
     ok, output = schema_check([bad])
     assert not ok
     assert "sometimes" in output or "when" in output
@@ -38,7 +36,8 @@ def test_rendered_repo_includes_the_platform_template(usercode_pipeline):
     assert usercode_pipeline.problems == []
     assert USERCODE_CI in usercode_pipeline.files
     assert usercode_pipeline.templates == ["Jobs/Container-Scanning.gitlab-ci.yml"]
-    assert "deploy-production" in usercode_pipeline.jobs()
+    deploys = [f"deploy-{env}" for env in ENVS]
+    assert [job for job in usercode_pipeline.jobs() if job in deploys] == deploys, "run `make generate`"
 
 
 def test_include_ref_and_tools_ref_agree(usercode_pipeline):
@@ -51,12 +50,14 @@ def test_include_ref_and_tools_ref_agree(usercode_pipeline):
 
 
 def test_other_answers_render_a_valid_pipeline(tmp_path):
-    repo = as_checkout(render(tmp_path, OTHER_ANSWERS))
-    pipeline = load_usercode(repo, OTHER_ANSWERS["_platform_ci_project"])
+    answers = other_answers()
+    repo = as_checkout(render(tmp_path, answers))
+    pipeline = load_usercode(repo, answers["_platform"]["ci_project"])
     assert pipeline.problems == []
-    assert pipeline.variables["DAGSTER_LOCATION"] == "sales-forecasts"
-    assert pipeline.variables["PACKAGE_NAME"] == "sales_forecasting"
-    assert pipeline.variables["PLATFORM_CI_REF"] == "v2.3.0"
+    assert pipeline.variables["DAGSTER_LOCATION"] == answers["location_name"]
+    assert pipeline.variables["PACKAGE_NAME"] == answers["package_name"]
+    assert pipeline.variables["PLATFORM_CI_PROJECT"] == answers["_platform"]["ci_project"]
+    assert pipeline.variables["PLATFORM_CI_REF"] == answers["_platform"]["ci_ref"]
     ok, output = schema_check([repo / ".gitlab-ci.yml"])
     assert ok, output
 

@@ -7,17 +7,21 @@ import pytest
 from dagster_platform.ci.config import Pipeline
 from dagster_platform.ci.policy import job_scripts, shellcheck
 
+from .helpers import ENVS
+
 
 def test_platform_job_scripts_pass_shellcheck(platform_pipeline):
-    assert set(job_scripts(platform_pipeline)) >= {"lint:script", "test:script", "upgrade-production:script"}
+    upgrades = {f"upgrade-{env}:script" for env in ENVS}
+    assert set(job_scripts(platform_pipeline)) >= {"lint:script", "test:script", *upgrades}
     assert shellcheck(platform_pipeline) == []
 
 
 def test_usercode_job_scripts_pass_shellcheck(usercode_pipeline):
     scripts = job_scripts(usercode_pipeline)
-    assert {"version-guard:script", "build:script", "deploy-production:script"} <= set(scripts)
+    deploys = [f"deploy-{env}:script" for env in ENVS]
+    assert {"version-guard:script", "build:script", *deploys} <= set(scripts)
     # The anchor with the tools fetch is flattened into the job, as GitLab does.
-    assert "git -C" in scripts["deploy-production:script"]
+    assert all("git -C" in scripts[deploy] for deploy in deploys)
     assert shellcheck(usercode_pipeline) == []
 
 
@@ -25,14 +29,16 @@ def test_usercode_job_scripts_pass_shellcheck(usercode_pipeline):
     ("line", "code"),
     [
         ("helm upgrade --install $DAGSTER_LOCATION chart", "SC2086"),  # unquoted expansion
-        ('if [ "$DEPLOY_ENV" == production ]; then true; fi', "SC3014"),  # bashism in sh
+        ('if [ "$DEPLOY_ENV" == "$PREVIEW_ENV" ]; then true; fi', "SC3014"),  # bashism in sh
         ("releases=`helm list -q`", "SC2006"),  # legacy backticks
     ],
 )
 def test_shellcheck_rejects_bad_shell(usercode_pipeline, line, code):
     config = copy.deepcopy(usercode_pipeline.config)
-    for job in ("deploy-acceptance", "deploy-production"):
-        config[job]["script"] = [*config[job]["script"], line]
+    for env in ENVS:
+        job = config[f"deploy-{env}"]
+        job["script"] = [*job["script"], line]
     broken = Pipeline(path=usercode_pipeline.path, config=config, templates=usercode_pipeline.templates)
     problems = shellcheck(broken)
-    assert any(code in p and p.startswith(".gitlab-ci.yml deploy-") for p in problems), problems
+    for env in ENVS:
+        assert any(code in p and p.startswith(f".gitlab-ci.yml deploy-{env}:") for p in problems), problems

@@ -24,7 +24,6 @@ def _pipeline(repo: Path | None):
 def check_command(args: argparse.Namespace) -> int:
     from dagster_platform.ci.config import schema_check
     from dagster_platform.ci.policy import check, shellcheck
-
     from dagster_platform.generate import drift
 
     kind, pipeline, files = _pipeline(args.repo)
