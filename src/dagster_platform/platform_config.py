@@ -260,6 +260,10 @@ def environments(values_dir: Path | None = None) -> list[Environment]:
             if value in owners:
                 first, first_key = owners[value]
                 what = _WHAT.get(key, key)
+                if first is env:
+                    raise PlatformConfigError(
+                        f"{env.file}: {key}: {value!r} is also its {first_key}; give each its own {what}"
+                    )
                 raise PlatformConfigError(
                     f"{env.file}: {key}: {value!r} is also {first.name}'s ({first.file} {first_key}); every "
                     f"environment needs its own {what}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 
 import pytest
@@ -18,7 +19,7 @@ from dagster_platform.helm.policies import CHART_KEYS_YAML
 from dagster_platform.helm.upgrade import backup_job
 from dagster_platform.paths import dagster_version
 
-from .helpers import ENVS, objects_of, render
+from .helpers import COMPANY, ENVS, PAIRS, declared, objects_of, render, set_in, with_chart_defaults
 
 CHART = helm_values.CHART_DIR
 
@@ -107,11 +108,8 @@ def test_helm_lint_has_no_errors(engine, env_values, env):
     ],
 )
 def test_schema_rejects_misspelled_keys(engine, values_of, path, key):
-    values = values_of("acceptance")
-    node = values
-    for part in path:
-        node = node[part]
-    node[key] = "x"
+    values = values_of(ENVS[0])
+    set_in((*path, key), "x")(values)
     with pytest.raises(HelmEngineError, match="additional properties|additionalProperties") as err:
         render(engine, values)
     assert key in str(err.value)
@@ -120,79 +118,109 @@ def test_schema_rejects_misspelled_keys(engine, values_of, path, key):
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [
-        (("environment", "name"), "staging", "environment/name"),
+        (("environment", "name"), "Prod_1", "environment/name"),  # not a lowercase DNS-ish label
+        (("environment", "name"), "a", "environment/name"),  # too short to be a file stem the platform accepts
+        (("environment", "tier"), "prod", "environment/tier"),  # not a GitLab deployment tier
+        (("environment", "promotion"), 0, "environment/promotion"),
+        (("labelDomain",), "https://platform.example.com", "labelDomain"),
         (("postgresPassword", "source"), "inline", "postgresPassword/source"),
         (("networkPolicy", "postgres", "cidrs"), [], "networkPolicy/postgres/cidrs"),
         (("codeLocations",), [{"name": "Bad_Name", "port": 4000}], "codeLocations/0/name"),
     ],
 )
 def test_schema_rejects_invalid_values(engine, values_of, path, value, expected):
-    values = values_of("production")
-    node = values
-    for part in path[:-1]:
-        node = node[part]
-    node[path[-1]] = value
+    values = values_of(ENVS[0])
+    set_in(path, value)(values)
     with pytest.raises(HelmEngineError, match=expected):
         render(engine, values)
 
 
+@pytest.mark.parametrize("name", ["staging", "eu-west-2", "qa", "prod2"])
+def test_schema_accepts_any_environment_name_a_company_may_choose(engine, values_of, name):
+    values = values_of(ENVS[0])
+    values["environment"]["name"] = name
+    assert render(engine, values)
+
+
 # -- guards in the templates (`fail`) -----------------------------------------------------------
-def test_render_refuses_a_namespace_of_another_environment(engine, env_values):
-    with pytest.raises(HelmEngineError, match="is not the namespace of environment"):
-        render(engine, env_values["acceptance"], namespace="dagster-production")
+@pytest.mark.parametrize(("env", "other"), [*PAIRS, *((env, None) for env in ENVS)])
+def test_render_refuses_a_namespace_that_is_not_the_environments_own(engine, env_values, env, other):
+    namespace = declared(other).namespace if other else "default"
+    message = f'release namespace "{namespace}" is not the namespace of environment "{env}"'
+    with pytest.raises(HelmEngineError, match=re.escape(message)):
+        render(engine, env_values[env], namespace=namespace)
 
 
-def test_render_refuses_a_password_in_values(engine, values_of):
-    values = values_of("production")
-    values["dagster"]["postgresql"]["postgresqlPassword"] = "hunter2"
+@pytest.mark.parametrize("env", ENVS)
+def test_render_refuses_a_password_in_values(engine, values_of, env):
+    values = values_of(env)
+    set_in(("dagster", "postgresql", "postgresqlPassword"), "hunter2")(values)
     with pytest.raises(HelmEngineError, match="postgresqlPassword must not be set"):
         render(engine, values)
 
 
-def test_render_refuses_the_official_single_ingress(engine, values_of):
-    values = values_of("production")
-    values["dagster"]["ingress"]["enabled"] = True
+@pytest.mark.parametrize("env", ENVS)
+def test_render_refuses_the_official_single_ingress(engine, values_of, env):
+    values = values_of(env)
+    set_in(("dagster", "ingress", "enabled"), True)(values)
     with pytest.raises(HelmEngineError, match="dagster.ingress.enabled must be false"):
         render(engine, values)
 
 
-def test_render_refuses_a_read_only_ingress_without_the_read_only_webserver(engine, values_of):
-    values = values_of("production")
+@pytest.mark.parametrize("env", ENVS)
+def test_render_refuses_a_read_only_ingress_without_the_read_only_webserver(engine, values_of, env):
+    values = values_of(env)
+    set_in(("ingress", "readOnly"), {"enabled": True, "host": f"read-only.{env}.example.com"})(values)
     values["dagster"]["dagsterWebserver"]["enableReadOnly"] = False
-    with pytest.raises(HelmEngineError, match="enableReadOnly"):
+    with pytest.raises(HelmEngineError, match="ingress.readOnly.enabled needs dagster.dagsterWebserver.enableReadOnly"):
         render(engine, values)
 
 
-def test_render_refuses_an_external_secret_without_a_store(engine, values_of):
-    values = values_of("acceptance")
-    values["postgresPassword"]["externalSecret"]["secretStoreRef"]["name"] = ""
+@pytest.mark.parametrize("env", ENVS)
+def test_render_refuses_an_external_secret_without_a_store(engine, values_of, env):
+    values = values_of(env)
+    values["postgresPassword"]["source"] = "externalSecret"
+    set_in(("postgresPassword", "externalSecret", "secretStoreRef", "name"), "")(values)
     with pytest.raises(HelmEngineError, match="secretStoreRef.name"):
         render(engine, values)
 
 
-def test_render_requires_the_secret_name(engine, values_of):
-    values = values_of("acceptance")
+@pytest.mark.parametrize("env", ENVS)
+def test_render_requires_the_secret_name(engine, values_of, env):
+    values = values_of(env)
     values["global"]["postgresqlSecretName"] = ""
     with pytest.raises(HelmEngineError, match="postgresqlSecretName"):
         render(engine, values)
 
 
 # -- what the templates produce -------------------------------------------------------------------
-def test_one_ingress_per_webserver_with_its_own_annotations(rendered):
-    ingresses = objects_of(rendered["production"], "Ingress")
-    assert set(ingresses) == {"dagster-webserver-admin", "dagster-webserver-read-only"}
-    admin, read_only = ingresses["dagster-webserver-admin"], ingresses["dagster-webserver-read-only"]
-    backend = lambda ing: ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]  # noqa: E731
-    assert backend(admin) == {"name": "dagster-dagster-webserver", "port": {"number": 80}}
-    assert backend(read_only) == {"name": "dagster-dagster-webserver-read-only", "port": {"number": 80}}
-    assert admin["metadata"]["annotations"] != read_only["metadata"]["annotations"]
-    assert "whitelist-source-range" in " ".join(admin["metadata"]["annotations"])
-    assert set(objects_of(rendered["acceptance"], "Ingress")) == {"dagster-webserver-admin"}
+WEBSERVER_INGRESSES = {  # ingress.<kind>: (the Ingress, the Service it routes to, its label value)
+    "admin": ("dagster-webserver-admin", "dagster-dagster-webserver", "admin"),
+    "readOnly": ("dagster-webserver-read-only", "dagster-dagster-webserver-read-only", "read-only"),
+}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_one_ingress_per_enabled_webserver_with_its_own_host_and_annotations(rendered, env_values, env):
+    values = with_chart_defaults(env_values[env])
+    enabled = [kind for kind in WEBSERVER_INGRESSES if values["ingress"][kind]["enabled"]]
+    ingresses = objects_of(rendered[env], "Ingress")
+    assert set(ingresses) == {WEBSERVER_INGRESSES[kind][0] for kind in enabled}
+    port = values["dagster"]["dagsterWebserver"]["service"]["port"]
+    for kind in enabled:
+        name, service, label = WEBSERVER_INGRESSES[kind]
+        own, rule = values["ingress"][kind], ingresses[name]["spec"]["rules"][0]
+        assert rule["host"] == own["host"]
+        assert rule["http"]["paths"][0]["backend"]["service"] == {"name": service, "port": {"number": port}}
+        assert (ingresses[name]["metadata"].get("annotations") or {}) == (own.get("annotations") or {})
+        assert ingresses[name]["metadata"]["labels"][f"{COMPANY.label_domain}/webserver"] == label
 
 
 PREVIEW_EGRESS = {
-    "to": [{"podSelector": {"matchLabels": {"component": "user-deployments", "platform.acme.io/preview": "true"}}}],
-    "ports": [{"protocol": "TCP", "port": 4000}],
+    "to": [
+        {"podSelector": {"matchLabels": {"component": "user-deployments", f"{COMPANY.label_domain}/preview": "true"}}}
+    ],
+    "ports": [{"protocol": "TCP", "port": COMPANY.grpc_port}],
 }
 
 
@@ -220,7 +248,8 @@ def test_network_policies_default_deny_and_the_allowed_flows(rendered, env_value
                 }
                 for loc in env_values[env]["codeLocations"]
             ] + [PREVIEW_EGRESS] * bool(env_values[env]["previews"]["enabled"])  # tests/helm/test_previews.py
-        assert "dagster-code-server-example-pipelines" in policies
+        for loc in env_values[env]["codeLocations"]:
+            assert f"dagster-code-server-{loc['name']}" in policies
         assert "dagster-migrate-to-postgres" in policies
         # The upgrade's pg_dump Job (helm/upgrade.py) may reach exactly Postgres and the bucket.
         backup = policies["dagster-backup-to-postgres-and-object-store"]["spec"]
@@ -232,28 +261,36 @@ def test_network_policies_default_deny_and_the_allowed_flows(rendered, env_value
         ]
 
 
-def test_pdbs_for_the_webservers(rendered):
-    assert set(objects_of(rendered["production"], "PodDisruptionBudget")) == {
-        "dagster-dagster-webserver",
-        "dagster-dagster-webserver-read-only",
-    }
-    (pdb,) = objects_of(rendered["acceptance"], "PodDisruptionBudget").values()
-    assert pdb["spec"] == {
-        "maxUnavailable": 1,
-        "selector": {
-            "matchLabels": {
-                "app.kubernetes.io/name": "dagster",
-                "app.kubernetes.io/instance": "dagster",
-                "component": "dagster-webserver",
-            }
-        },
-    }
+@pytest.mark.parametrize("env", ENVS)
+def test_a_pdb_for_each_webserver_the_environment_runs(rendered, env_values, env):
+    values = with_chart_defaults(env_values[env])
+    components = ["dagster-webserver"] + ["dagster-webserver-read-only"] * bool(
+        values["dagster"]["dagsterWebserver"].get("enableReadOnly")
+    )
+    pdbs = objects_of(rendered[env], "PodDisruptionBudget")
+    assert values["podDisruptionBudget"]["enabled"]
+    assert set(pdbs) == {f"dagster-{component}" for component in components}
+    for component in components:
+        assert pdbs[f"dagster-{component}"]["spec"] == {
+            "maxUnavailable": values["podDisruptionBudget"]["maxUnavailable"],
+            "selector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": "dagster",
+                    "app.kubernetes.io/instance": "dagster",
+                    "component": component,
+                }
+            },
+        }
 
 
-def test_postgres_password_secret_wiring(rendered, env_values):
-    (es,) = objects_of(rendered["acceptance"], "ExternalSecret").values()
-    assert es["spec"]["target"]["name"] == env_values["acceptance"]["global"]["postgresqlSecretName"]
-    assert es["spec"]["data"][0]["secretKey"] == "postgresql-password"  # the key the official chart reads
-    # production: the Secret exists already; the chart renders neither a Secret nor an ExternalSecret.
-    kinds = {o["kind"] for o in rendered["production"]}
-    assert "ExternalSecret" not in kinds and "Secret" not in kinds
+@pytest.mark.parametrize("env", ENVS)
+def test_postgres_password_secret_wiring(rendered, env_values, env):
+    values = with_chart_defaults(env_values[env])
+    external = objects_of(rendered[env], "ExternalSecret")
+    if values["postgresPassword"]["source"] == "externalSecret":
+        (es,) = external.values()
+        assert es["spec"]["target"]["name"] == values["global"]["postgresqlSecretName"]
+        assert es["spec"]["data"][0]["secretKey"] == "postgresql-password"  # the key the official chart reads
+    else:  # existingSecret: the Secret exists already; the chart renders neither a Secret nor an ExternalSecret.
+        kinds = {o["kind"] for o in rendered[env]}
+        assert "ExternalSecret" not in kinds and "Secret" not in kinds

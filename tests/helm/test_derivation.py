@@ -55,7 +55,6 @@ def test_derived_instance_is_complete_valid_and_loadable_by_every_image(env):
         "endpoint_url": s3["endpointUrl"],
         "skip_empty_files": True,
     }
-    assert env in logs["config"]["bucket"]
     # The object store's credentials reach every pod that writes or reads step logs.
     secret = [{"name": values["objectStore"]["credentialsSecretName"]}]
     assert values["dagster"]["dagsterWebserver"]["envSecrets"] == secret
@@ -81,64 +80,60 @@ def test_the_user_code_image_ships_the_driver_and_the_log_manager():
 def _errors_after(env, edit):
     values = copy.deepcopy(helm_values.environment_values(env))
     edit(values["dagster"])
-    derived = helm_instance.values_to_instance(values["dagster"], namespace="ns")
-    return [str(v) for v in checks.check_instance_config(env, values, helm_values.load_instance())], derived
+    return [str(v) for v in checks.check_instance_config(env, values, helm_values.load_instance(env))]
 
 
 @pytest.mark.parametrize(
-    ("env", "edit", "expected"),
+    ("edit", "expected"),
     [
         pytest.param(
-            "acceptance",
             lambda d: d["computeLogManager"]["config"]["s3ComputeLogManager"].pop("bucket"),
-            "acceptance: dagster.computeLogManager.config.s3ComputeLogManager.bucket is empty; set the "
-            "environment's bucket in platform/values/acceptance.yaml",
+            "{env}: dagster.computeLogManager.config.s3ComputeLogManager.bucket is empty; set the "
+            "environment's bucket in platform/values/{env}.yaml",
             id="no-bucket",
         ),
         pytest.param(
-            "production",
             lambda d: d["postgresql"].pop("postgresqlScheme"),
-            "production: dagster.postgresql.postgresqlScheme 'postgresql' needs the psycopg driver, which the "
+            "{env}: dagster.postgresql.postgresqlScheme 'postgresql' needs the psycopg driver, which the "
             "webserver/daemon image (dagster-celery-k8s) does not install",
             id="bare-scheme",
         ),
         pytest.param(
-            "production",
             lambda d: d["postgresql"].update(postgresqlScheme="postgresql+asyncpg"),
-            "production: dagster.postgresql.postgresqlScheme 'postgresql+asyncpg' is not a Postgres scheme",
+            "{env}: dagster.postgresql.postgresqlScheme 'postgresql+asyncpg' is not a Postgres scheme",
             id="unknown-scheme",
         ),
         pytest.param(
-            "acceptance",
             lambda d: d.update(computeLogManager={"type": "NoOpComputeLogManager"}),
-            "acceptance: computeLogManager is NoOpComputeLogManager: step logs would be lost",
+            "{env}: computeLogManager is NoOpComputeLogManager: step logs would be lost",
             id="noop-logs",
         ),
     ],
 )
+@pytest.mark.parametrize("env", ENVS)
 def test_a_setting_no_image_can_honour_fails_with_one_line(env, edit, expected):
-    errors, _ = _errors_after(env, edit)
-    found = [e for e in errors if expected in e]
-    assert len(found) >= 1, errors
+    errors = _errors_after(env, edit)
+    assert [e for e in errors if expected.format(env=env) in e], errors
     assert all("\n" not in e for e in errors)
 
 
-def test_a_compute_log_manager_the_user_code_image_cannot_import_fails():
-    derived = helm_instance.derive_instance("production")
+_IMAGES = ("user-code image (usercode-template runtime dependencies)", "ops image (platform/ops runtime dependencies)")
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_a_compute_log_manager_the_user_code_image_cannot_import_fails(env):
+    derived = helm_instance.derive_instance(env)
     derived["compute_logs"] = {
         "module": "dagster_gcp.gcs.compute_log_manager",
         "class": "GCSComputeLogManager",
         "config": {"bucket": "b"},
     }
-    errors = instance_image_errors("production", derived)
+    errors = instance_image_errors(env, derived)
     assert errors == [
-        f"production: compute_logs GCSComputeLogManager comes from dagster-gcp, which the {image} does not install; "
+        f"{env}: compute_logs GCSComputeLogManager comes from dagster-gcp, which the {image} does not install; "
         "add dagster-gcp to that image (template: usercode-template pyproject.toml + `make template-lock`) or choose "
         "another class"
-        for image in (
-            "user-code image (usercode-template runtime dependencies)",
-            "ops image (platform/ops runtime dependencies)",
-        )
+        for image in _IMAGES
     ]
 
 
@@ -149,6 +144,7 @@ def test_an_ops_image_without_the_run_launchers_package_fails(tmp_path, monkeypa
     from dagster_platform import paths
     from dagster_platform.helm import images
 
+    env = ENVS[0]
     ops = tmp_path / "platform" / "ops"
     ops.mkdir(parents=True)
     lock = (paths.PLATFORM_DIR / "ops" / "uv.lock").read_text()
@@ -159,18 +155,19 @@ def test_an_ops_image_without_the_run_launchers_package_fails(tmp_path, monkeypa
     monkeypatch.setattr(paths, "PLATFORM_DIR", tmp_path / "platform")
     images.locked_image.cache_clear()
     try:
-        errors = instance_image_errors("acceptance", helm_instance.derive_instance("acceptance"))
+        errors = instance_image_errors(env, helm_instance.derive_instance(env))
     finally:
         images.locked_image.cache_clear()
     assert errors == [
-        "acceptance: run_launcher K8sRunLauncher comes from dagster-k8s, which the ops image (platform/ops runtime "
+        f"{env}: run_launcher K8sRunLauncher comes from dagster-k8s, which the ops image (platform/ops runtime "
         "dependencies) does not install; add dagster-k8s to that image (template: usercode-template pyproject.toml "
         "+ `make template-lock`) or choose another class"
     ]
 
 
-def test_a_chart_type_the_derivation_does_not_know_is_refused_not_guessed():
-    values = helm_values.environment_values("acceptance")["dagster"]
+@pytest.mark.parametrize("env", ENVS)
+def test_a_chart_type_the_derivation_does_not_know_is_refused_not_guessed(env):
+    values = helm_values.environment_values(env)["dagster"]
     with pytest.raises(helm_instance.InstanceTranslationError, match="GCSComputeLogManager"):
         helm_instance.values_to_instance(
             {**values, "computeLogManager": {"type": "GCSComputeLogManager"}}, namespace="n"
@@ -178,30 +175,41 @@ def test_a_chart_type_the_derivation_does_not_know_is_refused_not_guessed():
 
 
 # -- platform-verify (CI): the chart's rendered ConfigMap vs the derivation, key by key -------------
-def _config_map(instance):
+def _config_map(env, instance):
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": "dagster-instance", "namespace": "dagster-acceptance"},
+        "metadata": {"name": "dagster-instance", "namespace": env_namespace(env)},
         "data": {"dagster.yaml": yaml.safe_dump(instance)},
     }
 
 
-def test_verify_accepts_a_rendered_instance_equal_to_the_derivation(env_values):
-    derived = helm_instance.derive_instance("acceptance")
-    found = checks.check_manifests("acceptance", [_config_map(derived)], env_values["acceptance"])
+def env_namespace(env):
+    return helm_values.environment_values(env)["environment"]["namespace"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_verify_accepts_a_rendered_instance_equal_to_the_derivation(env_values, env):
+    derived = helm_instance.derive_instance(env)
+    found = checks.check_manifests(env, [_config_map(env, derived)], env_values[env])
     assert [str(v) for v in found if v.rule in ("instance-derivation", "instance-drift", "instance-config")] == []
 
 
-def test_verify_names_every_key_where_the_chart_and_the_derivation_differ(env_values):
-    rendered = helm_instance.derive_instance("acceptance")
+@pytest.mark.parametrize("env", ENVS)
+def test_verify_names_every_key_where_the_chart_and_the_derivation_differ(env_values, env):
+    derived = helm_instance.derive_instance(env)
+    rendered = copy.deepcopy(derived)
     rendered["run_storage"]["config"]["postgres_db"].pop("scheme")
     rendered["compute_logs"]["config"]["prefix"] = "elsewhere"
-    found = [str(v) for v in checks.check_manifests("acceptance", [_config_map(rendered)], env_values["acceptance"])]
+    found = [str(v) for v in checks.check_manifests(env, [_config_map(env, rendered)], env_values[env])]
     derivation = [line for line in found if line.startswith("[instance-derivation]")]
+    scheme, prefix = (
+        derived["run_storage"]["config"]["postgres_db"]["scheme"],
+        derived["compute_logs"]["config"]["prefix"],
+    )
     assert derivation == [
-        "[instance-derivation] acceptance rendered dagster.yaml: run_storage.config.postgres_db.scheme: the chart "
-        "renders <absent>, the derivation says 'postgresql+psycopg2'; fix helm_instance.values_to_instance",
-        "[instance-derivation] acceptance rendered dagster.yaml: compute_logs.config.prefix: the chart renders "
-        "'elsewhere', the derivation says 'compute-logs/acceptance'; fix helm_instance.values_to_instance",
+        f"[instance-derivation] {env} rendered dagster.yaml: run_storage.config.postgres_db.scheme: the chart "
+        f"renders <absent>, the derivation says {scheme!r}; fix helm_instance.values_to_instance",
+        f"[instance-derivation] {env} rendered dagster.yaml: compute_logs.config.prefix: the chart renders "
+        f"'elsewhere', the derivation says {prefix!r}; fix helm_instance.values_to_instance",
     ]

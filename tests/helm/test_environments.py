@@ -1,241 +1,241 @@
-"""Acceptance and production share base.yaml and differ only where they must; neither names the
-other's namespace, kube context, database, secrets or hosts; the upgrade refuses the wrong cluster."""
+"""Every environment shares base.yaml and differs only where it must; none names another's namespace, kube context,
+database, secrets or hosts; the upgrade refuses any cluster but the environment's own. Over every declared
+environment and every pair of them (platform/values/), whatever they are called."""
 
 from __future__ import annotations
 
+import copy
+import re
+
 import pytest
+import yaml
 
 from dagster_platform.cli import main
 from dagster_platform.helm import checks
 from dagster_platform.helm import separation as hs
 from dagster_platform.helm import upgrade as helm_upgrade
 from dagster_platform.helm import values as helm_values
+from dagster_platform.platform_config import get_path
 
-from .helpers import ENVS, edit_yaml, set_in
-
-OTHER = {"acceptance": "production", "production": "acceptance"}
-
-
-def other_env_files(env, values_dir=None):
-    values_dir = values_dir or helm_values.VALUES_DIR
-    return {OTHER[env]: helm_values.load_yaml(values_dir / f"{OTHER[env]}.yaml")}
+from .helpers import ENVIRONMENTS, ENVS, PAIRS, declared, edit_yaml, env_file, objects_of, set_in
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_environments_are_separated(env_values, rendered, env):
-    found = hs.check_environment_separation(env, env_values[env], other_env_files(env), rendered[env])
+    found = hs.check_environment_separation(env, env_values[env], hs.other_env_files(env), rendered[env])
     assert [str(v) for v in found] == []
 
 
-def test_environments_differ_in_identity():
-    markers = {
-        env: set(hs.identity_markers(helm_values.load_yaml(helm_values.VALUES_DIR / f"{env}.yaml"))) for env in ENVS
-    }
-    assert markers["acceptance"] and markers["production"]
-    assert markers["acceptance"].isdisjoint(markers["production"])
+@pytest.mark.parametrize(("env", "other"), PAIRS)
+def test_environments_differ_in_identity(env, other):
+    mine, theirs = (set(hs.identity_markers(declared(name).values)) for name in (env, other))
+    assert mine, f"platform/values/{env}.yaml names nothing of its own (namespace, context, hosts, secrets)"
+    assert mine.isdisjoint(theirs), f"{env} and {other} share {sorted(mine & theirs)}; give each its own"
 
 
-def test_environment_files_only_hold_what_differs():
+@pytest.mark.parametrize("env", ENVS)
+def test_environment_file_only_holds_what_differs(env):
+    own = helm_values.load_yaml(env_file(helm_values.VALUES_DIR, env))
+    allowed = {"global", "environment", "postgresPassword", "objectStore", "ingress", "networkPolicy", "ops",
+               "previews", "dagster"}  # fmt: skip
+    assert set(own) <= allowed
+    assert set(own.get("dagster") or {}) <= {"dagsterWebserver", "postgresql", "computeLogManager"}
+
+
+def test_base_holds_nothing_of_one_environment():
     base = helm_values.load_yaml(helm_values.VALUES_DIR / "base.yaml")
-    for env in ENVS:
-        own = helm_values.load_yaml(helm_values.VALUES_DIR / f"{env}.yaml")
-        assert set(own) <= {
-            "global",
-            "environment",
-            "postgresPassword",
-            "objectStore",
-            "ingress",
-            "networkPolicy",
-            "ops",
-            "previews",
-            "dagster",
-        }
-        assert set(own["dagster"]) <= {"dagsterWebserver", "postgresql", "computeLogManager"}
-        assert not set(base) & {"environment", "global", "postgresPassword", "ingress"}
+    assert not set(base) & {"environment", "global", "postgresPassword", "ingress"}
 
 
-@pytest.mark.parametrize(
-    ("env", "path", "leak"),
-    [
-        ("acceptance", ("dagster", "postgresql", "postgresqlHost"), "pg-production.db.acme.internal"),
-        ("acceptance", ("global", "postgresqlSecretName"), "dagster-production-postgresql"),
-        ("acceptance", ("environment", "namespace"), "dagster-production"),
-        ("acceptance", ("networkPolicy", "postgres", "cidrs"), ["10.30.8.0/24"]),
-        ("production", ("dagster", "postgresql", "postgresqlDatabase"), "dagster_acceptance"),
-        ("production", ("environment", "kubeContext"), "acme-acceptance"),
-        ("production", ("ingress", "readOnly", "host"), "dagster.acceptance.acme.internal"),
-        (
-            "production",
-            ("dagster", "dagsterWebserver", "env"),
-            [{"name": "DB", "value": "pg-acceptance.db.acme.internal"}],
-        ),
-    ],
-)
-def test_value_pointing_at_the_other_environment_fails(values_of, env, path, leak):
+# (the key of this environment's values that gets the leak, the key of the other environment's file it copies)
+LEAKS = [
+    ("dagster.postgresql.postgresqlHost", "dagster.postgresql.postgresqlHost"),
+    ("global.postgresqlSecretName", "global.postgresqlSecretName"),
+    ("environment.namespace", "environment.namespace"),
+    ("environment.kubeContext", "environment.kubeContext"),
+    ("networkPolicy.postgres.cidrs", "networkPolicy.postgres.cidrs"),
+    ("dagster.postgresql.postgresqlDatabase", "dagster.postgresql.postgresqlDatabase"),
+    ("ingress.readOnly.host", "ingress.admin.host"),
+    ("dagster.dagsterWebserver.env", "dagster.postgresql.postgresqlHost"),  # in an environment variable
+]
+
+
+def as_written(target, value):
+    """The other environment's `value` as it would be written at `target`."""
+    if target.endswith(".cidrs"):
+        return value[:1]
+    if target.endswith(".env"):
+        return [{"name": "DB", "value": value}]
+    return value
+
+
+LEAK_CASES = [
+    pytest.param(env, other, tuple(target.split(".")), as_written(target, value), id=f"{env}-{target}-of-{other}")
+    for env, other in PAIRS
+    for target, source in LEAKS
+    if (value := get_path(declared(other).values, source))
+]
+
+
+@pytest.mark.parametrize(("env", "other", "path", "leak"), LEAK_CASES)
+def test_a_value_pointing_at_another_environment_fails(values_of, env, other, path, leak):
     values = values_of(env)
-    node = values
-    for part in path[:-1]:
-        node = node[part]
-    node[path[-1]] = leak
-    found = hs.check_environment_separation(env, values, other_env_files(env))
+    set_in(path, leak)(values)
+    found = hs.check_environment_separation(env, values, hs.other_env_files(env))
     assert {v.rule for v in found} == {"environment-separation"}
-    assert len(found) == 1 and f"names {OTHER[env]} (" in str(found[0])
+    assert len(found) == 1 and f"names {other} (" in str(found[0]), [str(v) for v in found]
 
 
-def test_rendered_object_naming_the_other_environment_fails(rendered):
-    import copy
-
-    objects = copy.deepcopy(rendered["acceptance"])
-    ingress = next(o for o in objects if o["kind"] == "Ingress")
-    ingress["spec"]["rules"][0]["host"] = "dagster-admin.acme.com"
-    found = hs.check_environment_separation("acceptance", {}, other_env_files("acceptance"), objects)
-    assert "Ingress/dagster-webserver-admin" in "\n".join(map(str, found))
-
-
-def test_environment_name_must_match_the_file(values_dir):
-    edit_yaml(values_dir / "acceptance.yaml", lambda d: d["environment"].update({"name": "production"}))
-    values = helm_values.merge_layers(helm_values.values_layers("acceptance", values_dir=values_dir))
-    found = hs.check_environment_separation("acceptance", values, other_env_files("acceptance"))
-    assert [str(v) for v in found] == [
-        "[environment-separation] values: environment.name is 'production'; set it to acceptance"
-    ]
+@pytest.mark.parametrize(("env", "other"), PAIRS)
+def test_a_rendered_object_in_another_environments_namespace_fails(rendered, env, other):
+    objects = copy.deepcopy(rendered[env])
+    deny = objects_of(objects, "NetworkPolicy")["dagster-default-deny"]
+    deny["metadata"]["namespace"] = declared(other).namespace
+    found = hs.check_environment_separation(env, {}, hs.other_env_files(env), objects)
+    assert len(found) == 1 and found[0].where.startswith("NetworkPolicy/dagster-default-deny")
+    assert f"metadata.namespace: {declared(other).namespace!r} names {other} (" in str(found[0])
 
 
-_EXTERNAL = ("postgresPassword", "externalSecret")
+def test_values_naming_another_environment_as_their_own_fail():
+    found = hs.check_environment_separation("blue", {"environment": {"name": "green"}}, {})
+    assert [str(v) for v in found] == ["[environment-separation] values: environment.name is 'green'; set it to blue"]
 
 
-@pytest.mark.parametrize(
-    ("env", "path", "leak", "marker"),
-    [
-        (
-            "acceptance",
-            (*_EXTERNAL, "secretStoreRef", "name"),
-            "vault-production",
-            "'production', its environment.name",
-        ),
-        (
-            "acceptance",
-            (*_EXTERNAL, "remoteRef", "key"),
-            "dagster/production/postgres",
-            "'production', its environment.name",
-        ),
-        (
-            "acceptance",
-            ("objectStore", "credentialsSecretName"),
-            "prod-creds-production",
-            "'production', its environment.name",
-        ),
-        (
-            "production",
-            ("objectStore", "credentialsSecretName"),
-            "vault-acceptance",
-            "'vault-acceptance', its postgresPassword.externalSecret.secretStoreRef.name",
-        ),
-    ],
+# A secret store, key path or secret name of another environment: its name in it, or its own store by name.
+SECRET_PATHS = (
+    "objectStore.credentialsSecretName",
+    "global.postgresqlSecretName",
+    "postgresPassword.externalSecret.secretStoreRef.name",
+    "postgresPassword.externalSecret.remoteRef.key",
+    "ingress.admin.tlsSecretName",
 )
-def test_value_naming_the_other_environments_secret_store_key_or_secret_fails_in_one_line(
-    values_dir, env, path, leak, marker
-):
-    edit_yaml(values_dir / f"{env}.yaml", set_in(path, leak))
-    found = checks.check_values(env, layers=helm_values.values_layers(env, values_dir=values_dir))
-    assert [str(v) for v in found] == [
-        f"[environment-separation] platform/values/{env}.yaml: {'.'.join(path)}: {leak!r} names {OTHER[env]} "
-        f"({marker}); name {env}'s own instead"
-    ]
+SECRET_CASES = [
+    *(
+        pytest.param(env, dotted, f"copied-from-{other}", other, id=f"{env}-{dotted}-names-{other}")
+        for env, other in PAIRS
+        for dotted in SECRET_PATHS
+        if get_path(declared(env).values, dotted)
+    ),
+    *(
+        pytest.param(env, "objectStore.credentialsSecretName", store, other, id=f"{env}-credentials-are-{other}s-store")
+        for env, other in PAIRS
+        if get_path(declared(env).values, "objectStore.credentialsSecretName")
+        and (store := get_path(declared(other).values, "postgresPassword.externalSecret.secretStoreRef.name"))
+    ),
+]
+
+
+@pytest.mark.parametrize(("env", "dotted", "leak", "other"), SECRET_CASES)
+def test_a_secret_naming_another_environment_fails_in_one_line(values_dir, env, dotted, leak, other):
+    edit_yaml(env_file(values_dir, env), set_in(tuple(dotted.split(".")), leak))
+    found = [str(v) for v in checks.check_values(env, layers=helm_values.values_layers(env, values_dir=values_dir))]
+    assert len(found) == 1, found
+    assert found[0].startswith(
+        f"[environment-separation] platform/values/{env}.yaml: {dotted}: {leak!r} names {other} ("
+    ) and found[0].endswith(f"; name {env}'s own instead"), found[0]
 
 
 # -- the upgrade guard --------------------------------------------------------------------------
-KUBECONFIG = """\
-apiVersion: v1
-kind: Config
-current-context: {current}
-contexts:
-  - name: acme-acceptance
-    context: {{cluster: acceptance, user: ci, namespace: {acc_ns}}}
-  - name: acme-production
-    context: {{cluster: production, user: ci, namespace: dagster-production}}
-clusters: []
-users: []
-"""
+CI_AGENT = "ci-agent:read-only"  # a context that is no environment's (CI diffs through read-only agents)
 
 
-def kubeconfig(tmp_path, current, acc_ns="dagster-acceptance"):
+def kubeconfig(tmp_path, current, namespaces=None):
+    """A kubeconfig with every environment's context (in its namespace, unless `namespaces` says otherwise:
+    {context: namespace}), whose current context is `current`."""
+    namespaces = namespaces or {}
+    contexts = [
+        {"name": env.kube_context,
+         "context": {"cluster": env.name, "user": "ci", "namespace": namespaces.get(env.kube_context, env.namespace)}}
+        for env in ENVIRONMENTS
+    ]  # fmt: skip
     path = tmp_path / "kubeconfig"
-    path.write_text(KUBECONFIG.format(current=current, acc_ns=acc_ns))
+    config = {"apiVersion": "v1", "kind": "Config", "current-context": current, "contexts": contexts}
+    path.write_text(yaml.safe_dump({**config, "clusters": [], "users": []}, sort_keys=False))
     return str(path)
 
 
-def test_guard_accepts_the_environments_own_context(tmp_path):
-    assert helm_upgrade.guard("acceptance", kubeconfig=kubeconfig(tmp_path, "acme-acceptance")) == (
-        "acme-acceptance",
-        "dagster-acceptance",
+@pytest.mark.parametrize("env", ENVS)
+def test_guard_accepts_the_environments_own_context(tmp_path, env):
+    own = declared(env)
+    assert helm_upgrade.guard(env, kubeconfig=kubeconfig(tmp_path, own.kube_context)) == (
+        own.kube_context,
+        own.namespace,
     )
 
 
-@pytest.mark.parametrize(
-    ("env", "current", "namespace", "acc_ns", "message"),
-    [
-        ("production", "acme-acceptance", None, "dagster-acceptance", "'acme-acceptance' is acceptance's"),
-        ("acceptance", "acme-production", None, "dagster-acceptance", "'acme-production' is production's"),
-        ("acceptance", "ci-agent:other", None, "dagster-acceptance", "but acceptance lives in 'acme-acceptance'"),
-        ("acceptance", "acme-acceptance", "dagster-production", "dagster-acceptance", "is production's"),
-        ("acceptance", "acme-acceptance", None, "dagster-production", "is production's"),
-        ("acceptance", "acme-acceptance", "default", "dagster-acceptance", "is not acceptance's namespace"),
-    ],
-)
-def test_guard_refuses_another_environments_context_or_namespace(tmp_path, env, current, namespace, acc_ns, message):
+@pytest.mark.parametrize(("env", "other"), PAIRS)
+def test_guard_refuses_another_environments_context(tmp_path, env, other):
+    theirs = declared(other).kube_context
+    message = f"the current kube context '{theirs}' is {other}'s; refusing to use it for {env}"
+    for read_only in (False, True):
+        with pytest.raises(helm_upgrade.GuardError, match=re.escape(message)):
+            helm_upgrade.guard(env, kubeconfig=kubeconfig(tmp_path, theirs), read_only=read_only)
+
+
+@pytest.mark.parametrize(("env", "other"), PAIRS)
+def test_guard_refuses_another_environments_namespace_given_or_from_the_context(tmp_path, env, other):
+    own, theirs = declared(env), declared(other).namespace
+    message = re.escape(f"namespace '{theirs}' is {other}'s; refusing to use it for {env}")
     with pytest.raises(helm_upgrade.GuardError, match=message):
-        helm_upgrade.guard(env, namespace=namespace, kubeconfig=kubeconfig(tmp_path, current, acc_ns))
+        helm_upgrade.guard(env, namespace=theirs, kubeconfig=kubeconfig(tmp_path, own.kube_context))
+    in_theirs = kubeconfig(tmp_path, own.kube_context, namespaces={own.kube_context: theirs})
+    with pytest.raises(helm_upgrade.GuardError, match=message):
+        helm_upgrade.guard(env, kubeconfig=in_theirs)
 
 
-def test_upgrade_command_refuses_before_touching_anything(tmp_path, capsys):
-    code = main(["platform", "upgrade", "--env", "production", "--kubeconfig", kubeconfig(tmp_path, "acme-acceptance")])
-    assert code == 2
-    assert "refusing: the current kube context 'acme-acceptance' is acceptance's" in capsys.readouterr().err
+@pytest.mark.parametrize("env", ENVS)
+def test_guard_refuses_a_namespace_that_is_not_the_environments(tmp_path, env):
+    own = declared(env)
+    with pytest.raises(helm_upgrade.GuardError, match=re.escape(f"namespace 'default' is not {env}'s namespace")):
+        helm_upgrade.guard(env, namespace="default", kubeconfig=kubeconfig(tmp_path, own.kube_context))
 
 
-def test_read_only_diff_accepts_a_ci_agent_context_but_never_the_other_environments(tmp_path):
-    path = tmp_path / "kubeconfig"
-    path.write_text(KUBECONFIG.format(current="acme-production", acc_ns="x").replace("acme-production\n", "ci:ro\n", 1))
-    assert helm_upgrade.guard("acceptance", kubeconfig=str(path), read_only=True) == ("ci:ro", "dagster-acceptance")
-    with pytest.raises(helm_upgrade.GuardError, match="but acceptance lives in"):
-        helm_upgrade.guard("acceptance", kubeconfig=str(path))
-    with pytest.raises(helm_upgrade.GuardError, match="is production's"):
-        helm_upgrade.guard("acceptance", kubeconfig=kubeconfig(tmp_path, "acme-production"), read_only=True)
+@pytest.mark.parametrize("env", ENVS)
+def test_upgrade_needs_the_environments_own_context_a_diff_any_but_anothers(tmp_path, env):
+    own = declared(env)
+    agent = kubeconfig(tmp_path, CI_AGENT)
+    assert helm_upgrade.guard(env, kubeconfig=agent, read_only=True) == (CI_AGENT, own.namespace)
+    with pytest.raises(helm_upgrade.GuardError, match=re.escape(f"but {env} lives in '{own.kube_context}'")):
+        helm_upgrade.guard(env, kubeconfig=agent)
 
 
-def test_diff_refuses_the_other_environments_context(tmp_path, capsys):
-    code = main(["platform", "diff", "--env", "acceptance", "--kubeconfig", kubeconfig(tmp_path, "acme-production")])
-    assert code == 2
-    assert "is production's" in capsys.readouterr().err
+@pytest.mark.parametrize(("env", "other"), PAIRS)
+@pytest.mark.parametrize("command", ["upgrade", "diff"])
+def test_upgrade_and_diff_refuse_another_environments_context_before_anything(tmp_path, capsys, command, env, other):
+    theirs = declared(other).kube_context
+    assert main(["platform", command, "--env", env, "--kubeconfig", kubeconfig(tmp_path, theirs)]) == 2
+    assert capsys.readouterr().err == (
+        f"refusing: the current kube context '{theirs}' is {other}'s; refusing to use it for {env}\n"
+    )
 
 
-def test_upgrade_refuses_without_a_kube_context(tmp_path, capsys):
-    code = main(["platform", "upgrade", "--env", "acceptance", "--kubeconfig", str(tmp_path / "none")])
+@pytest.mark.parametrize("env", ENVS)
+def test_upgrade_refuses_without_a_kube_context(tmp_path, capsys, env):
+    code = main(["platform", "upgrade", "--env", env, "--kubeconfig", str(tmp_path / "none")])
     assert code == 2
     assert "no current kube context" in capsys.readouterr().err
 
 
-def test_upgrade_plan_is_atomic_and_migrates_on_a_minor_upgrade(tmp_path):
+@pytest.mark.parametrize("env", ENVS)
+def test_upgrade_plan_is_atomic_and_migrates_on_a_minor_upgrade(tmp_path, env):
+    own = declared(env)
     files = [tmp_path / "v.yaml"]
-    plan = [
-        cmd
-        for _, cmd in helm_upgrade.upgrade_steps(
-            "production", context="acme-production", namespace="dagster-production", value_files=files, migrate=True
-        )
-    ]
+    where = {"context": own.kube_context, "namespace": own.namespace}
+    plan = [cmd for _, cmd in helm_upgrade.upgrade_steps(env, **where, value_files=files, migrate=True)]
     sync, upgrade = plan[:2]  # the registry into the workspace ConfigMap first (tests/helm/test_upgrade.py)
-    assert sync[1:4] == ["-m", "dagster_platform.ci.previews", "sync"] and "production" in sync
+    assert sync[1:4] == ["-m", "dagster_platform.ci.previews", "sync"] and sync[sync.index("--env") + 1] == env
     assert upgrade[:4] == ["helm", "upgrade", "--install", "dagster"]
     assert {"--atomic", "--wait"} <= set(upgrade) and upgrade[upgrade.index("--timeout") + 1]
-    assert upgrade[upgrade.index("--kube-context") + 1] == "acme-production"
-    assert upgrade[upgrade.index("--namespace") + 1] == "dagster-production"
+    assert upgrade[upgrade.index("--kube-context") + 1] == own.kube_context
+    assert upgrade[upgrade.index("--namespace") + 1] == own.namespace
     text = "\n".join(" ".join(cmd) for cmd in plan)
     assert "scale deployment --replicas=0" in text
     assert "dagster.migrate.enabled=true" in text and "job-instance-migrate.yaml" in text
     assert "wait --for=condition=complete job/dagster-dagster-webserver-instance-migrate" in text
-    # replicas restored to what production asks for
-    assert "--replicas=2" in text
+    # The webservers come back with the replicas the environment asks for.
+    replicas = helm_values.environment_values(env)["dagster"]["dagsterWebserver"].get("replicaCount", 1)
+    (scale_up,) = [cmd for cmd in plan if "scale" in cmd and "--replicas=0" not in cmd and "daemon" not in cmd[-1]]
+    assert f"--replicas={replicas}" in scale_up
 
 
 @pytest.mark.parametrize(
@@ -246,11 +246,9 @@ def test_migration_only_for_minor_version_changes(deployed, new, migrate):
     assert helm_upgrade.needs_migration(deployed, new) is migrate
 
 
-def test_no_migration_step_for_a_patch_upgrade(tmp_path):
-    plan = [
-        cmd
-        for _, cmd in helm_upgrade.upgrade_steps(
-            "acceptance", context="acme-acceptance", namespace="dagster-acceptance", value_files=[], migrate=False
-        )
-    ]
+@pytest.mark.parametrize("env", ENVS)
+def test_no_migration_step_for_a_patch_upgrade(env):
+    own = declared(env)
+    where = {"context": own.kube_context, "namespace": own.namespace}
+    plan = [cmd for _, cmd in helm_upgrade.upgrade_steps(env, **where, value_files=[], migrate=False)]
     assert len(plan) == 2 and plan[0][3] == "sync" and plan[1][1] == "upgrade"

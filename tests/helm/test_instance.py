@@ -1,22 +1,29 @@
-"""platform/instance/instance.yaml drives the Helm values (generated, never restated), and the
-instance config the values describe is checked against Dagster's own config schemas."""
+"""platform/instance/instance.yaml drives the Helm values (generated, never restated), with each environment's
+overrides (environment.instance in its values file) applied to it alone; the instance config the values describe is
+checked against Dagster's own config schemas."""
 
 from __future__ import annotations
 
 import copy
+import subprocess
 
 import pytest
+import yaml
 
 from dagster_platform import paths
+from dagster_platform.cli import main
 from dagster_platform.helm import checks
 from dagster_platform.helm import instance as helm_instance
 from dagster_platform.helm import values as helm_values
+from dagster_platform.mappings import deep_merge
+from dagster_platform.platform_config import PlatformConfigError, get_path
 
-from .helpers import ENVS, edit_yaml, platform_check_errors, set_in
+from .helpers import ENVS, declared, edit_yaml, env_file, platform_check_errors, set_in, use_values_dir
 
 
 @pytest.fixture(scope="module")
 def instance():
+    """platform/instance/instance.yaml as written: what every environment runs unless it overrides a key."""
     return helm_values.load_instance()
 
 
@@ -25,8 +32,9 @@ def test_instance_yaml_is_valid_for_dagster(instance):
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_values_describe_exactly_instance_yaml_and_dagster_accepts_them(env_values, instance, env):
-    assert [str(v) for v in checks.check_instance_config(env, env_values[env], instance)] == []
+def test_values_describe_exactly_instance_yaml_with_the_overrides_and_dagster_accepts_them(env_values, env):
+    own = helm_values.load_instance(env)
+    assert [str(v) for v in checks.check_instance_config(env, env_values[env], own)] == []
     described = helm_instance.values_to_instance(env_values[env]["dagster"], namespace="ns")
     # The run launcher (from base.yaml) is valid for dagster-k8s's K8sRunLauncher too.
     assert described["run_launcher"]["class"] == "K8sRunLauncher"
@@ -49,18 +57,30 @@ def test_generated_values_come_from_instance_yaml(instance):
     assert generated["retention"]["schedule"]["purgeAfterDays"] == instance["retention"]["schedule"]["purge_after_days"]
 
 
-def test_changing_instance_yaml_changes_every_environment(instance):
-    changed = copy.deepcopy(instance)
-    changed["run_coordinator"]["config"]["max_concurrent_runs"] = 17
-    generated = helm_values.generated_values(instance=changed)
+@pytest.mark.parametrize("env", ENVS)
+def test_values_generated_from_another_instance_drift_from_instance_yaml(instance, env):
+    changed = copy.deepcopy(helm_values.load_instance(env))
+    changed["run_coordinator"]["config"]["max_concurrent_runs"] += 17
+    layers = [*helm_values.values_layers(env)[:2], ("generated", helm_values.generated_values(instance=changed))]
+    values = helm_values.merge_layers(layers)
+    queued = values["dagster"]["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert queued["maxConcurrentRuns"] == changed["run_coordinator"]["config"]["max_concurrent_runs"]
+    # ...and the committed instance.yaml (with the environment's overrides) no longer matches these values.
+    drift = checks.check_instance_config(env, values, helm_values.load_instance(env))
+    assert "max_concurrent_runs" in "\n".join(map(str, drift))
+
+
+def test_changing_instance_yaml_changes_every_environment_that_does_not_override_it(tmp_path, monkeypatch, instance):
+    key = ("run_coordinator", "config", "max_concurrent_runs")
+    changed = tmp_path / "instance.yaml"
+    changed.write_text(paths.INSTANCE_YAML.read_text())
+    new = instance["run_coordinator"]["config"]["max_concurrent_runs"] + 17
+    edit_yaml(changed, set_in(key, new))
+    monkeypatch.setattr(paths, "INSTANCE_YAML", changed)
     for env in ENVS:
-        layers = [*helm_values.values_layers(env)[:2], ("generated", generated)]
-        values = helm_values.merge_layers(layers)
-        queued = values["dagster"]["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
-        assert queued["maxConcurrentRuns"] == 17
-        # ...and the committed instance.yaml no longer matches what these values describe.
-        drift = checks.check_instance_config(env, values, instance)
-        assert "max_concurrent_runs" in "\n".join(map(str, drift))
+        queued = helm_values.environment_values(env)["dagster"]["dagsterDaemon"]["runCoordinator"]["config"]
+        override = get_path(declared(env).instance, ".".join(key))
+        assert queued["queuedRunCoordinator"]["maxConcurrentRuns"] == (new if override is None else override)
 
 
 # -- typos and drift fail here, not in the cluster --------------------------------------------------
@@ -97,18 +117,20 @@ def test_typo_in_instance_config_fails_against_dagsters_schema(instance, section
         (lambda launcher: launcher["runK8sConfig"].update({"podSpecConfg": {}}), "runK8sConfig keys ['podSpecConfg']"),
     ],
 )
-def test_invalid_run_launcher_values_fail_against_dagster_k8s(values_of, instance, edit, expected):
-    values = values_of("acceptance")
+def test_invalid_run_launcher_values_fail_against_dagster_k8s(values_of, edit, expected):
+    env = ENVS[0]
+    values = values_of(env)
     edit(values["dagster"]["runLauncher"]["config"]["k8sRunLauncher"])
-    found = checks.check_instance_config("acceptance", values, instance)
+    found = checks.check_instance_config(env, values, helm_values.load_instance(env))
     assert found and expected in "\n".join(map(str, found))
 
 
-def test_values_drifting_from_instance_yaml_fail(values_of, instance):
-    values = values_of("production")
+@pytest.mark.parametrize("env", ENVS)
+def test_values_drifting_from_instance_yaml_fail(values_of, env):
+    values = values_of(env)
     values["dagster"]["dagsterDaemon"]["runMonitoring"]["pollIntervalSeconds"] = 5
     values["dagster"]["retention"]["schedule"]["purgeAfterDays"] = 7
-    found = checks.check_instance_config("production", values, instance)
+    found = checks.check_instance_config(env, values, helm_values.load_instance(env))
     assert {v.rule for v in found} == {"instance-drift"}
     text = "\n".join(map(str, found))
     assert "run_monitoring" in text and "retention" in text
@@ -150,14 +172,15 @@ def test_instance_yaml_mistake_is_one_line_of_platform_check(tmp_path, monkeypat
     copy_ = tmp_path / "instance.yaml"
     copy_.write_text(paths.INSTANCE_YAML.read_text())
     edit_yaml(copy_, set_in(path, value))
-    assert platform_check_errors(monkeypatch, capsys, "INSTANCE_YAML", copy_) == [expected]
+    assert platform_check_errors(monkeypatch, capsys, "INSTANCE_YAML", copy_, code=2) == [expected]
 
 
 def test_instance_yaml_that_is_not_yaml_is_one_line_of_platform_check(tmp_path, monkeypatch, capsys):
     copy_ = tmp_path / "instance.yaml"
     copy_.write_text(paths.INSTANCE_YAML.read_text() + "telemetry: [\n")
-    assert platform_check_errors(monkeypatch, capsys, "INSTANCE_YAML", copy_) == [
-        f"platform check: {copy_}: line 58: expected the node content, but found '<stream end>'; fix the YAML there"
+    end = len(copy_.read_text().splitlines()) + 1  # the line after the unclosed one
+    assert platform_check_errors(monkeypatch, capsys, "INSTANCE_YAML", copy_, code=2) == [
+        f"platform check: {copy_}: line {end}: expected the node content, but found '<stream end>'; fix the YAML there"
     ]
 
 
@@ -166,11 +189,10 @@ def test_instance_yaml_must_not_hold_storage_or_launcher(instance):
         helm_values.instance_to_values({**instance, "run_launcher": {"module": "x", "class": "Y"}})
 
 
-def test_rendered_instance_config_map_is_checked_when_present(env_values, instance):
+@pytest.mark.parametrize("env", ENVS)
+def test_rendered_instance_config_map_is_checked_when_present(env_values, env):
     """The CI path: the official chart's ConfigMap is parsed, validated and compared."""
-    import yaml
-
-    described = helm_instance.values_to_instance(env_values["acceptance"]["dagster"], namespace="n")
+    described = helm_instance.values_to_instance(env_values[env]["dagster"], namespace="n")
     described["run_coordinator"]["config"]["max_concurrent_runs"] = 50
     config_map = {
         "apiVersion": "v1",
@@ -180,5 +202,93 @@ def test_rendered_instance_config_map_is_checked_when_present(env_values, instan
     }
     rendered = helm_instance.instance_from_manifests([config_map])
     assert rendered == described
-    drift = checks.check_described_instance(instance, rendered, "rendered")
+    drift = checks.check_described_instance(helm_values.load_instance(env), rendered, "rendered")
     assert "max_concurrent_runs" in "\n".join(map(str, drift))
+
+
+# -- per-environment overrides (environment.instance in platform/values/<env>.yaml) ------------------
+_QUEUE = ("run_coordinator", "config", "max_concurrent_runs")
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_environment_runs_instance_yaml_with_its_own_overrides(instance, env):
+    own = helm_values.load_instance(env)
+    assert own == deep_merge(instance, declared(env).instance)
+    derived = helm_instance.derive_instance(env)
+    assert [str(v) for v in checks.check_described_instance(own, derived, f"{env} derived")] == []
+
+
+def _override(values_dir, env, overrides):
+    edit_yaml(env_file(values_dir, env), set_in(("environment", "instance"), overrides))
+
+
+def test_an_override_changes_its_environment_alone(values_dir, instance):
+    env, *others = ENVS
+    runs = instance["run_coordinator"]["config"]["max_concurrent_runs"] + 7
+    _override(values_dir, env, {"run_coordinator": {"config": {"max_concurrent_runs": runs}}})
+    overridden = helm_values.load_instance(env, values_dir=values_dir)
+    assert get_path(overridden, ".".join(_QUEUE)) == runs
+    assert overridden == deep_merge(instance, {"run_coordinator": {"config": {"max_concurrent_runs": runs}}})
+    for other in others:
+        assert helm_values.load_instance(other, values_dir=values_dir) == helm_values.load_instance(other)
+
+
+def test_platform_instance_shows_the_environments_override(values_dir, monkeypatch, capsys, instance):
+    env = ENVS[0]
+    runs = instance["run_coordinator"]["config"]["max_concurrent_runs"] + 7
+    _override(values_dir, env, {"run_coordinator": {"config": {"max_concurrent_runs": runs}}})
+    use_values_dir(monkeypatch, values_dir)
+    assert main(["platform", "instance", "--env", env]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert get_path(printed, ".".join(_QUEUE)) == runs
+
+
+def test_make_platform_instance_prints_each_environments_instance_with_its_overrides():
+    for env in ENVS:
+        done = subprocess.run(["make", "--no-print-directory", "platform-instance", f"ENV={env}"], cwd=paths.ROOT,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        printed = yaml.safe_load(done.stdout)
+        assert printed == helm_instance.derive_instance(env)
+        own = helm_values.load_instance(env)
+        assert printed["run_coordinator"]["config"] == own["run_coordinator"]["config"]
+
+
+def test_make_platform_instance_refuses_an_undeclared_environment_in_one_line():
+    done = subprocess.run(["make", "--no-print-directory", "platform-instance", "ENV=no-such-env"], cwd=paths.ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    ours = [line for line in done.stderr.splitlines() if not line.startswith("make: ")]
+    assert ours == [
+        f"platform instance: environment 'no-such-env' is not declared; use one of {', '.join(ENVS)} "
+        "(or add platform/values/no-such-env.yaml)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "unknown", "parent"),
+    [
+        ({"run_coordinater": {"config": {"max_concurrent_runs": 1}}}, "run_coordinater", ()),
+        ({"run_coordinator": {"config": {"max_concurent_runs": 1}}}, "run_coordinator.config.max_concurent_runs",
+         ("run_coordinator", "config")),
+        ({"code_servers": {"local_startup_timeout": 60}}, "code_servers", ()),
+    ],
+    ids=["section", "nested-key", "section-instance-yaml-lacks"],
+)  # fmt: skip
+def test_an_override_of_a_key_instance_yaml_lacks_is_refused_in_one_line(
+    values_dir, monkeypatch, capsys, instance, overrides, unknown, parent
+):
+    env = ENVS[0]
+    _override(values_dir, env, overrides)
+    known = ", ".join(get_path(instance, ".".join(parent)) if parent else instance)
+    expected = (
+        f"{env_file(values_dir, env)}: environment.instance.{unknown}: instance.yaml has no such key (it has "
+        f"{known}); override one of those, or add it to platform/instance/instance.yaml first"
+    )
+    with pytest.raises(PlatformConfigError) as refused:
+        helm_values.load_instance(env, values_dir=values_dir)
+    assert str(refused.value) == expected
+    use_values_dir(monkeypatch, values_dir)
+    for command in ("instance", "check", "values"):
+        assert main(["platform", command, "--env", env]) == 2
+        assert capsys.readouterr().err == f"platform {command}: {expected}\n"

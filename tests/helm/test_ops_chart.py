@@ -9,9 +9,10 @@ from dagster_platform.helm import policies as hp
 from dagster_platform.helm import registry
 from dagster_platform.helm import values as helm_values
 
-from .helpers import ENVS, objects_of
+from .helpers import ENVS, objects_of, with_chart_defaults
 
 OPS = "platform-ops"
+OPS_ENTRY = next(loc for loc in helm_values.load_code_locations() if loc["name"] == OPS)
 
 
 def ops_deployment(values):
@@ -25,7 +26,7 @@ def test_ops_environment_configmap_is_the_one_the_deployment_reads(rendered, env
     assert config_map["data"] == {
         "PLATFORM_ENV": env,
         "PLATFORM_UI_URL": f"https://{values['ingress']['admin']['host']}",
-        "PLATFORM_RETENTION_DAYS": {"acceptance": "30", "production": "90"}[env],
+        "PLATFORM_RETENTION_DAYS": str(with_chart_defaults(values)["ops"]["retentionDays"]),
     }
     assert ops_deployment(values)["envConfigMaps"] == [{"name": "dagster-platform-ops-env"}]
     # Runs of the ops location (retention, canary) get the same environment as its code server.
@@ -82,7 +83,7 @@ def test_ops_location_is_registered_and_deployed_as_registered(env_values):
     entry = next(loc for loc in helm_values.load_code_locations() if loc["name"] == OPS)
     for env in ENVS:
         ops = ops_deployment(env_values[env])
-        assert ops["image"]["repository"] == entry["image"]
+        assert ops["image"]["repository"] == registry.location_image(entry)
         assert ops["dagsterApiGrpcArgs"] == ["-m", entry["module"]]
         assert ops["port"] == entry["port"]
         assert registry.check_ops_deployment(env_values[env], helm_values.load_code_locations(), env) == []
@@ -92,27 +93,29 @@ def test_ops_location_is_registered_and_deployed_as_registered(env_values):
     ("edit", "message"),
     [
         (
-            lambda v: v["dagster"]["dagster-user-deployments"]["deployments"].append({"name": "example-pipelines"}),
+            lambda v: v["dagster"]["dagster-user-deployments"]["deployments"].append({"name": "sales-pipelines"}),
             "dagster.dagster-user-deployments.deployments: the platform release deploys only platform-ops; user code "
-            "is its own release (found ['platform-ops', 'example-pipelines'])",
+            "is its own release (found ['platform-ops', 'sales-pipelines'])",
         ),
         (
-            lambda v: ops_deployment(v).update(port=4001),
-            "dagster.dagster-user-deployments.deployments[0].port is 4001; the registry says 4000",
+            lambda v: ops_deployment(v).update(port=OPS_ENTRY["port"] + 1),
+            f"dagster.dagster-user-deployments.deployments[0].port is {OPS_ENTRY['port'] + 1}; "
+            f"the registry says {OPS_ENTRY['port']}",
         ),
         (
             lambda v: ops_deployment(v).update(dagsterApiGrpcArgs=["-m", "platform_ops.defs"]),
             "dagster.dagster-user-deployments.deployments[0].dagsterApiGrpcArgs is ['-m', 'platform_ops.defs']; "
-            "the registry says ['-m', 'platform_ops.definitions']",
+            f"the registry says ['-m', {OPS_ENTRY['module']!r}]",
         ),
     ],
     ids=["second-deployment", "port", "module"],
 )
-def test_ops_deployment_that_drifts_from_the_registry_is_one_line(values_of, edit, message):
-    values = values_of("production")
+@pytest.mark.parametrize("env", ENVS)
+def test_ops_deployment_that_drifts_from_the_registry_is_one_line(values_of, env, edit, message):
+    values = values_of(env)
     edit(values)
-    found = registry.check_ops_deployment(values, helm_values.load_code_locations(), "production values")
-    assert [str(v) for v in found] == [f"[ops-location] production values: {message}"]
+    found = registry.check_ops_deployment(values, helm_values.load_code_locations(), f"{env} values")
+    assert [str(v) for v in found] == [f"[ops-location] {env} values: {message}"]
 
 
 @pytest.mark.parametrize(
@@ -134,11 +137,12 @@ def test_ops_deployment_that_drifts_from_the_registry_is_one_line(values_of, edi
     ],
     ids=["no-probe", "chart-default-tolerance", "string"],
 )
-def test_daemon_without_liveness_is_one_line(values_of, edit, message):
-    values = values_of("acceptance")
+@pytest.mark.parametrize("env", ENVS)
+def test_daemon_without_liveness_is_one_line(values_of, env, edit, message):
+    values = values_of(env)
     edit(values["dagster"]["dagsterDaemon"])
-    found = hp.check_daemon_liveness(values, "acceptance values")
-    assert [str(v) for v in found] == [f"[daemon-liveness] acceptance values: {message}"]
+    found = hp.check_daemon_liveness(values, f"{env} values")
+    assert [str(v) for v in found] == [f"[daemon-liveness] {env} values: {message}"]
 
 
 def test_committed_daemon_probe_is_dagsters_own_liveness_check(env_values):
@@ -148,12 +152,13 @@ def test_committed_daemon_probe_is_dagsters_own_liveness_check(env_values):
         assert hp.check_daemon_liveness(env_values[env], env) == []
 
 
-def test_a_tagless_image_passes_only_for_the_ops_deployment(values_of):
-    values = values_of("production")
+@pytest.mark.parametrize("env", ENVS)
+def test_a_tagless_image_passes_only_for_the_ops_deployment(values_of, env):
+    values = values_of(env)
     assert hp.check_value_images(values, "v") == []  # the ops tag is given at upgrade
     values["dagster"]["dagsterDaemon"]["image"]["tag"] = ""
     assert [v.message for v in hp.check_value_images(values, "v")] == [
-        "dagster.dagsterDaemon.image (docker.io/dagster/dagster-celery-k8s) has no tag"
+        f"dagster.dagsterDaemon.image ({values['dagster']['dagsterDaemon']['image']['repository']}) has no tag"
     ]
     ops_deployment(values)["image"]["tag"] = "latest"
     assert "uses the `latest` tag" in " ".join(v.message for v in hp.check_value_images(values, "v"))
@@ -166,7 +171,8 @@ def test_platform_pipeline_builds_scans_and_deploys_the_image_the_values_name(en
     pipeline = load_pipeline(ROOT / ".gitlab-ci.yml")
     jobs = pipeline.jobs()
     image = pipeline.config["variables"]["OPS_IMAGE"]
-    assert image == f"{ops_deployment(env_values['production'])['image']['repository']}:$CI_COMMIT_SHA"
+    for env in ENVS:
+        assert image == f"{ops_deployment(env_values[env])['image']['repository']}:$CI_COMMIT_SHA"
     build = " ".join(flatten(jobs["build-ops"]["script"]))
     assert '--file platform/ops/Dockerfile --tag "$OPS_IMAGE"' in build and "push" in build
     assert jobs["container_scanning"]["variables"]["CS_IMAGE"] == "$OPS_IMAGE"

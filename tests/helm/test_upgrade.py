@@ -14,9 +14,13 @@ import sys
 import pytest
 import yaml
 
+from dagster_platform.ci import previews
 from dagster_platform.helm import upgrade
+from dagster_platform.helm import values as helm_values
 from dagster_platform.helm.values import GENERATED_DIR
+from dagster_platform.paths import dagster_version
 
+from .helpers import COMPANY, ENVS, declared
 from .test_environments import kubeconfig
 
 STUB = """#!/bin/sh
@@ -42,9 +46,21 @@ MIGRATE_JOB = "job/dagster-dagster-webserver-instance-migrate"
 
 
 OPS_TAG = "0123abcd"  # the platform/ops image the platform pipeline built (CI: $CI_COMMIT_SHA)
+# The environment upgraded here: the first one main deploys to, as its own values name it.
+ENV = ENVS[0]
+OWN = declared(ENV)
+VALUES = helm_values.environment_values(ENV)
+TARGET = f"--context {OWN.kube_context} --namespace {OWN.namespace}"
+WEBSERVER_REPLICAS = VALUES["dagster"]["dagsterWebserver"].get("replicaCount", 1)
+BUCKET = VALUES["dagster"]["computeLogManager"]["config"]["s3ComputeLogManager"]["bucket"]
+LOCATIONS = helm_values.load_code_locations()
+MINOR = ".".join(dagster_version().split(".")[:2])
+SAME_MINOR = f"{MINOR}.0"  # a deployed release of the platform's minor version: a patch upgrade
+OLDER_MINOR = f"{MINOR.split('.')[0]}.{int(MINOR.split('.')[1]) - 1}.3"  # a minor upgrade: the migration runs
+LIMIT = VALUES["previews"].get("maxPerLocation")
 
 
-def run_upgrade(tmp_path, *flags, fail="", deployed="1.12.3", chart=False, ops_tag=OPS_TAG):
+def run_upgrade(tmp_path, *flags, fail="", deployed=OLDER_MINOR, chart=False, ops_tag=OPS_TAG):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for name in ("helm", "kubectl"):
@@ -54,7 +70,7 @@ def run_upgrade(tmp_path, *flags, fail="", deployed="1.12.3", chart=False, ops_t
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "STUB_LOG": str(log)}
     env |= {"STUB_FAIL": fail, "STUB_DEPLOYED": deployed, "DAGSTER_PLATFORM_HELM": "sdk"}
     code = ["-m", "dagster_platform.cli"] if chart else ["-c", WITHOUT_CHART]
-    args = ["platform", "upgrade", "--env", "acceptance", "--kubeconfig", kubeconfig(tmp_path, "acme-acceptance")]
+    args = ["platform", "upgrade", "--env", ENV, "--kubeconfig", kubeconfig(tmp_path, OWN.kube_context)]
     args += ["--ops-image-tag", ops_tag] if ops_tag else []
     result = subprocess.run([sys.executable, *code, *args, *flags], env=env, capture_output=True, text=True)
     calls = log.read_text().splitlines() if log.exists() else []
@@ -84,29 +100,30 @@ def test_backup_then_upgrade_then_migration_in_order(tmp_path):
         max(pipe),
         index(calls, "wait --for=condition=complete", MIGRATE_JOB),
         index(calls, "delete job"),
-        index(calls, "--replicas=1", "dagster-webserver"),
+        index(calls, f"--replicas={WEBSERVER_REPLICAS}", "dagster-webserver"),
         index(calls, "--replicas=1", "component=dagster-daemon"),
         index(calls, "rollout status"),
     ]
     assert order == sorted(order) and len(calls) == len(order), "\n".join(calls)
-    assert all("--context acme-acceptance --namespace dagster-acceptance" in c for c in calls if "kubectl" in c)
+    assert all(TARGET in c for c in calls if "kubectl" in c)
 
 
 def test_backup_job_dumps_the_environments_database_to_its_bucket(tmp_path):
     result, _ = run_upgrade(tmp_path, "--dry-run")
     name = result.stdout.split("backup Job ")[1].split()[0]
-    job = yaml.safe_load((GENERATED_DIR / "acceptance" / f"{name}.yaml").read_text())
+    job = yaml.safe_load((GENERATED_DIR / ENV / f"{name}.yaml").read_text())
     pod = job["spec"]["template"]["spec"]
     dump, upload = pod["initContainers"][0], pod["containers"][0]
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in dump["env"] + upload["env"]}
     assert dump["command"][:2] == ["pg_dump", "--format=custom"]
-    assert env["PGHOST"] == "pg-acceptance.db.acme.internal" and env["PGDATABASE"] == "dagster_acceptance"
+    pg = VALUES["dagster"]["postgresql"]
+    assert env["PGHOST"] == pg["postgresqlHost"] and env["PGDATABASE"] == pg["postgresqlDatabase"]
     assert env["PGPASSWORD"] == {
-        "secretKeyRef": {"name": "dagster-acceptance-postgresql", "key": "postgresql-password"}
+        "secretKeyRef": {"name": VALUES["global"]["postgresqlSecretName"], "key": "postgresql-password"}
     }
-    assert env["BUCKET"] == "acme-dagster-acceptance-logs" and env["KEY"] == f"backups/acceptance/{name}.dump"
-    assert upload["envFrom"] == [{"secretRef": {"name": "dagster-acceptance-object-store"}}]
-    assert job["metadata"]["namespace"] == "dagster-acceptance" and job["spec"]["backoffLimit"] == 0
+    assert env["BUCKET"] == BUCKET and env["KEY"] == f"backups/{ENV}/{name}.dump"
+    assert upload["envFrom"] == [{"secretRef": {"name": VALUES["objectStore"]["credentialsSecretName"]}}]
+    assert job["metadata"]["namespace"] == OWN.namespace and job["spec"]["backoffLimit"] == 0
 
 
 def test_failing_migration_restores_replicas_and_prints_the_way_back(tmp_path):
@@ -114,13 +131,13 @@ def test_failing_migration_restores_replicas_and_prints_the_way_back(tmp_path):
     assert result.returncode == 1
     failed = index(calls, "wait --for=condition=complete", MIGRATE_JOB)
     after = calls[failed + 1 :]
-    assert [c.split(" -l ")[0].split()[-1] for c in after] == ["--replicas=1", "--replicas=1"], after
+    assert [c.split(" -l ")[0].split()[-1] for c in after] == [f"--replicas={WEBSERVER_REPLICAS}", "--replicas=1"]
     assert "delete job" not in "\n".join(after) and "rollout" not in "\n".join(after)
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("platform upgrade: step 'wait for the migration Job' failed (exit 1); ")
     assert "webservers and daemon scaled back up" in lines[-1]
-    assert "pg_restore --clean --if-exists" in lines[-1] and "s3://acme-dagster-acceptance-logs/backups/" in lines[-1]
-    assert "helm rollback dagster --kube-context acme-acceptance --namespace dagster-acceptance" in lines[-1]
+    assert "pg_restore --clean --if-exists" in lines[-1] and f"s3://{BUCKET}/backups/{ENV}/" in lines[-1]
+    assert f"helm rollback dagster --kube-context {OWN.kube_context} --namespace {OWN.namespace}" in lines[-1]
     assert "Traceback" not in result.stdout + result.stderr
 
 
@@ -145,7 +162,7 @@ def test_failures_before_the_scale_down_change_nothing_else(tmp_path, fail, mess
 
 
 def test_patch_upgrade_backs_up_and_upgrades_only(tmp_path):
-    result, calls = run_upgrade(tmp_path, deployed="1.13.1")
+    result, calls = run_upgrade(tmp_path, deployed=SAME_MINOR)
     assert result.returncode == 0, result.stderr
     assert [c.split()[:2] for c in calls] == [["helm", "list"], *[["kubectl", "--context"]] * 4, ["helm", "upgrade"]]
 
@@ -155,19 +172,19 @@ def test_dry_run_lists_every_step_and_calls_nothing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert calls == []
     steps = [line for line in result.stdout.splitlines() if line.startswith("+ ")]
-    when = "[only if the deployed Dagster minor differs from 1.13]"
+    when = f"[only if the deployed Dagster minor differs from {MINOR}]"
     assert "apply -f" in steps[0] and "wait --for=condition=complete job/dagster-backup-" in steps[1]
-    registry = {name: {"host": name, "port": 4000} for name in ("example-pipelines", "platform-ops")}
-    target = "--context acme-acceptance --namespace dagster-acceptance"
+    registry = {loc["name"]: {"host": loc["name"], "port": loc["port"]} for loc in LOCATIONS}
     assert steps[2].endswith(
-        f" -m dagster_platform.ci.previews sync --env acceptance {target}"
-        f" --registry-json {json.dumps(registry, separators=(',', ':'))} --max-per-location 3"
+        f" -m dagster_platform.ci.previews sync --env {ENV} {TARGET}"
+        f" --registry-json {json.dumps(registry, sort_keys=True, separators=(',', ':'))}"
+        + (f" --max-per-location {LIMIT}" if LIMIT else "")
     )
     assert steps[3].startswith("+ helm upgrade --install dagster")
     migration = [
         cmd
         for _, cmd in upgrade.upgrade_steps(
-            "acceptance", context="acme-acceptance", namespace="dagster-acceptance", value_files=[], migrate=True
+            ENV, context=OWN.kube_context, namespace=OWN.namespace, value_files=[], migrate=True
         )
     ][2:]
     assert len(steps) == 4 + len(migration) and all(s.startswith(f"+ {when} ") for s in steps[4:])
@@ -187,23 +204,25 @@ def test_upgrade_without_the_ops_image_tag_is_refused_before_anything_runs(tmp_p
 def test_the_sync_writes_the_registry_before_helm_upgrade_rolls_the_pods(tmp_path):
     """The same command the preview jobs run (ci/previews.py) writes the registry into dagster-workspace before
     `helm upgrade` rolls the webserver and daemon (their checksum/platform-registry annotation changed)."""
-    result, calls = run_upgrade(tmp_path, deployed="1.13.1")
+    result, calls = run_upgrade(tmp_path, deployed=SAME_MINOR)
     assert result.returncode == 0, result.stderr
     assert index(calls, "get configmap dagster-workspace") < index(calls, "create -f -") < index(calls, "helm upgrade")
     created = json.loads((tmp_path / "calls.log.configmap.json").read_text())
     notes = created["metadata"]["annotations"]
-    assert json.loads(notes["platform.acme.io/registry"]) == {
-        "example-pipelines": {"host": "example-pipelines", "port": 4000},
-        "platform-ops": {"host": "platform-ops", "port": 4000},
+    domain = COMPANY.label_domain  # platform/company.yaml label_domain
+    assert json.loads(notes[f"{domain}/registry"]) == {
+        loc["name"]: {"host": loc["name"], "port": loc["port"]} for loc in LOCATIONS
     }
-    assert json.loads(notes["platform.acme.io/previews"]) == {} and notes["platform.acme.io/max-per-location"] == "3"
+    assert json.loads(notes[f"{domain}/previews"]) == {}
+    assert notes[f"{domain}/max-per-location"] == str(LIMIT or previews.DEFAULT_MAX_PER_LOCATION)
     workspace = json.loads(created["data"]["workspace.yaml"])  # JSON is YAML: what Dagster reads
-    assert [e["grpc_server"]["location_name"] for e in workspace["load_from"]] == ["example-pipelines", "platform-ops"]
-    assert "workspace: 2 registered location(s), 0 preview(s) kept" in result.stdout
+    names = sorted(loc["name"] for loc in LOCATIONS)
+    assert [e["grpc_server"]["location_name"] for e in workspace["load_from"]] == names
+    assert f"workspace: {len(names)} registered location(s), 0 preview(s) kept" in result.stdout
 
 
 def test_a_failing_sync_stops_before_helm_upgrade(tmp_path):
-    result, calls = run_upgrade(tmp_path, fail="create -f -", deployed="1.13.1")
+    result, calls = run_upgrade(tmp_path, fail="create -f -", deployed=SAME_MINOR)
     assert result.returncode == 1
     assert not any("helm upgrade" in c for c in calls)
     assert result.stderr.strip().splitlines()[-1] == (
@@ -214,6 +233,6 @@ def test_a_failing_sync_stops_before_helm_upgrade(tmp_path):
 
 
 def test_a_failing_helm_upgrade_after_the_sync_says_the_configmap_kept_the_new_registry(tmp_path):
-    result, _ = run_upgrade(tmp_path, fail="upgrade --install", deployed="1.13.1")
+    result, _ = run_upgrade(tmp_path, fail="upgrade --install", deployed=SAME_MINOR)
     assert result.returncode == 1
     assert "the workspace ConfigMap already lists this commit's registry (helm rollback keeps it)" in result.stderr

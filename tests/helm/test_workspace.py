@@ -16,7 +16,7 @@ from dagster_platform.helm import values as helm_values
 from dagster_platform.mappings import deep_merge
 from dagster_platform.paths import TEMPLATE_DIR, dagster_version
 
-from .helpers import ENVS, objects_of, platform_check_errors
+from .helpers import COMPANY, ENVS, objects_of, platform_check_errors
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_webserver_and_daemon_pods_carry_the_registrys_hash(env_values, location
 
 
 def test_adding_a_location_is_one_registry_entry_and_changes_the_hash(locations):
-    added = [*locations, {"name": "sales-forecasts", "team": "sales", "image": "r/x", "port": 4001, "module": "m"}]
+    added = [*locations, {"name": "sales-forecasts", "team": "sales", "port": 4001, "module": "m"}]
     workspace = helm_values.workspace_values(added)
     assert workspace["dagster"]["dagsterDaemon"] != helm_values.workspace_values(locations)["dagster"]["dagsterDaemon"]
     for env in ENVS:
@@ -87,41 +87,56 @@ def test_adding_a_location_is_one_registry_entry_and_changes_the_hash(locations)
         ),
     ],
 )
-def test_a_wrong_workspace_is_one_line(values_of, locations, edit, expected):
-    values = values_of("acceptance")
+@pytest.mark.parametrize("env", ENVS)
+def test_a_wrong_workspace_is_one_line(values_of, locations, env, edit, expected):
+    values = values_of(env)
     edit(values)
-    assert [str(v) for v in registry.check_workspace(values, locations, "acceptance")] == [
-        f"[workspace] acceptance: {expected}"
-    ]
+    assert [str(v) for v in registry.check_workspace(values, locations, env)] == [f"[workspace] {env}: {expected}"]
+
+
+def sales(**changes):
+    """A valid registry entry of the test's own location, changed as a case says (None: the key left out)."""
+    entry = {"name": "sales", "team": "t", "image": COMPANY.image("sales"), "port": COMPANY.grpc_port, "module": "m"}
+    return {k: v for k, v in {**entry, **changes}.items() if v is not None}
+
+
+def test_a_valid_entry_passes(locations):
+    assert registry.check_code_location_registry([*locations, sales()]) == []
+    assert registry.check_code_location_registry([*locations, sales(image=None)]) == []  # <image_registry>/<name>
 
 
 @pytest.mark.parametrize(
     ("entry", "expected"),
     [
-        ({"name": "Sales_Pipelines", "team": "t", "image": "r/x", "port": 4000, "module": "m"}, "DNS-1123"),
-        ({"name": "sales", "team": "t", "image": "r/x:latest", "port": 4000, "module": "m"}, "without tag"),
+        (sales(name="Sales_Pipelines", image=COMPANY.image("x")), "DNS-1123"),
+        (sales(image=f"{COMPANY.image('sales')}:latest"), "without tag"),
+        (sales(port=str(COMPANY.grpc_port)), f"port '{COMPANY.grpc_port}' is not an integer"),
+        (sales(port=COMPANY.grpc_port + 1), f"is not the port user-code repos serve ({COMPANY.grpc_port}"),
+        (sales(team=None), "lacks ['team']"),
         (
-            {"name": "sales", "team": "t", "image": "r/x", "port": "4000", "module": "m"},
-            "port '4000' is not an integer",
+            sales(image="registry.elsewhere.example/x/sales"),
+            f"is not in the company's registry (platform/company.yaml image_registry {COMPANY.image_registry!r}); "
+            f"set image: {COMPANY.image('sales')}",
         ),
-        ({"name": "sales", "image": "r/x", "port": 4000, "module": "m"}, "lacks ['team']"),
     ],
+    ids=["name", "tag", "port-type", "port", "team", "registry"],
 )
-def test_invalid_registry_entry_fails(locations, entry, expected):
+def test_invalid_registry_entry_fails_in_one_line(locations, entry, expected):
     found = registry.check_code_location_registry([*locations, entry])
-    assert expected in "\n".join(map(str, found))
+    assert len(found) == 1 and expected in str(found[0]), [str(v) for v in found]
 
 
-def test_registry_port_that_is_not_an_integer_is_one_line_of_platform_check(tmp_path, monkeypatch, capsys):
+def test_registry_port_that_is_not_an_integer_is_one_line_of_platform_check(tmp_path, monkeypatch, capsys, locations):
     copy_ = tmp_path / "code-locations.yaml"
-    copy_.write_text(paths.CODE_LOCATIONS_YAML.read_text().replace("port: 4000", "port: abc", 1))
+    edit_yaml_file = paths.CODE_LOCATIONS_YAML.read_text().replace(f"port: {locations[0]['port']}", "port: abc", 1)
+    copy_.write_text(edit_yaml_file)
     errors = platform_check_errors(monkeypatch, capsys, "CODE_LOCATIONS_YAML", copy_)
     assert not any("Traceback" in line for line in errors)
-    assert errors[:2] == [
-        "acceptance: 2 problem(s) [helm-python-sdk (Helm Go SDK), platform templates]",
-        "  [registry] platform/code-locations.yaml: example-pipelines: port 'abc' is not an integer; "
-        "register it with port: 4000",
-    ]
+    assert errors[0].startswith(f"{ENVS[0]}: ") and "problem(s)" in errors[0]
+    assert errors[1] == (
+        f"  [registry] platform/code-locations.yaml: {locations[0]['name']}: port 'abc' is not an integer; "
+        f"register it with port: {COMPANY.grpc_port}"
+    )
 
 
 def test_duplicate_location_fails(locations):

@@ -11,10 +11,12 @@ import copy
 import pytest
 import yaml
 
+from dagster_platform.cli import main
 from dagster_platform.helm import instance as helm_instance
-from dagster_platform.platform_config import environment_names
+from dagster_platform.helm.values import load_instance
 from dagster_platform.local import config
 from dagster_platform.paths import TEMPLATE_INSTANCE
+from dagster_platform.platform_config import environment_names, environments
 
 ENVS = environment_names()
 
@@ -45,6 +47,13 @@ def test_written_local_instance_is_the_derived_one_with_named_substitutions(tmp_
     assert derived["compute_logs"]["config"]["endpoint_url"] not in text
 
 
+def test_laptops_run_the_strictest_environment():
+    """The last production-tier environment (else the last one): what must not fail there fails on a laptop first."""
+    envs = environments()
+    production_tier = [env.name for env in envs if env.production]
+    assert config.default_env() == (production_tier or [env.name for env in envs])[-1]
+
+
 def test_the_template_ships_the_derived_dev_instance():
     """usercode-template/.../dagster.yaml is generated (`make template-instance`) and must not drift."""
     assert TEMPLATE_INSTANCE.read_text() == config.instance_text(config.default_env(), "dev"), (
@@ -68,8 +77,18 @@ def _drop(doc, dotted):
     del doc[last]
 
 
-# (mode, edit of a correct local file, the one line expected) — one case per substitution rule, then drift
-# outside the list (added key, dropped key, changed value).
+def _at(doc, dotted):
+    for part in dotted.split("."):
+        doc = doc[part]
+    return doc
+
+
+# (mode, edit of a correct local file given the environment's derived instance, the one line expected given the
+# same) — one case per substitution rule, then drift outside the list (added key, dropped key, changed value). The
+# values come from the derivation: the environment's real database host, object store and bucket.
+_RUNS = "run_coordinator.config.max_concurrent_runs"
+_EVENT_LOG_HOST = "event_log_storage.config.postgres_db.hostname"
+_BUCKET = "compute_logs.config.bucket"
 CASES = [
     pytest.param(
         "stack",
@@ -79,16 +98,19 @@ CASES = [
     ),
     pytest.param(
         "stack",
-        lambda d, derived: _set(d, "event_log_storage.config.postgres_db.hostname", "pg-production.db.acme.internal"),
-        "event_log_storage.config.postgres_db.hostname is 'pg-production.db.acme.internal'; substitution "
-        "'database-location'",
+        lambda d, derived: _set(d, _EVENT_LOG_HOST, _at(derived, _EVENT_LOG_HOST)),
+        lambda derived: f"{_EVENT_LOG_HOST} is {_at(derived, _EVENT_LOG_HOST)!r}; substitution 'database-location'",
         id="rule-database-location",
     ),
     pytest.param(
         "stack",
-        lambda d, derived: _set(d, "compute_logs.config.endpoint_url", "https://objects.production.acme.internal"),
-        "compute_logs.config.endpoint_url is 'https://objects.production.acme.internal'; substitution "
-        "'object-store-endpoint'",
+        lambda d, derived: _set(
+            d, "compute_logs.config.endpoint_url", _at(derived, "compute_logs.config.endpoint_url")
+        ),
+        lambda derived: (
+            f"compute_logs.config.endpoint_url is {_at(derived, 'compute_logs.config.endpoint_url')!r}; substitution "
+            "'object-store-endpoint'"
+        ),
         id="rule-object-store-endpoint",
     ),
     pytest.param(
@@ -139,27 +161,64 @@ CASES = [
     ),
     pytest.param(
         "stack",
-        lambda d, derived: _set(d, "run_coordinator.config.max_concurrent_runs", 50),
-        "run_coordinator.config.max_concurrent_runs is 50, the cluster's is 5",
+        lambda d, derived: _set(d, "run_coordinator.config.max_concurrent_runs", _at(derived, _RUNS) + 45),
+        lambda derived: (
+            f"run_coordinator.config.max_concurrent_runs is {_at(derived, _RUNS) + 45}, the cluster's is "
+            f"{_at(derived, _RUNS)}"
+        ),
         id="drift-changed-value",
     ),
     pytest.param(
         "stack",
-        lambda d, derived: _set(d, "compute_logs.config.bucket", "my-own-bucket"),
-        "compute_logs.config.bucket is 'my-own-bucket', the cluster's is 'acme-dagster-production-logs'",
+        lambda d, derived: _set(d, _BUCKET, "my-own-bucket"),
+        lambda derived: f"{_BUCKET} is 'my-own-bucket', the cluster's is {_at(derived, _BUCKET)!r}",
         id="drift-changed-bucket",
     ),
 ]
 
 
 @pytest.mark.parametrize(("mode", "edit", "expected"), CASES)
-def test_local_instance_differing_outside_the_list_fails_with_one_line(mode, edit, expected):
-    derived = helm_instance.derive_instance("production")
+@pytest.mark.parametrize("env", ENVS)
+def test_local_instance_differing_outside_the_list_fails_with_one_line(env, mode, edit, expected):
+    derived = helm_instance.derive_instance(env)
     local = copy.deepcopy(config.local_instance(derived, mode))
     edit(local, copy.deepcopy(derived))
-    errors = config.parity_errors(local, "production", mode, derived)
+    errors = config.parity_errors(local, env, mode, derived)
     assert errors, "the drift was not noticed"
+    expected = expected(derived) if callable(expected) else expected
     fragments = expected if isinstance(expected, tuple) else (expected,)
     assert any(all(f in e for f in fragments) for e in errors), errors
-    assert all(e.startswith(f"local {mode} instance vs production's derived dagster.yaml: ") for e in errors)
+    assert all(e.startswith(f"local {mode} instance vs {env}'s derived dagster.yaml: ") for e in errors)
     assert all("\n" not in e for e in errors)
+
+
+# -- `--env`: any declared environment, with its instance overrides; anything else refused in one line -------------
+@pytest.mark.parametrize("mode", config.MODES)
+@pytest.mark.parametrize("env", ENVS)
+def test_local_instance_of_an_environment_runs_its_instance_overrides(capsys, env, mode):
+    assert main(["local-instance", "--mode", mode, "--env", env]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert config.parity_errors(printed, env, mode) == []
+    # platform/instance/instance.yaml with environment.instance of platform/values/<env>.yaml applied.
+    assert printed["run_coordinator"]["config"] == load_instance(env)["run_coordinator"]["config"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["dev", "--dev-dir", "{state}"], "dev"),
+        (["stack", "--state-dir", "{state}", "up"], "stack up"),
+        (["local-instance", "--output", "{state}/dagster.yaml"], "local-instance"),
+    ],
+    ids=["dev", "stack-up", "local-instance"],
+)
+def test_an_undeclared_environment_is_refused_in_one_line_before_anything_starts(tmp_path, capsys, argv, command):
+    state = tmp_path / "state"
+    assert main([arg.format(state=state) for arg in argv] + ["--env", "no-such-env"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"{command}: environment 'no-such-env' is not declared; use one of {', '.join(ENVS)} "
+        "(or add platform/values/no-such-env.yaml)\n"
+    )
+    assert not state.exists(), "nothing is started or written for an undeclared environment"

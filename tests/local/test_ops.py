@@ -21,6 +21,7 @@ import pytest
 from dagster_platform import net
 from dagster_platform.local import lifecycle, locations, postgres
 from dagster_platform.paths import ROOT
+from dagster_platform.platform_config import environment_names
 from tests.local.helpers import CANARY, OPS, alerts, start_alert_receiver, wait_until
 
 OPS_DIR = ROOT / "platform" / "ops"
@@ -63,8 +64,9 @@ def test_ops_location_pins_the_platforms_dagster():
 
 def test_run_failure_alert_body_is_a_chat_webhook_message(tmp_path, monkeypatch):
     module = load_alerts_module()
-    monkeypatch.setenv("PLATFORM_ENV", "acceptance")
-    monkeypatch.setenv("PLATFORM_UI_URL", "https://dagster.acc.example/")
+    env = environment_names()[0]  # the ConfigMap dagster-platform-ops-env of that environment sets it
+    monkeypatch.setenv("PLATFORM_ENV", env)
+    monkeypatch.setenv("PLATFORM_UI_URL", f"https://dagster.{env}.example/")
     port, out = net.free_port(), tmp_path / "alerts.jsonl"
     receiver = start_alert_receiver(port, out)
     try:
@@ -76,17 +78,17 @@ def test_run_failure_alert_body_is_a_chat_webhook_message(tmp_path, monkeypatch)
     [alert] = alerts(out)
     # Slack and Mattermost show `text`; the facts again as fields under `props`.
     assert alert["text"] == (
-        "[acceptance] Dagster run failed: job `orders_job` in code location `sales`, run `run-123`: "
-        "ValueError: bad row\nhttps://dagster.acc.example/runs/run-123"
+        f"[{env}] Dagster run failed: job `orders_job` in code location `sales`, run `run-123`: "
+        f"ValueError: bad row\nhttps://dagster.{env}.example/runs/run-123"
     )
     assert alert["props"] == {
         "kind": "run_failure",
-        "environment": "acceptance",
+        "environment": env,
         "run_id": "run-123",
         "job": "orders_job",
         "location": "sales",
         "error": "ValueError: bad row",
-        "url": "https://dagster.acc.example/runs/run-123",
+        "url": f"https://dagster.{env}.example/runs/run-123",
     }
 
 

@@ -23,6 +23,7 @@ from dagster_platform import procs
 from dagster_platform.ci import previews
 from dagster_platform.local import locations, supervisor
 from dagster_platform.paths import ROOT
+from dagster_platform.platform_config import company, environments
 from dagster_platform.template.render import render
 from tests.local.helpers import BROKEN, EXAMPLE, PLATFORM_CLI, wait_until
 
@@ -198,9 +199,12 @@ def test_two_previews_run_isolated_survive_a_registry_sync_are_limited_and_torn_
     finally:
         store.write(state, None)
     _one_line_refusal(collision, f"stack add-preview refused: preview '{EXAMPLE}-mr-7' collides with a registered")
-    production = _previews("add", "--env", "production", "--workspace-file", workspace_file,
-                           "--location", EXAMPLE, "--mr", "9", "--port", "4000")  # fmt: skip
-    _one_line_refusal(production, "previews: previews run only in acceptance or local, never in 'production'")
+    # An environment whose file does not enable previews (a production-tier one never does) refuses them.
+    allowed = " or ".join(previews.preview_environments())
+    for name in [env.name for env in environments() if not env.previews]:
+        refused = _previews("add", "--env", name, "--workspace-file", workspace_file, "--location", EXAMPLE,
+                            "--mr", "9", "--port", str(company().grpc_port))  # fmt: skip
+        _one_line_refusal(refused, f"previews: previews run only in {allowed}, never in {name!r}")
     assert (stack.dagster_home / "workspace.yaml").read_bytes() == unchanged
 
     # The limit: at most 2 per location, so a third evicts the oldest (MR 101): its entry and code server go.

@@ -13,7 +13,7 @@ import pytest
 
 from dagster_platform import cli
 from dagster_platform.helm import upgrade
-from dagster_platform.local import upgrade_drill
+from dagster_platform.local import config, upgrade_drill
 from dagster_platform.local.supervisor import Supervisor, is_alive
 from dagster_platform.paths import ROOT, dagster_version
 
@@ -59,7 +59,9 @@ def test_old_history_survives_backup_migrate_and_restore(old, capsys):
     old_ids = set(result.old_runs)
     backup = result.backup
     assert backup.run_ids == old_ids and backup.runs == 4 and backup.events > 4
-    assert result.backup_bytes > 0 and result.backup_key.startswith("s3://acme-dagster-production-logs/backups/")
+    # The cluster path's location: the bucket of the environment laptops run (local/config.py default_env()).
+    bucket, key, _ = upgrade.backup_location(config.default_env(), "x")
+    assert result.backup_bytes > 0 and result.backup_key.startswith(f"s3://{bucket}/{key.rsplit('/', 1)[0]}/")
 
     # Migrated: same rows, the platform's schema; the new version reads the same runs and runs one more.
     assert (result.migrated.runs, result.migrated.events, result.migrated.run_ids) == (4, backup.events, old_ids)

@@ -51,8 +51,8 @@ manifests for the wrong place.
 {{- if (.Values.dagster.postgresql | default dict).postgresqlPassword -}}
 {{- fail "dagster.postgresql.postgresqlPassword must not be set: the password comes from the Secret global.postgresqlSecretName" -}}
 {{- end -}}
-{{- if and .Values.previews.enabled (eq .Values.environment.name "production") -}}
-{{- fail "previews.enabled must be false in production: previews run in acceptance only" -}}
+{{- if and .Values.previews.enabled (eq .Values.environment.tier "production") -}}
+{{- fail (printf "previews.enabled must be false in %s, a production-tier environment: previews never run there" .Values.environment.name) -}}
 {{- end -}}
 {{- end -}}
 
