@@ -258,7 +258,7 @@ def check_clean(root: Path, rel_paths: list[Path]) -> None:
         )
 
 
-def _releases(name: str) -> dict[str, list]:
+def _releases(name: str, version: str = "") -> dict[str, list]:
     """{version: files} of `name` on PyPI (404: none). Refuses when PyPI is unreachable."""
     # The per-release endpoint (PYPI/<name>/<version>/json) answers 404 through some mirrors and proxies even for
     # published releases; the project's own document lists every release with its files, and is what we read.
@@ -271,9 +271,9 @@ def _releases(name: str) -> dict[str, list]:
             return {}
         raise Refusal(f"PyPI answered {exc.code} for {url}; try again later") from None
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+        reason, what = getattr(exc, "reason", exc), " ".join(filter(None, (name, version)))
         raise Refusal(
-            f"cannot reach PyPI to check that {name} is published ({url}: {reason}); "
+            f"cannot reach PyPI to check that {what} is published ({url}: {reason}); "
             "this command needs the network (PyPI) for the check and for uv lock"
         ) from None
 
@@ -298,7 +298,8 @@ def newest_complete(plan: Plan, releases: dict[str, dict[str, list]]) -> str | N
 def check_published(plan: Plan) -> None:
     names = sorted({*plan.packages, "dagster"})
     with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:
-        releases = dict(zip(names, pool.map(_releases, names), strict=True))
+        found = pool.map(lambda n: _releases(n, plan.packages.get(n, "")), names)
+        releases = dict(zip(names, found, strict=True))
     missing = [
         f"{n}=={plan.packages[n]}" for n in sorted(plan.packages) if not _published(releases[n], plan.packages[n])
     ]
@@ -386,7 +387,7 @@ def upgrade(root: Path, new: str, dry_run: bool, say: Callable[[str], None] = pr
     say("locks, regenerated with uv:")
     for lock, how in plan.locks:
         say(f"  {lock}  ({how})")
-    say("not rewritten (history): bench/results/, README's measured figures and known limits, tests' literal versions")
+    say("not rewritten (history): bench/results/, docs/bench.md's measured figures, tests' literal versions")
     keys_step = (
         f"{CHART_KEYS}: `version` stays {old} until the key list is compared with dagster {new}'s "
         f"helm/dagster/values.yaml (its header says how), then set `version: {new}`; tests/helm/test_chart.py "

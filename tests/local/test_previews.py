@@ -3,7 +3,7 @@ runs (`stack add-preview`, `stack remove-preview`, `stack sync-registry`) and th
 run (`python -m dagster_platform.ci.previews`): a checkout of "another branch" of the example location as two
 previews next to the registered location, one isolated run each, the workspace's registry part regenerated while
 both are live, the refusals, the per-location limit, and both torn down. Leaves the session stack as it found it.
-The test prints a compact transcript of every command (docs/stack.md "Previews of merge requests" quotes one).
+The test prints a compact transcript of every command.
 """
 
 from __future__ import annotations
