@@ -103,9 +103,13 @@ def branch(tmp_path_factory) -> Path:
     text = automation.read_text()
     text = text.replace('description="Load raw orders and rebuild the daily totals and the summary."',
                         f"description={BRANCH_DESCRIPTION!r}")  # fmt: skip
+    # RUNNING once deployed, declared the template's way (previews.outside_previews): STOPPED in a preview.
     text = text.replace("@dg.sensor(job=orders_job, minimum_interval_seconds=30)",
                         "@dg.sensor(job=orders_job, minimum_interval_seconds=30, "
-                        "default_status=dg.DefaultSensorStatus.RUNNING)")  # fmt: skip
+                        "default_status=outside_previews(dg.DefaultSensorStatus.RUNNING))")  # fmt: skip
+    text = text.replace(
+        "import dagster as dg\n", f"import dagster as dg\n\nfrom {package.name}.previews import outside_previews\n", 1
+    )
     assert BRANCH_DESCRIPTION in text and "DefaultSensorStatus.RUNNING" in text, "the template changed: adapt"
     automation.write_text(text)
     orders = (package / "defs" / "orders.py").read_text()

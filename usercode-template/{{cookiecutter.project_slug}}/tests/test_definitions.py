@@ -70,6 +70,23 @@ def test_every_asset_follows_the_rule(defs, rule, find):
     assert not offenders, broken(rule, offenders)
 
 
+def test_every_job_loads_and_runs_something(defs):
+    repo = defs.get_repository_def()
+    offenders = {}
+    for name in repo.job_names:
+        if name.startswith(IMPLICIT_JOB_PREFIX):
+            continue
+        try:
+            job = defs.resolve_job_def(name)
+        except Exception as exc:  # whatever stops the job from loading, named with the job
+            offenders[name] = f"does not load: {exc}"
+            continue
+        if not job.graph.nodes:
+            offenders[name] = "selects nothing (check its selection: a group or key that does not exist?)"
+    lines = [f"  job {name}: {detail}" for name, detail in sorted(offenders.items())]
+    assert not offenders, "\n".join(["rule: every job loads and runs something", *lines])
+
+
 def test_every_asset_check_says_what_it_checks(defs):
     graph = defs.resolve_asset_graph()
     offenders = {

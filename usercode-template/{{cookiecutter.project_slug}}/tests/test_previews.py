@@ -1,12 +1,20 @@
 """A preview of a merge request (DAGSTER_PREVIEW=mr-<iid>, set by the platform's deploy-preview job)
 touches neither the location's tables nor its automation: its schedules and sensors are STOPPED by default
-whatever the code declares, and the warehouse resource writes to the schema <package>_mr_<iid>."""
+(previews.py), and the warehouse resource writes to the schema <package>_mr_<iid>. The automation rules hold
+for whatever schedules and sensors the location defines."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from {{ cookiecutter.package_name }}.definitions import preview_safe
+from {{ cookiecutter.package_name }} import definitions
 from {{ cookiecutter.package_name }}.defs.warehouse import warehouse_from_env
+from {{ cookiecutter.package_name }}.previews import outside_previews, preview_safe
 from {{ cookiecutter.package_name }}.settings import (
     DATABASE_DOMAINS,
     PREVIEW_ENVIRONMENTS,
@@ -16,12 +24,35 @@ from {{ cookiecutter.package_name }}.settings import (
 )
 
 STOPPED = {dg.DefaultScheduleStatus.STOPPED, dg.DefaultSensorStatus.STOPPED}
+RUNNING = {dg.DefaultScheduleStatus.RUNNING, dg.DefaultSensorStatus.RUNNING}
+
+# Loads the location in a fresh Python, as a preview's code server does: DAGSTER_PREVIEW is read when the
+# modules under defs/ are imported. Prints name -> default status of every schedule and sensor.
+LOAD_AND_LIST = """
+import json
+from {{ cookiecutter.package_name }}.definitions import defs
+repo = defs().get_repository_def()
+print(json.dumps({item.name: item.default_status.value for item in [*repo.schedule_defs, *repo.sensor_defs]}))
+"""
 
 
 def statuses(defs: dg.Definitions) -> dict[str, object]:
     """name → default status of every schedule and sensor the location loads (Dagster's own included)."""
     repo = defs.get_repository_def()
     return {item.name: item.default_status for item in [*repo.schedule_defs, *repo.sensor_defs]}
+
+
+def loaded_in_a_fresh_process(**environ: str) -> dict[str, str]:
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_LIST],
+        env={**os.environ, **environ},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if result.returncode:
+        pytest.fail(f"the location did not load with {environ}:\n{result.stderr[-3000:]}", pytrace=False)
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def running_by_default() -> dg.Definitions:
@@ -46,40 +77,38 @@ def running_by_default() -> dg.Definitions:
     return dg.Definitions(assets=[something], jobs=[job], schedules=[schedule], sensors=[eager_sensor])
 
 
-def test_in_a_preview_every_schedule_and_sensor_loaded_is_stopped_by_default(defs, monkeypatch):
+def test_in_a_preview_every_schedule_and_sensor_is_stopped_by_default(defs):
+    in_preview = loaded_in_a_fresh_process(DAGSTER_PREVIEW="mr-12")
+    assert set(in_preview) == set(statuses(defs)), "a preview loads the same schedules and sensors"
+    running = {name: status for name, status in in_preview.items() if status != "STOPPED"}
+    assert not running, f"rule: in a preview every schedule and sensor is STOPPED by default; not: {running}"
+
+
+@pytest.mark.parametrize(
+    "status", [dg.DefaultScheduleStatus.RUNNING, dg.DefaultSensorStatus.RUNNING], ids=["schedule", "sensor"]
+)
+def test_outside_previews_is_as_declared_in_the_location_and_stopped_in_a_preview(status, monkeypatch):
+    assert outside_previews(status) == status
     monkeypatch.setenv("DAGSTER_PREVIEW", "mr-12")
-    from {{ cookiecutter.package_name }}.definitions import defs as load_defs
-
-    found = statuses(load_defs())
-    assert found and set(found.values()) <= STOPPED, found
+    assert outside_previews(status) == type(status).STOPPED
 
 
-def test_a_preview_stops_what_the_code_declares_running(monkeypatch):
+def test_a_preview_refuses_automation_that_would_start_by_itself(monkeypatch):
     declared = running_by_default()
-    running = {dg.DefaultSensorStatus.RUNNING, dg.DefaultScheduleStatus.RUNNING}
-    assert set(statuses(declared).values()) == running
+    assert set(statuses(declared).values()) == RUNNING
     monkeypatch.setenv("DAGSTER_PREVIEW", "mr-12")
-    previewed = preview_safe(declared)
-    assert statuses(previewed) == {
-        "eager_schedule": dg.DefaultScheduleStatus.STOPPED,
-        "eager_sensor": dg.DefaultSensorStatus.STOPPED,
-    }
-    dg.Definitions.validate_loadable(previewed)
-    assert set(statuses(running_by_default()).values()) == running, "the code itself is untouched"
+    with pytest.raises(dg.DagsterInvalidDefinitionError) as refused:
+        preview_safe(declared)
+    assert "schedule eager_schedule, sensor eager_sensor" in str(refused.value)
+    assert "outside_previews" in str(refused.value)
 
 
-def test_without_a_preview_the_definitions_are_unchanged(defs):
+def test_without_a_preview_the_definitions_are_as_declared(defs):
     declared = running_by_default()
     assert preview_safe(declared) is declared
-    from {{ cookiecutter.package_name }}.defs.automation import (
-        daily_orders_schedule,
-        new_order_files,
-    )
-
-    assert statuses(defs) == {
-        daily_orders_schedule.name: daily_orders_schedule.default_status,
-        new_order_files.name: new_order_files.default_status,
-    }
+    # definitions.py loads the schedules and sensors of the modules under defs/ as they declare them.
+    folder = dg.load_from_defs_folder(path_within_project=Path(definitions.__file__).parent)
+    assert statuses(defs) == statuses(folder)
 
 
 def test_a_preview_writes_to_its_own_schema(local_env, monkeypatch):

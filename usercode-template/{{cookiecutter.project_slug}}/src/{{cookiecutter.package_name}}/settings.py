@@ -7,7 +7,7 @@ one is missing or when the host belongs to another environment.
 
 DAGSTER_PREVIEW (`mr-<iid>`) is set by the platform on the preview of a merge request (the pipeline's
 deploy-preview job; `stack add-preview` locally): the warehouse schema gets the suffix `_mr_<iid>` and every
-schedule and sensor is stopped by default (definitions.py), so a preview never touches the location's own
+schedule and sensor is stopped by default (previews.py), so a preview never touches the location's own
 tables or starts its automation. Previews run only where the platform enables them (PREVIEW_ENVIRONMENTS).
 """
 

@@ -14,6 +14,10 @@ orders_job = dg.define_asset_job(
 )
 
 
+# The schedule and the sensor start STOPPED (Dagster's default) until someone starts them in the UI. One
+# that should start by itself once deployed declares
+# `default_status=outside_previews(dg.DefaultScheduleStatus.RUNNING)` (previews.py): RUNNING in the
+# location, STOPPED in a preview of a merge request.
 @dg.schedule(job=orders_job, cron_schedule="0 6 * * *", execution_timezone="UTC")
 def daily_orders_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """Rebuild everything every morning from the seed (or last loaded) data."""

@@ -103,6 +103,10 @@ def warehouse_from_env() -> Warehouse:
     )
 
 
+# Dagster finds assets, jobs, schedules and sensors at module level, not resources: this module hands its
+# resource over from a @dg.definitions function, built when the location loads. Dagster then loads only what
+# that function returns from this module, so an asset, job, schedule or sensor defined beside it would be
+# dropped (tests/test_defs_modules.py fails naming it): keep those in modules without one, like orders.py.
 @dg.definitions
 def resources() -> dg.Definitions:
     return dg.Definitions(resources={"warehouse": warehouse_from_env()})
