@@ -34,8 +34,12 @@ BAD_ANSWERS = [
     ({"package_name": "yaml"}, "clashes with an installed or standard-library package", "example: sales_pipelines"),
     ({"package_name": "requests"}, "clashes with an installed", "example: sales_pipelines"),
     ({"project_slug": "other-dir"}, "must equal location_name", "leave it at its default"),
-    ({"owner_team": "Data Platform"}, "must be a team slug", "example: data-platform"),
-    ({"owner_email": "nobody"}, "is not an e-mail address", "example: team@example.com"),
+    ({"owner_team": "Data Platform"}, "'Data Platform' is not a team slug (lowercase", "example: sales-analytics"),
+    ({"owner_team": "sales-"}, "'sales-' is not a team slug", "example: sales-analytics"),
+    ({"owner_team": "s" * 64}, "at most 63 characters", "example: sales-analytics"),
+    ({"owner_team": ""}, "owner_team is required: the owning team's slug", "e.g. sales-analytics"),
+    ({"owner_email": "nobody"}, "is not an e-mail address", "example: sales@example.com"),
+    ({"owner_email": " "}, "owner_email is required", "e.g. sales@example.com"),
     ({"description": 'Say "hi"'}, "without quotes or backslashes", "example: Daily sales"),
     ({"project_name": "Line\\nbreak \\\\"}, "without quotes or backslashes", "example: Sales Pipelines"),
     ({"project_name": 'Quote " and \\ backslash'}, "is not a Kubernetes DNS-1123 label", "example: sales-pipelines"),
@@ -166,3 +170,77 @@ def test_prompt_and_hook_share_one_set_of_validators():
     assert list(checks.FIELDS) == list(QUESTIONS)
     assert checks.RENDERED is False  # imported unrendered: it must not delete the template's own file
     assert (TEMPLATE_DIR / "hooks/pre_gen_project.py").exists()
+
+
+# --- one example per question: the prompt shows it, every refusal of that answer names it ----------------
+# An answer each check refuses (not for emptiness): its refusal must end with that question's example.
+INVALID = {
+    "project_name": 'Say "hi"',
+    "location_name": "Bad_Name",
+    "package_name": "1sales",
+    "owner_team": "Data Platform",
+    "owner_email": "nobody",
+    "description": "back\\slash",
+}
+
+
+@pytest.mark.parametrize("key", list(INVALID))
+def test_every_refusal_of_an_answer_names_its_one_example(key):
+    from dagster_platform.template.render import validators
+
+    checks = validators()
+    assert list(INVALID) == list(checks.FIELDS)
+    example = checks.EXAMPLES[key]
+    assert checks.FIELDS[key](example) is None, f"the example {example!r} of {key} is refused itself"
+    assert checks.FIELDS[key](INVALID[key]).endswith(f"; example: {example}")
+    for empty in ("", "   "):
+        required = checks.FIELDS[key](empty)
+        assert required.startswith(f"{key} is required: ") and required.endswith(f", e.g. {example}"), required
+
+
+def scripted(answers: list[str]):
+    """A `read` for new.ask: records each prompt and gives the next answer."""
+    prompts: list[str] = []
+
+    def read(prompt: str) -> str:
+        prompts.append(prompt)
+        return answers[len(prompts) - 1]
+
+    return read, prompts
+
+
+def test_an_empty_answer_is_refused_saying_what_is_expected_and_asked_again():
+    from dagster_platform.template.new import QUESTIONS, ask
+    from dagster_platform.template.render import validators
+
+    checks = validators()
+    read, prompts = scripted(
+        ["", "Sales Pipelines", "", "", "", "Data Platform", "sales-analytics", "", "sales@example.com", ""]
+    )
+    said: list[str] = []
+    answers = ask(checks, {}, read=read, write=said.append)
+    assert answers["owner_team"] == "sales-analytics"
+    assert answers["location_name"] == "sales-pipelines"  # Enter takes a default; only a question without one
+    assert said == [
+        "  ! project_name is required: the project's human-readable name, e.g. Sales Pipelines",
+        "  ! owner_team is required: the owning team's slug, e.g. sales-analytics",
+        "  ! " + checks.FIELDS["owner_team"]("Data Platform"),
+        "  ! owner_email is required: the team's e-mail address for alerts, e.g. sales@example.com",
+    ]
+    team = QUESTIONS["owner_team"]
+    assert prompts.count(f"{team} (e.g. sales-analytics): ") == 3  # asked again at once, each time
+    # The question and its refusal explain a slug in the same words, with the same single example.
+    for words in ("lowercase letters, digits, '-' or '_'", "GitLab group or on-call rota"):
+        assert words in team and words in said[2], words
+    assert said[2].endswith("; example: sales-analytics")
+    # Every question shows its default, or else the example its refusals name.
+    for key, question in QUESTIONS.items():
+        first = next(prompt for prompt in prompts if prompt.startswith(question))
+        assert first.endswith("]: ") or first == f"{question} (e.g. {checks.EXAMPLES[key]}): ", first
+
+
+def test_enter_on_the_team_question_is_refused_by_make_new_usercode(tmp_path):
+    result = template_new(tmp_path, stdin="Sales Pipelines\n\n\n\n")
+    assert "  ! owner_team is required: the owning team's slug, e.g. sales-analytics\n" in result.stdout
+    assert result.returncode == 1  # then the end of input: nothing was generated
+    assert list(tmp_path.iterdir()) == []

@@ -113,7 +113,11 @@ def test_new_user_is_asked_six_questions_and_a_bad_answer_is_asked_again_at_once
     assert after_bad.startswith("  ! package_name 'sales-pipelines' is not a valid Python package name"), after_bad
     assert after_bad.count("\n") == 1
     term.type("")
-    term.answer("Owning team, a slug (owner of every asset) (e.g. sales-analytics): ", "sales-analytics")
+    term.answer(
+        "Owning team (owner of every asset): its slug, as in its GitLab group or on-call rota; lowercase letters, "
+        "digits, '-' or '_' (e.g. sales-analytics): ",
+        "sales-analytics",
+    )
     term.answer("Team e-mail for alerts (e.g. sales@example.com): ", "secret-sales@example.org")
     term.answer("One-line description [Dagster code location sales-pipelines]: ", "")
     transcript = term.finish()
@@ -168,7 +172,7 @@ def test_new_usercode_refuses_bad_answers_in_one_block_and_writes_nothing(tmp_pa
     assert "Traceback" not in result.stdout + result.stderr
     ours = [line for line in result.stderr.splitlines() if not line.startswith("make: ***")]
     assert ours == [
-        "ERROR: owner_email 'sales-at-example' is not an e-mail address; example: team@example.com",
+        "ERROR: owner_email 'sales-at-example' is not an e-mail address; example: sales@example.com",
         "Nothing was generated. Fix the answers above and run the template again.",
     ]
     assert list(tmp_path.iterdir()) == []

@@ -273,12 +273,12 @@ BROKEN_FILES = [
     ("bad-tier", "values/qa.yaml", lambda text: text.replace("tier: staging", "tier: qa"), "environment.tier: 'qa'"),
     ("not-yaml", "company.yaml", lambda text: text + "grpc_port: [\n", "fix the YAML there"),
     ("no-registry", "company.yaml", lambda text: text.replace("image_registry:", "registry:"), "image_registry"),
-    # Valid for the platform's reader, unusable for the template: refused before a question is asked.
+    # The platform's reader requires the Postgres Secret every user-code release mounts.
     (
         "no-postgres-secret",
         "values/qa.yaml",
         lambda text: "\n".join(line for line in text.splitlines() if "postgresqlSecretName" not in line),
-        "set global.postgresqlSecretName in the platform's platform/values/qa.yaml",
+        "global.postgresqlSecretName: None is not a Secret name",
     ),
 ]
 

@@ -11,12 +11,14 @@ Each refusal names the answer, says what is wrong and gives an example of a vali
 """
 
 import contextlib
+import functools
 import importlib.metadata
 import json
 import keyword
 import os
 import re
 import sys
+from collections.abc import Callable
 
 # True only in the copy cookiecutter renders; False when the platform CLI imports the template's own file.
 RENDERED = "{{ 'rendered' }}" == "rendered"
@@ -31,7 +33,11 @@ if __name__ == "__main__" and RENDERED:
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 MAX_LOCATION_LENGTH = 53
 PACKAGE = re.compile(r"^[a-z_][a-z0-9_]*$")
-TEAM = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+# A team slug, as in the team's GitLab group and on-call rota; also a Kubernetes label value (`team:` on the
+# location's pods), hence starting and ending with a letter or digit and at most 63 characters.
+TEAM_SLUG = "lowercase letters, digits, '-' or '_', as in the team's GitLab group or on-call rota"
+TEAM = re.compile(r"^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$")
+MAX_TEAM_LENGTH = 63
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
 DOMAIN = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$")
 # Free text lands in pyproject.toml ("...") and a docstring ("""..."""): one line, no quote or backslash.
@@ -48,74 +54,91 @@ def installed_top_level_names() -> set[str]:
     return {name.lower() for name in names}
 
 
-# --- one check per answer a data engineer gives: None when valid, else the problem ----------------------
-def _free_text(key: str, value: str, example: str) -> str | None:
+# --- one check per answer a data engineer gives ----------------------------------------------------------
+# FIELDS: answer -> its check (None when valid, else the problem), in the order the questions are asked (the
+# platform CLI prompts exactly these). EXAMPLES: the one example of each answer, which the prompt shows and every
+# refusal of that answer names.
+FIELDS: dict[str, Callable[[str], str | None]] = {}
+EXAMPLES: dict[str, str] = {}
+
+
+def answer(key: str, what: str, example: str):
+    """Register the check of the answer `key` in FIELDS: an empty answer is refused as required, saying what is
+    expected; any other problem the check finds is followed by the example."""
+
+    def register(check: Callable[[str], str | None]) -> Callable[[str], str | None]:
+        @functools.wraps(check)
+        def checked(value: str) -> str | None:
+            if not value.strip():
+                return f"{key} is required: {what}, e.g. {example}"
+            problem = check(value)
+            return f"{problem}; example: {example}" if problem else None
+
+        FIELDS[key], EXAMPLES[key] = checked, example
+        return checked
+
+    return register
+
+
+def _free_text(key: str, value: str) -> str | None:
     """One line of text that lands inside quoted TOML/YAML strings (no quotes, backslashes or tabs)."""
-    if not FREE_TEXT.match(value) or not value.strip():
-        return (
-            f"{key} {value!r} must be one line of at most 120 characters without quotes or backslashes; "
-            f"example: {example}"
-        )
+    if not FREE_TEXT.match(value):
+        return f"{key} {value!r} must be one line of at most 120 characters without quotes or backslashes"
     return None
 
 
+@answer("project_name", "the project's human-readable name", "Sales Pipelines")
 def check_project_name(value: str) -> str | None:
-    return _free_text("project_name", value, "Sales Pipelines")
+    return _free_text("project_name", value)
 
 
+@answer("location_name", "the code location's name, a Kubernetes DNS-1123 label", "sales-pipelines")
 def check_location_name(value: str) -> str | None:
     if not DNS_LABEL.match(value) or len(value) > MAX_LOCATION_LENGTH:
         return (
             f"location_name {value!r} is not a Kubernetes DNS-1123 label (lowercase letters, digits and "
-            f"'-', starting and ending with a letter or digit, at most {MAX_LOCATION_LENGTH} characters); "
-            "example: sales-pipelines"
+            f"'-', starting and ending with a letter or digit, at most {MAX_LOCATION_LENGTH} characters)"
         )
     if value in RESERVED_LOCATIONS or value.startswith("dagster-"):
-        return f"location_name {value!r} is reserved by the platform; example: sales-pipelines"
+        return f"location_name {value!r} is reserved by the platform"
     return None
 
 
+@answer("package_name", "the Python package's name", "sales_pipelines")
 def check_package_name(value: str) -> str | None:
     if not PACKAGE.match(value) or keyword.iskeyword(value):
         return (
             f"package_name {value!r} is not a valid Python package name (lowercase letters, digits and "
-            "'_', not starting with a digit, not a keyword); example: sales_pipelines"
+            "'_', not starting with a digit, not a keyword)"
         )
     if value in RESERVED_PACKAGES or value.startswith("dagster"):
-        return f"package_name {value!r} is reserved (it would shadow Dagster); example: sales_pipelines"
+        return f"package_name {value!r} is reserved (it would shadow Dagster)"
     if value in installed_top_level_names():
+        return f"package_name {value!r} clashes with an installed or standard-library package of that name"
+    return None
+
+
+@answer("owner_team", "the owning team's slug", "sales-analytics")
+def check_owner_team(value: str) -> str | None:
+    if not TEAM.match(value) or len(value) > MAX_TEAM_LENGTH:
         return (
-            f"package_name {value!r} clashes with an installed or standard-library package of that name; "
-            "example: sales_pipelines"
+            f"owner_team {value!r} is not a team slug ({TEAM_SLUG}; starting and ending with a letter or "
+            f"digit, at most {MAX_TEAM_LENGTH} characters)"
         )
     return None
 
 
-def check_owner_team(value: str) -> str | None:
-    if not TEAM.match(value):
-        return f"owner_team {value!r} must be a team slug; example: data-platform"
-    return None
-
-
+@answer("owner_email", "the team's e-mail address for alerts", "sales@example.com")
 def check_owner_email(value: str) -> str | None:
     if not EMAIL.match(value):
-        return f"owner_email {value!r} is not an e-mail address; example: team@example.com"
+        return f"owner_email {value!r} is not an e-mail address"
     return None
 
 
+@answer("description", "one line saying what the location does", "Daily sales figures for finance")
 def check_description(value: str) -> str | None:
-    return _free_text("description", value, "Daily sales figures for finance")
+    return _free_text("description", value)
 
-
-# The questions, in the order they are asked; the platform CLI prompts exactly these.
-FIELDS = {
-    "project_name": check_project_name,
-    "location_name": check_location_name,
-    "package_name": check_package_name,
-    "owner_team": check_owner_team,
-    "owner_email": check_owner_email,
-    "description": check_description,
-}
 
 # Platform facts: the private variable `_platform`, generated from the platform's platform/company.yaml and
 # platform/values/ by `make generate` (cookiecutter.json's default; `make new-usercode` passes the same). Checked

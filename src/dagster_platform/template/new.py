@@ -21,11 +21,11 @@ QUESTIONS = {
     "project_name": "Project name, human-readable",
     "location_name": "Code location name, a Kubernetes name",
     "package_name": "Python package name",
-    "owner_team": "Owning team, a slug (owner of every asset)",
+    "owner_team": "Owning team (owner of every asset): its slug, as in its GitLab group or on-call rota; lowercase "
+    "letters, digits, '-' or '_'",
     "owner_email": "Team e-mail for alerts",
     "description": "One-line description",
 }
-EXAMPLES = {"project_name": "Sales Pipelines", "owner_team": "sales-analytics", "owner_email": "sales@example.com"}
 
 
 class Refused(Exception):
@@ -52,7 +52,9 @@ def ask(checks, given: dict[str, str], read=input, write=print) -> dict[str, str
             answers[key] = given[key]
             continue
         default = derived_default(key, answers)
-        hint = f" [{default}]" if default else f" (e.g. {EXAMPLES[key]})" if key in EXAMPLES else ""
+        # Without a default: the template's one example of the answer (the hook's EXAMPLES, which every refusal
+        # of that answer names too); Enter then gives an empty answer, refused as required.
+        hint = f" [{default}]" if default else f" (e.g. {checks.EXAMPLES[key]})"
         while True:
             try:
                 value = read(f"{question}{hint}: ").strip()
