@@ -15,7 +15,7 @@ RUN := $(UV) run --frozen --no-sync
 CLI := $(RUN) dagster-platform
 git_files = git ls-files -z --cached --others --exclude-standard -- $(1)
 
-.PHONY: help install prerequisites dev test test-fast lint fmt generate new-usercode template-lock template-instance clean
+.PHONY: help install prerequisites dev test test-fast lint fmt generate new-usercode usercode-to-copier template-lock template-instance clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([^:]*):.*## /  \1\t/' | sort
@@ -66,20 +66,26 @@ fmt: install ## apply ruff fixes and formatting
 	$(RUN) ruff format .
 
 # The copies of platform/company.yaml and platform/values/ in files that cannot read them (CI YAML, the template's
-# cookiecutter.json and dagster.yaml, the stdlib tools' JSON): src/dagster_platform/generate.py lists them.
+# copier.yml and dagster.yaml, the stdlib tools' JSON): src/dagster_platform/generate.py lists them.
 generate: install ## rewrite every generated copy of the company and environment files (platform-check reports drift)
 	$(CLI) generate
 
 # Asks only what a data engineer knows, each answer checked as it is typed; platform facts (registry, CI
 # project, environments, namespaces, Postgres secrets, port) come from platform/company.yaml and platform/values/.
-# cruft records the template's origin and commit in .cruft.json, so the new repo can later take template
-# updates with `cruft update`. Set TEMPLATE_URL to the platform repo's Git URL (default: its origin).
+# copier asks (each answer checked by copier.yml's validators) and records the template's origin and commit in
+# .copier-answers.yml, so the new repo later takes template updates with `make update-template` (copier update).
+# Set TEMPLATE_URL to the platform repo's Git URL (default: its origin).
 TEMPLATE_URL ?= $(or $(shell git remote get-url origin 2>/dev/null),$(CURDIR))
 TEMPLATE_REF ?= HEAD
 OUT ?= ..
-new-usercode: install ## new user-code repo via cruft in OUT (default ..); NO_INPUT=1 CONTEXT='{"project_name": "X"}'
+new-usercode: install ## new user-code repo via copier in OUT (default ..); NO_INPUT=1 CONTEXT='{"project_name": "X"}'
 	@$(CLI) template new --template-url '$(TEMPLATE_URL)' --checkout '$(TEMPLATE_REF)' --output-dir '$(OUT)' \
 		$(if $(NO_INPUT),--no-input) $(if $(CONTEXT),--context '$(CONTEXT)')
+
+# A user-code repo generated with cruft (.cruft.json), moved to copier once (docs/usercode.md).
+usercode-to-copier: install ## move the cruft-generated user-code repo REPO=<path> to copier, once
+	@test -n '$(REPO)' || { echo "usercode-to-copier: set REPO=<path of the user-code repo>" >&2; exit 2; }
+	@$(CLI) template from-cruft '$(REPO)' $(if $(filter command line,$(origin TEMPLATE_URL)),--template-url '$(TEMPLATE_URL)')
 
 template-lock: install ## regenerate usercode-template's uv.lock after changing its pyproject.toml
 	$(CLI) template lock

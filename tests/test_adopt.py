@@ -170,7 +170,7 @@ def test_a_new_usercode_repo_deploys_to_every_environment_and_is_green(adopted, 
     repo = adopted["repo"]
     done = platform_cli(
         repo, "template", "new", "--template-url", str(repo), "--output-dir", str(tmp_path), "--no-input",
-        "--context", json.dumps({"project_name": "Orders"}),
+        "--context", json.dumps({"project_name": "Orders", "owner_team": "orders", "owner_email": "orders@x.org"}),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     new = tmp_path / "orders"
@@ -190,9 +190,9 @@ def test_a_new_usercode_repo_deploys_to_every_environment_and_is_green(adopted, 
 
 def assert_old_company_gone(repo: Path, old: platform_config.Company, docs_too: bool = False) -> None:
     markers = {old.name, old.image_registry, old.platform_project, old.label_domain}
-    listed = subprocess.run(["git", "ls-files"], cwd=repo, capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=repo, capture_output=True, text=True, check=True).stdout
     found = []
-    for name in listed.split():
+    for name in filter(None, listed.split("\0")):  # names with spaces too: the template's `{% yield %}` file
         if name.endswith("uv.lock") or (not docs_too and (name.endswith(".md") or name.startswith("docs/"))):
             continue
         text = (repo / name).read_text(errors="replace").lower()

@@ -23,14 +23,14 @@ import pytest
 from dagster_platform.paths import ROOT, dagster_version, uv_executable
 
 OLD = dagster_version()
-TEMPLATE_LOCK = "usercode-template/{{cookiecutter.project_slug}}/uv.lock"
+TEMPLATE_LOCK = "usercode-template/project/uv.lock"
 CORE = ("dagster", "dagster-webserver", "dagster-dg-cli")
 LIBRARIES = ("dagster-postgres", "dagster-k8s", "dagster-aws")
 # Every file that states the version and that the command moves (locks by uv, Chart.lock by helm: left).
 EDITED = [
     "pyproject.toml",
     "platform/local/platform-canary/pyproject.toml",
-    "usercode-template/cookiecutter.json",
+    "usercode-template/copier.yml",
     "helm/dagster-platform/Chart.yaml",
     "platform/values/base.yaml",
     "ci/usercode.gitlab-ci.yml",

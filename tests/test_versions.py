@@ -1,12 +1,13 @@
 """One Dagster version, stated once (pyproject.toml), and every copy checked against it."""
 
-import json
 import re
 import tomllib
 
+import yaml
+
 from dagster_platform.paths import ROOT, TEMPLATE_DIR, dagster_version
 
-TEMPLATE_REPO = TEMPLATE_DIR / "{{cookiecutter.project_slug}}"
+TEMPLATE_REPO = TEMPLATE_DIR / "project"
 CORE = ("dagster", "dagster-webserver", "dagster-dg-cli")
 LIBRARIES = ("dagster-postgres", "dagster-k8s", "dagster-aws")
 
@@ -45,19 +46,17 @@ def test_platform_lock_resolves_the_pins():
 
 
 def test_template_uses_the_platform_version():
-    answers = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text())
-    assert answers["_dagster_version"] == dagster_version()
+    answers = yaml.safe_load((TEMPLATE_DIR / "copier.yml").read_text())
+    assert answers["dagster_version"]["default"] == dagster_version()
     pyproject = (TEMPLATE_REPO / "pyproject.toml").read_text()
-    assert re.findall(r'"(dagster[\w-]*)==\{\{ cookiecutter._dagster_version \}\}"', pyproject) == [
+    assert re.findall(r'"(dagster[\w-]*)==\{\{ dagster_version \}\}"', pyproject) == [
         "dagster",
         "dagster-webserver",
         "dagster-dg-cli",
     ]
     # The image's code server and run workers load the platform's instance: Postgres storage, K8sRunLauncher.
-    assert answers["_dagster_libraries_version"] == libraries_version(dagster_version())
-    assert re.findall(r'"(dagster[\w-]*)==\{\{ cookiecutter._dagster_libraries_version \}\}"', pyproject) == list(
-        LIBRARIES
-    )
+    assert answers["dagster_libraries_version"]["default"] == libraries_version(dagster_version())
+    assert re.findall(r'"(dagster[\w-]*)==\{\{ dagster_libraries_version \}\}"', pyproject) == list(LIBRARIES)
     locked = locked_versions((TEMPLATE_REPO / "uv.lock").read_text())
     assert {name: locked[name] for name in CORE} == dict.fromkeys(CORE, dagster_version())
     assert {name: locked[name] for name in LIBRARIES} == dict.fromkeys(LIBRARIES, libraries_version(dagster_version()))

@@ -9,13 +9,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_DIR = ROOT / "usercode-template"
+# The files a new user-code repo is made of (copier.yml's _subdirectory).
+TEMPLATE_PROJECT = TEMPLATE_DIR / "project"
 PLATFORM_DIR = ROOT / "platform"
 INSTANCE_YAML = PLATFORM_DIR / "instance" / "instance.yaml"
 CODE_LOCATIONS_YAML = PLATFORM_DIR / "code-locations.yaml"
 HELM_DIR = ROOT / "helm"
 # The user-code repo's local instance (its `make dev`, `make check`): the local runtime's dev-mode dagster.yaml,
-# committed in the template so rendered repos and `cruft update` carry it (`make template-instance`).
-TEMPLATE_INSTANCE = TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "dagster.yaml"
+# committed in the template so rendered repos and `copier update` carry it (`make template-instance`).
+TEMPLATE_INSTANCE = TEMPLATE_PROJECT / "dagster.yaml"
 # The company's facts (same in every environment) and the environments' values files (platform_config.py).
 COMPANY_YAML = PLATFORM_DIR / "company.yaml"
 VALUES_DIR = PLATFORM_DIR / "values"

@@ -44,8 +44,8 @@ HELM_REPO = "https://dagster-io.github.io/helm"
 CHART_DIR = Path("helm") / "dagster-platform"
 CHART_LOCK = CHART_DIR / "Chart.lock"
 CHART_KEYS = Path("helm") / "dagster-chart-keys.yaml"
-TEMPLATE_PYPROJECT = Path("usercode-template") / "{{cookiecutter.project_slug}}" / "pyproject.toml"
-TEMPLATE_LOCK = Path("usercode-template") / "{{cookiecutter.project_slug}}" / "uv.lock"
+TEMPLATE_PYPROJECT = Path("usercode-template") / "project" / "pyproject.toml"
+TEMPLATE_LOCK = Path("usercode-template") / "project" / "uv.lock"
 
 
 class Refusal(Exception):
@@ -96,8 +96,9 @@ def _pinned(plan: Plan) -> list[tuple[str, list[str], str, str, bool]]:
         ("pins", [str(TEMPLATE_PYPROJECT)], _pin(plan), "pin", False),
         (
             "pins",
-            ["usercode-template/cookiecutter.json"],
-            rf'(?P<pre>"(?P<name>_dagster(?:_libraries)?_version)":\s*")(?P<ver>{core}|{lib})(?P<post>")',
+            ["usercode-template/copier.yml"],
+            rf"(?m)^(?P<pre>(?P<name>dagster(?:_libraries)?_version):\n(?:  .*\n)*?  default: \")"
+            rf'(?P<ver>{core}|{lib})(?P<post>")',
             "default",
             True,
         ),

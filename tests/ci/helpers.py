@@ -72,7 +72,7 @@ def other_answers() -> dict:
         "project_name": "Sales Forecasts",
         "location_name": "sales-forecasts",
         "package_name": "sales_forecasting",
-        "_platform": platform,
+        "platform": platform,
     }
 
 

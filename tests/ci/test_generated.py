@@ -99,7 +99,7 @@ def test_a_changed_company_fact_names_every_copy_holding_it(checkout):
     assert len(named) == len(set(named)), lines
     # The preview label (user-code pipeline), the stdlib tools' facts and the template's answers hold it.
     assert {"ci/generated/usercode.gitlab-ci.yml", "ci/generated/platform.json"} <= set(named), lines
-    assert "usercode-template/cookiecutter.json" in named, lines
+    assert "usercode-template/copier.yml" in named, lines
 
     assert generate_cli(checkout).returncode == 0
     assert generate_cli(checkout, "--check").returncode == 0

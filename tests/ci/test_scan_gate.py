@@ -110,4 +110,4 @@ def test_stale_entries_are_reported(tmp_path):
 def test_template_allowlist_is_valid_and_empty():
     from dagster_platform.paths import TEMPLATE_DIR
 
-    assert load_allowlist(TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "scan-allowlist.toml") == []
+    assert load_allowlist(TEMPLATE_DIR / "project" / "scan-allowlist.toml") == []

@@ -52,12 +52,12 @@ def test_include_ref_and_tools_ref_agree(usercode_pipeline):
 def test_other_answers_render_a_valid_pipeline(tmp_path):
     answers = other_answers()
     repo = as_checkout(render(tmp_path, answers))
-    pipeline = load_usercode(repo, answers["_platform"]["ci_project"])
+    pipeline = load_usercode(repo, answers["platform"]["ci_project"])
     assert pipeline.problems == []
     assert pipeline.variables["DAGSTER_LOCATION"] == answers["location_name"]
     assert pipeline.variables["PACKAGE_NAME"] == answers["package_name"]
-    assert pipeline.variables["PLATFORM_CI_PROJECT"] == answers["_platform"]["ci_project"]
-    assert pipeline.variables["PLATFORM_CI_REF"] == answers["_platform"]["ci_ref"]
+    assert pipeline.variables["PLATFORM_CI_PROJECT"] == answers["platform"]["ci_project"]
+    assert pipeline.variables["PLATFORM_CI_REF"] == answers["platform"]["ci_ref"]
     ok, output = schema_check([repo / ".gitlab-ci.yml"])
     assert ok, output
 

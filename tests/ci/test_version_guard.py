@@ -16,7 +16,7 @@ from dagster_platform.ci.version_guard import (
 from dagster_platform.cli import main as cli
 from dagster_platform.paths import ROOT, TEMPLATE_DIR, dagster_version
 
-TEMPLATE_LOCK = TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "uv.lock"
+TEMPLATE_LOCK = TEMPLATE_DIR / "project" / "uv.lock"
 
 
 def lock_with(tmp_path, version: str, name: str = "dagster"):

@@ -151,7 +151,7 @@ def lock_with(tmp_path, version):
 
 
 def test_template_repo_lock_is_not_newer_than_the_platform():
-    check(TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "uv.lock", dagster_version())
+    check(TEMPLATE_DIR / "project" / "uv.lock", dagster_version())
 
 
 @pytest.mark.parametrize("version", ["1.13.27", "1.13.3", "1.12.9"])

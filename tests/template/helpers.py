@@ -1,8 +1,14 @@
 """Helpers shared by the template tests (fixtures live in conftest.py)."""
 
 import copy
+import fcntl
 import os
+import pty
+import select
+import struct
 import subprocess
+import termios
+import time
 from pathlib import Path
 
 import yaml
@@ -12,7 +18,7 @@ from dagster_platform.template.render import platform_context
 
 def platform_facts() -> dict:
     """The template's `_platform` as this repository's platform/company.yaml and platform/values/ define it."""
-    return platform_context()["_platform"]
+    return platform_context()["platform"]
 
 
 # A fixture company with three environments, none of them named, placed or configured like the repository's
@@ -73,7 +79,7 @@ CUSTOM_ANSWERS = {
     "owner_team": "sales-analytics",
     "owner_email": "sales-analytics@example.org",
     "description": "Sales forecasts for finance",
-    "_platform": OTHER_PLATFORM,
+    "platform": OTHER_PLATFORM,
 }
 
 
@@ -92,3 +98,43 @@ def run_make(repo: Path, *targets: str, offline: bool = False) -> subprocess.Com
     return subprocess.run(
         ["make", "--no-print-directory", *targets], cwd=repo, env=env, capture_output=True, text=True, timeout=900
     )
+
+
+def converse(
+    cwd: Path, argv: list[str], replies: list[tuple[str, str]], timeout: float = 90, env: dict | None = None
+) -> tuple[int, str]:
+    """Run argv on a pseudo-terminal; each time the screen so far shows `expect` (after the previous one),
+    type `reply`. Returns the exit status and everything shown."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the command on the terminal
+        os.chdir(cwd)
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        os.environ["PROMPT_TOOLKIT_NO_CPR"] = "1"
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 400, 0, 0))  # wide: refusals on one line
+        os.execv(argv[0], argv)
+    shown, seen_up_to, deadline = b"", 0, time.monotonic() + timeout
+    pending = list(replies)
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            shown += chunk
+        if pending:
+            expect, reply = pending[0]
+            at = shown.decode(errors="replace").find(expect, seen_up_to)
+            if at >= 0:
+                seen_up_to = at + len(expect)
+                pending.pop(0)
+                time.sleep(0.3)
+                os.write(fd, reply.encode())
+    else:
+        os.kill(pid, 9)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), shown.decode(errors="replace")

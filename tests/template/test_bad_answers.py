@@ -1,20 +1,21 @@
 """Every bad answer is refused before anything is kept: a message naming the problem with an example of a
-valid answer, a non-zero exit, and no directory left behind."""
+valid answer, a non-zero exit, and no directory left behind. The checks are copier.yml's validators, the only
+copy: `make new-usercode` (dagster-platform template new) lets copier check CONTEXT and the defaults with them,
+and copier asks again at once when one refuses a typed answer."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dagster_platform import platform_config
-from dagster_platform.paths import TEMPLATE_DIR
+from dagster_platform.paths import ROOT, TEMPLATE_DIR
+from dagster_platform.template.render import platform_context, questions, render
 
-from .helpers import OTHER_PLATFORM
-
-COOKIECUTTER = [sys.executable, "-m", "cookiecutter", "--no-input", str(TEMPLATE_DIR)]
+from .helpers import OTHER_PLATFORM, converse
 
 BAD_ANSWERS = [
     ({"location_name": "Sales_Pipelines"}, "is not a Kubernetes DNS-1123 label", "example: sales-pipelines"),
@@ -33,7 +34,6 @@ BAD_ANSWERS = [
     ({"package_name": "json"}, "clashes with an installed or standard-library package", "example: sales_pipelines"),
     ({"package_name": "yaml"}, "clashes with an installed or standard-library package", "example: sales_pipelines"),
     ({"package_name": "requests"}, "clashes with an installed", "example: sales_pipelines"),
-    ({"project_slug": "other-dir"}, "must equal location_name", "leave it at its default"),
     ({"owner_team": "Data Platform"}, "'Data Platform' is not a team slug (lowercase", "example: sales-analytics"),
     ({"owner_team": "sales-"}, "'sales-' is not a team slug", "example: sales-analytics"),
     ({"owner_team": "s" * 64}, "at most 63 characters", "example: sales-analytics"),
@@ -42,63 +42,14 @@ BAD_ANSWERS = [
     ({"owner_email": " "}, "owner_email is required", "e.g. sales@example.com"),
     ({"description": 'Say "hi"'}, "without quotes or backslashes", "example: Daily sales"),
     ({"project_name": "Line\\nbreak \\\\"}, "without quotes or backslashes", "example: Sales Pipelines"),
-    ({"project_name": 'Quote " and \\ backslash'}, "is not a Kubernetes DNS-1123 label", "example: sales-pipelines"),
+    ({"project_name": 'Quote " and \\ backslash'}, "without quotes or backslashes", "example: Sales Pipelines"),
 ]
 
 
-def run_cookiecutter(out: Path, answers: dict[str, str]) -> subprocess.CompletedProcess:
-    args = [f"{key}={value}" for key, value in answers.items()]
-    return subprocess.run([*COOKIECUTTER, "--output-dir", str(out), *args], capture_output=True, text=True, timeout=120)
+# Every answer a data engineer must give, valid: each case replaces one (or leaves one derived default to refuse).
+GOOD = {"owner_team": "sales-analytics", "owner_email": "sales@example.com"}
 
 
-@pytest.mark.parametrize(("answers", "problem", "hint"), BAD_ANSWERS, ids=[str(a) for a, _, _ in BAD_ANSWERS])
-def test_bad_answer_is_refused_and_nothing_is_written(tmp_path, answers, problem, hint):
-    result = run_cookiecutter(tmp_path, answers)
-    assert result.returncode != 0
-    assert problem in result.stderr
-    assert hint in result.stderr
-    assert "Nothing was generated" in result.stderr
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_all_problems_are_reported_at_once(tmp_path):
-    result = run_cookiecutter(tmp_path, {"location_name": "Bad_Name", "package_name": "class", "owner_email": "x"})
-    assert result.returncode != 0
-    assert result.stderr.count("ERROR: ") == 3
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_existing_repo_is_never_overwritten(tmp_path):
-    existing = tmp_path / "existing-pipelines"
-    existing.mkdir()
-    (existing / "my_work.py").write_text("precious = True\n")
-    result = run_cookiecutter(tmp_path, {"project_name": "Existing Pipelines"})
-    assert result.returncode != 0
-    assert "already exists" in result.stdout + result.stderr
-    assert [p.name for p in existing.iterdir()] == ["my_work.py"]
-    assert (existing / "my_work.py").read_text() == "precious = True\n"
-
-
-def test_valid_answers_render(tmp_path):
-    result = run_cookiecutter(tmp_path, {"project_name": "Sales Pipelines"})
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "sales-pipelines/src/sales_pipelines/definitions.py").exists()
-
-
-# --- what cookiecutter leaves in the temp dir: it renders the hook, answers included, into a temporary file
-# it never deletes; the hook removes its own rendered copy (for people running cookiecutter/cruft directly).
-@pytest.mark.parametrize("answers", [{"owner_email": "secret-team@example.org"}, {"owner_email": "secret-team"}])
-def test_hook_leaves_no_answers_in_the_temp_dir(tmp_path, answers):
-    temp = tmp_path / "tmp"
-    temp.mkdir()
-    out = tmp_path / "out"
-    args = [f"{key}={value}" for key, value in answers.items()]
-    env = {**os.environ, "TMPDIR": str(temp)}  # tempfile.gettempdir() of cookiecutter: this empty directory
-    subprocess.run([*COOKIECUTTER, "--output-dir", str(out), *args], env=env, capture_output=True, timeout=120)
-    assert list(temp.iterdir()) == []
-
-
-# --- `dagster-platform template new` (make new-usercode) without a terminal: refusals before cruft runs ------
 def template_new(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "dagster_platform.cli", "template", "new", "--output-dir", str(tmp_path), *args],
@@ -106,18 +57,61 @@ def template_new(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.Comp
     )  # fmt: skip
 
 
+def new_no_input(tmp_path: Path, answers: dict) -> subprocess.CompletedProcess:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return template_new(tmp_path, "--no-input", "--context", json.dumps({**GOOD, **answers}))
+
+
+@pytest.mark.parametrize(("answers", "problem", "hint"), BAD_ANSWERS, ids=[str(a) for a, _, _ in BAD_ANSWERS])
+def test_bad_answer_is_refused_in_one_line_and_nothing_is_written(tmp_path, answers, problem, hint):
+    result = new_no_input(tmp_path, answers)
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("ERROR: ") and problem in line and hint in line, line
+    assert line.endswith("Nothing was generated.") and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rendering_with_copier_directly_refuses_the_same_answers(tmp_path):
+    """The platform's render() (copier's API, as any copier run) refuses with the same validator."""
+    with pytest.raises(ValueError, match="location_name 'Bad_Name' is not a Kubernetes DNS-1123 label"):
+        render(tmp_path, {"location_name": "Bad_Name"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_repo_is_never_overwritten(tmp_path):
+    existing = tmp_path / "existing-pipelines"
+    existing.mkdir()
+    (existing / "my_work.py").write_text("precious = True\n")
+    result = new_no_input(tmp_path, {"project_name": "Existing Pipelines"})
+    assert result.returncode == 1
+    assert "already exists" in result.stderr
+    assert [p.name for p in existing.iterdir()] == ["my_work.py"]
+    assert (existing / "my_work.py").read_text() == "precious = True\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing-pipelines"]
+
+
+def test_valid_answers_render(tmp_path):
+    result = new_no_input(tmp_path, {"project_name": "Sales Pipelines"})
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "sales-pipelines/src/sales_pipelines/definitions.py").exists()
+
+
+# --- `dagster-platform template new` (make new-usercode) without a terminal: refusals before copier runs -----
 @pytest.mark.parametrize(
     ("context", "expected"),
     [
         ({"project_name": "Bad", "location_name": "Bad_Name"}, "location_name 'Bad_Name' is not a Kubernetes"),
         ({"project_name": "Sales", "owner_email": "nobody"}, "owner_email 'nobody' is not an e-mail address"),
+        ({"project_name": "Sales", "platform": OTHER_PLATFORM}, "'platform' is a platform setting"),
         ({"project_name": "Sales", "_platform": OTHER_PLATFORM}, "'_platform' is a platform setting"),
+        ({"project_name": "Sales", "dagster_version": "1.0.0"}, "'dagster_version' is a platform setting"),
         ({"project_name": "Sales", "grpc_port": 4001}, "'grpc_port' is not a question of the template"),
         ({"projet_name": "Sales"}, "'projet_name' is not a question of the template"),
     ],
 )
 def test_no_input_refusal_is_one_block_without_traceback(tmp_path, context, expected):
-    result = template_new(tmp_path, "--no-input", "--context", json.dumps(context))
+    result = new_no_input(tmp_path, context)
     assert result.returncode == 1
     assert expected in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
@@ -134,21 +128,22 @@ def test_refusal_of_a_context_that_is_not_json(tmp_path):
     assert "CONTEXT is not JSON" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_end_of_input_while_asking_is_refused_in_one_line(tmp_path):
+def test_without_a_terminal_it_is_refused_in_one_line_naming_no_input(tmp_path):
     result = template_new(tmp_path, stdin="Sales Pipelines\n")
     assert result.returncode == 1
-    assert result.stderr.strip() == "ERROR: no answer (end of input). Nothing was generated."
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("ERROR: no terminal") and "NO_INPUT=1" in line, line
+    assert line.endswith("Nothing was generated."), line
+    assert "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
 def test_template_defaults_are_the_platform_settings():
-    """cookiecutter.json's `_platform` is what `make new-usercode` passes from the platform's company and
-    environment files, so a plain `cookiecutter usercode-template` renders the same repository."""
-    from dagster_platform.template.render import default_answers, platform_context
-
+    """copier.yml's `platform` default is what `make new-usercode` passes from the platform's company and
+    environment files, so a plain `copier copy` of the platform repository renders the same repository."""
     platform = platform_context()
-    assert default_answers()["_platform"] == platform["_platform"], "cookiecutter.json is stale: make generate"
-    facts, company = platform["_platform"], platform_config.company()
+    assert questions()["platform"]["default"] == platform["platform"], "copier.yml is stale: make generate"
+    facts, company = platform["platform"], platform_config.company()
     assert facts["image_registry"] == company.image_registry
     assert (facts["ci_project"], facts["ci_ref"]) == (company.platform_project, company.platform_ref)
     assert (facts["grpc_port"], facts["label_domain"]) == (company.grpc_port, company.label_domain)
@@ -162,85 +157,66 @@ def test_template_defaults_are_the_platform_settings():
         }  # fmt: skip
 
 
-def test_prompt_and_hook_share_one_set_of_validators():
-    from dagster_platform.template.new import QUESTIONS
-    from dagster_platform.template.render import validators
+def test_the_validators_live_once_in_copier_yml():
+    """No second copy of the checks: no hooks, no Python validators; every asked question has its validator and
+    platform facts are never asked."""
+    from dagster_platform.template.new import asked
 
-    checks = validators()
-    assert list(checks.FIELDS) == list(QUESTIONS)
-    assert checks.RENDERED is False  # imported unrendered: it must not delete the template's own file
-    assert (TEMPLATE_DIR / "hooks/pre_gen_project.py").exists()
+    assert not (TEMPLATE_DIR / "hooks").exists() and not (TEMPLATE_DIR / "cookiecutter.json").exists()
+    assert asked() == ["project_name", "location_name", "package_name", "owner_team", "owner_email", "description"]
+    for key in asked():
+        assert "validator" in questions()[key], key
+    for key in ("platform", "dagster_version", "dagster_libraries_version", "python_version"):
+        assert questions()[key]["when"] is False, key
+    root = (ROOT / "copier.yml").read_text()
+    assert "!include usercode-template/copier.yml" in root
 
 
-# --- one example per question: the prompt shows it, every refusal of that answer names it ----------------
+# --- one example per question: every refusal of that answer names it ------------------------------------
 # An answer each check refuses (not for emptiness): its refusal must end with that question's example.
 INVALID = {
-    "project_name": 'Say "hi"',
-    "location_name": "Bad_Name",
-    "package_name": "1sales",
-    "owner_team": "Data Platform",
-    "owner_email": "nobody",
-    "description": "back\\slash",
+    "project_name": ('Say "hi"', "Sales Pipelines"),
+    "location_name": ("Bad_Name", "sales-pipelines"),
+    "package_name": ("1sales", "sales_pipelines"),
+    "owner_team": ("Data Platform", "sales-analytics"),
+    "owner_email": ("nobody", "sales@example.com"),
+    "description": ("back\\slash", "Daily sales figures for finance"),
 }
 
 
 @pytest.mark.parametrize("key", list(INVALID))
-def test_every_refusal_of_an_answer_names_its_one_example(key):
-    from dagster_platform.template.render import validators
-
-    checks = validators()
-    assert list(INVALID) == list(checks.FIELDS)
-    example = checks.EXAMPLES[key]
-    assert checks.FIELDS[key](example) is None, f"the example {example!r} of {key} is refused itself"
-    assert checks.FIELDS[key](INVALID[key]).endswith(f"; example: {example}")
+def test_every_refusal_of_an_answer_names_its_one_example(tmp_path, key):
+    bad, example = INVALID[key]
+    assert example in questions()[key]["validator"]
+    result = new_no_input(tmp_path / "bad", {key: bad})
+    assert result.stderr.strip().endswith(f"; example: {example}. Nothing was generated."), result.stderr
     for empty in ("", "   "):
-        required = checks.FIELDS[key](empty)
-        assert required.startswith(f"{key} is required: ") and required.endswith(f", e.g. {example}"), required
+        result = new_no_input(tmp_path / "empty", {key: empty})
+        assert f"ERROR: {key} is required: " in result.stderr, result.stderr
+        assert result.stderr.strip().endswith(f", e.g. {example}. Nothing was generated."), result.stderr
+    result = new_no_input(tmp_path / "good", {key: example})
+    assert result.returncode == 0, result.stderr
 
 
-def scripted(answers: list[str]):
-    """A `read` for new.ask: records each prompt and gives the next answer."""
-    prompts: list[str] = []
-
-    def read(prompt: str) -> str:
-        prompts.append(prompt)
-        return answers[len(prompts) - 1]
-
-    return read, prompts
-
-
-def test_an_empty_answer_is_refused_saying_what_is_expected_and_asked_again():
-    from dagster_platform.template.new import QUESTIONS, ask
-    from dagster_platform.template.render import validators
-
-    checks = validators()
-    read, prompts = scripted(
-        ["", "Sales Pipelines", "", "", "", "Data Platform", "sales-analytics", "", "sales@example.com", ""]
+# --- asked in a terminal: copier re-asks at once ------------------------------------------------------------
+def test_a_refused_answer_is_explained_and_asked_again_at_once(tmp_path):
+    cli = [sys.executable, "-m", "dagster_platform.cli", "template", "new", "--output-dir", str(tmp_path)]
+    enter, clear = "\r", "\x15"  # Ctrl-U: copier shows the default in the input line
+    status, shown = converse(
+        tmp_path,
+        cli,
+        [
+            ("Project name", clear + "Sales Pipelines" + enter),
+            ("Code location name", enter),
+            ("Python package name", enter),
+            ("Owning team", "Data Platform" + enter),
+            ("is not a team slug", clear + "sales-analytics" + enter),
+            ("Team e-mail", "sales@example.com" + enter),
+            ("One-line description", enter),
+        ],
     )
-    said: list[str] = []
-    answers = ask(checks, {}, read=read, write=said.append)
+    assert "owner_team 'Data Platform' is not a team slug" in shown, shown[-2000:]
+    assert status == 0, shown[-2000:]
+    answers = yaml.safe_load((tmp_path / "sales-pipelines" / ".copier-answers.yml").read_text())
     assert answers["owner_team"] == "sales-analytics"
-    assert answers["location_name"] == "sales-pipelines"  # Enter takes a default; only a question without one
-    assert said == [
-        "  ! project_name is required: the project's human-readable name, e.g. Sales Pipelines",
-        "  ! owner_team is required: the owning team's slug, e.g. sales-analytics",
-        "  ! " + checks.FIELDS["owner_team"]("Data Platform"),
-        "  ! owner_email is required: the team's e-mail address for alerts, e.g. sales@example.com",
-    ]
-    team = QUESTIONS["owner_team"]
-    assert prompts.count(f"{team} (e.g. sales-analytics): ") == 3  # asked again at once, each time
-    # The question and its refusal explain a slug in the same words, with the same single example.
-    for words in ("lowercase letters, digits, '-' or '_'", "GitLab group or on-call rota"):
-        assert words in team and words in said[2], words
-    assert said[2].endswith("; example: sales-analytics")
-    # Every question shows its default, or else the example its refusals name.
-    for key, question in QUESTIONS.items():
-        first = next(prompt for prompt in prompts if prompt.startswith(question))
-        assert first.endswith("]: ") or first == f"{question} (e.g. {checks.EXAMPLES[key]}): ", first
-
-
-def test_enter_on_the_team_question_is_refused_by_make_new_usercode(tmp_path):
-    result = template_new(tmp_path, stdin="Sales Pipelines\n\n\n\n")
-    assert "  ! owner_team is required: the owning team's slug, e.g. sales-analytics\n" in result.stdout
-    assert result.returncode == 1  # then the end of input: nothing was generated
-    assert list(tmp_path.iterdir()) == []
+    assert "platform" not in answers and "dagster_version" not in answers  # data, never recorded

@@ -1,7 +1,8 @@
-"""The platform facts a user-code repo is rendered with (`_platform`: company and environments, never asked):
-every environment the platform declares gets its deploy values and its place in settings.py, whatever the
-environments are called and however many there are; facts passed by hand are checked by the template's own
-pre-generation hook; `make new-usercode` refuses a broken platform file before anything is asked or written.
+"""The platform facts a user-code repo is rendered with (copier data `platform`: company and environments, never
+asked): every environment the platform declares gets its deploy values (copier's `yield` in the file name) and its
+place in settings.py, whatever the environments are called and however many there are; `make new-usercode`
+refuses a broken platform file before anything is asked or written. The facts are checked once, by the
+platform's reader of its files (dagster_platform.platform_config, tests/test_platform_config.py).
 
 Rendering only (no `make`): fast. tests/template/test_render.py runs the rendered repos' own checks."""
 
@@ -13,15 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cookiecutter.exceptions import FailedHookException
 
 from dagster_platform import paths, platform_config
 from dagster_platform.cli import build_parser
-from dagster_platform.template.render import platform_context, render, validators
+from dagster_platform.template.render import platform_context, render
 
 from .helpers import CUSTOM_ANSWERS, OTHER_PLATFORM, deploy_values, other_environments, other_platform
-
-REFUSED = "Nothing was generated. Fix the answers above and run the template again."
 
 
 def constants(repo: Path, package: str) -> dict[str, object]:
@@ -45,7 +43,7 @@ def assert_deploys_to(repo: Path, location: str, platform: dict) -> None:
     envs = platform["environments"]
     values = deploy_values(repo)
     assert list(values) == sorted(env["name"] for env in envs)
-    assert sorted(p.name for p in repo.rglob("*.jinja")) == [], "the deploy values template was left behind"
+    assert sorted(p.name for p in repo.rglob("*{*")) == [], "a templated file name was left behind"
     for env in envs:
         own = values[env["name"]]
         assert own["postgresqlSecretName"] == env["postgres_secret"]
@@ -74,7 +72,7 @@ def assert_settings_list(repo: Path, package: str, platform: dict) -> None:
 
 # --- the repository's own company and environments --------------------------------------------------------
 def test_a_repo_deploys_to_every_platform_environment(rendered):
-    platform = platform_context()["_platform"]
+    platform = platform_context()["platform"]
     assert [env["name"] for env in platform["environments"]] == platform_config.environment_names()
     repo = rendered["default"]
     assert_deploys_to(repo, repo.name, platform)  # the directory is the location's name
@@ -86,11 +84,7 @@ def test_a_repo_deploys_to_every_platform_environment(rendered):
 
 def test_settings_list_the_platform_environments(rendered):
     repo = rendered["default"]
-    assert_settings_list(repo, repo.name.replace("-", "_"), platform_context()["_platform"])
-
-
-def test_the_platforms_own_facts_pass_the_templates_checks():
-    assert validators().platform_problems(platform_context()) == []
+    assert_settings_list(repo, repo.name.replace("-", "_"), platform_context()["platform"])
 
 
 # --- a company with three environments of other names (the fixture) ----------------------------------------
@@ -141,84 +135,10 @@ def lint(repo: Path) -> list[str]:
 )
 def test_rendered_settings_and_deploy_values_pass_lint_for_any_environments(tmp_path, environments):
     platform = other_platform(environments=environments)
-    repo = render(tmp_path, {"project_name": "Lint Envs", "_platform": platform})
+    repo = render(tmp_path, {"project_name": "Lint Envs", "platform": platform})
     assert_deploys_to(repo, "lint-envs", platform)
     assert_settings_list(repo, "lint_envs", platform)
     assert lint(repo) == []
-
-
-# --- facts passed by hand: refused by the template's pre-generation hook -----------------------------------
-BAD_PLATFORM = [
-    ("not-a-mapping", "a string", "_platform 'a string' is not a mapping of image_registry"),
-    ("unknown-key", other_platform(registry="x"), "_platform must hold exactly"),
-    ("registry-slash", other_platform(image_registry="registry.example.org/x/"), "_platform.image_registry"),
-    ("registry-scheme", other_platform(image_registry="https://registry.example.org/x"), "_platform.image_registry"),
-    ("port-low", other_platform(grpc_port=80), "_platform.grpc_port 80 must be a port number in 1024..65535"),
-    ("port-text", other_platform(grpc_port="4000"), "_platform.grpc_port '4000' must be a port number"),
-    ("ci-project", other_platform(ci_project="no project"), "_platform.ci_project 'no project' is not a GitLab"),
-    ("ci-ref", other_platform(ci_ref="-x"), "_platform.ci_ref '-x' is not a branch or tag"),
-    ("label-domain", other_platform(label_domain="not a domain"), "_platform.label_domain 'not a domain' is not"),
-    ("no-environment", other_platform(environments=[]), "_platform.environments [] must list at least one"),
-    ("env-not-a-mapping", other_platform(environments=["qa"]), "_platform.environments[0] 'qa' is not a mapping"),
-    (
-        "env-key-missing",
-        other_platform(environments=[{k: v for k, v in other_environments()[0].items() if k != "tier"}]),
-        "_platform.environments[0] must hold exactly name, tier, namespace",
-    ),
-    ("env-local", other_platform(environments=other_environments(name="local")), "name 'local' is not an environment"),
-    ("env-name", other_platform(environments=other_environments(name="Live_1")), "name 'Live_1' is not an environment"),
-    ("tier", other_platform(environments=other_environments(tier="prod")), "].tier 'prod' is not a GitLab deployment"),
-    (
-        "namespace",
-        other_platform(environments=other_environments(namespace="Analytics_QA")),
-        "].namespace 'Analytics_QA' is not a Kubernetes namespace; set environment.namespace in",
-    ),
-    (
-        "no-postgres-secret",  # an environment file without global.postgresqlSecretName
-        other_platform(environments=other_environments(postgres_secret="")),
-        "].postgres_secret '' is not a Kubernetes Secret name; set global.postgresqlSecretName in",
-    ),
-    (
-        "warehouse-domain",
-        other_platform(environments=other_environments(warehouse_domain="not a domain")),
-        "].warehouse_domain 'not a domain' is not a DNS domain",
-    ),
-    ("previews", other_platform(environments=other_environments(previews="yes")), "].previews 'yes' is not true"),
-    (
-        "shared-namespace",
-        other_platform(environments=other_environments(namespace=OTHER_PLATFORM["environments"][1]["namespace"])),
-        "every environment needs its own",
-    ),
-    (
-        "nested-domains",
-        other_platform(
-            environments=other_environments(
-                warehouse_domain="x." + OTHER_PLATFORM["environments"][1]["warehouse_domain"]
-            )
-        ),
-        "warehouse domains must be separate domains",
-    ),
-]
-
-
-@pytest.mark.parametrize(("platform", "problem"), [c[1:] for c in BAD_PLATFORM], ids=[c[0] for c in BAD_PLATFORM])
-def test_bad_platform_facts_are_refused_in_one_line_and_nothing_is_generated(tmp_path, capfd, platform, problem):
-    out = tmp_path / "out"
-    with pytest.raises(FailedHookException):
-        render(out, {"project_name": "Refused Pipelines", "_platform": platform})
-    lines = capfd.readouterr().err.strip().splitlines()
-    assert len(lines) == 2 and lines[0].startswith("ERROR: ") and lines[1] == REFUSED, lines
-    assert problem in lines[0], lines
-    assert list(out.iterdir()) == []
-
-
-@pytest.mark.parametrize("missing", list(OTHER_PLATFORM))
-def test_a_platform_fact_left_out_is_named(missing):
-    """cookiecutter merges a `_platform` passed by hand into its default one key at a time, so a missing key
-    never reaches the hook from there; the check itself still names it."""
-    platform = {key: value for key, value in OTHER_PLATFORM.items() if key != missing}
-    (problem,) = validators().platform_problems({"_platform": platform})
-    assert f"(missing {missing})" in problem
 
 
 # --- `make new-usercode` reads the platform's files: a broken one is refused in one line ----------------------
@@ -258,7 +178,7 @@ def fixture_platform(tmp_path, monkeypatch) -> Path:
 
 
 def test_the_template_is_rendered_with_whatever_the_platform_files_declare(fixture_platform, tmp_path):
-    assert platform_context() == {"_platform": OTHER_PLATFORM}
+    assert platform_context() == {"platform": OTHER_PLATFORM}
     repo = render(tmp_path / "out", {"project_name": "Fixture Pipelines", **platform_context()})
     assert_deploys_to(repo, "fixture-pipelines", OTHER_PLATFORM)
 

@@ -27,7 +27,7 @@ CREATED_LATER = {
     ".dagster_home": "make dev / make instance (DAGSTER_HOME)",
     "reports": "make test",
     ".env": "the developer, for local variables",
-    ".cruft.json": "cruft (make new-usercode), not plain cookiecutter",
+    ".cruft.json": "a repo generated with cruft, before its move to copier",
     "defs/customers.py": "the README's example of a module to add",
 }
 FILE_SUFFIXES = (".py", ".yaml", ".yml", ".toml", ".md", ".sql", ".lock", ".json", ".csv", ".log", ".jinja")
@@ -36,7 +36,7 @@ FILE_NAMES = {"Dockerfile", "Makefile", ".env", ".gitignore", ".dockerignore", "
 
 @pytest.fixture(scope="module", params=["default", "custom"])
 def repo(request, tmp_path_factory) -> Path:
-    """A repository rendered (cookiecutter only: seconds) from this platform's settings or the fixture company."""
+    """A repository rendered (copier only: seconds) from this platform's settings or the fixture company."""
     answers = platform_context() if request.param == "default" else dict(CUSTOM_ANSWERS)
     return render(tmp_path_factory.mktemp(f"readme-{request.param}"), answers)
 

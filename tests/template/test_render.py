@@ -30,7 +30,7 @@ def test_no_template_leftovers(rendered, answers):
 def test_custom_answers_land_where_they_belong(rendered):
     repo = rendered["custom"]
     location, package = CUSTOM_ANSWERS["location_name"], CUSTOM_ANSWERS["package_name"]
-    platform = CUSTOM_ANSWERS["_platform"]
+    platform = CUSTOM_ANSWERS["platform"]
     assert repo.name == location
     assert (repo / f"src/{package}/definitions.py").exists()
     project = tomllib.loads((repo / "pyproject.toml").read_text())

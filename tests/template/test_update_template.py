@@ -1,7 +1,8 @@
-"""`make update-template` in a generated repo: real git, real cruft, real uv, against a template origin repo.
+"""`make update-template` in a generated repo: real git, real copier, real uv, against a template origin repo.
 
-The origin is a git copy of usercode-template whose yamllint pin is one release behind; the user repo is
-created from it with cruft, committed, then gets its own dependency, asset module and README edit. The
+The origin is a git repo holding the platform's copier.yml and usercode-template/, whose yamllint pin is one
+release behind; the user repo is created from it with `dagster-platform template new` (copier), committed,
+then gets its own dependency, asset module and README edit. The
 template then moves on (yamllint pin bumped, its uv.lock relocked as `dagster-platform template lock` does,
 README edited) and the user repo takes the update.
 """
@@ -13,17 +14,19 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
+from dagster_platform import generate
 from dagster_platform.paths import ROOT, TEMPLATE_DIR, uv_executable
 from dagster_platform.template import render as template
 
 pytestmark = pytest.mark.slow
 
-CRUFT = ROOT / ".venv" / "bin" / "cruft"
 OLD_YAMLLINT, NEW_YAMLLINT = "1.37.1", "1.38.0"
 ADDED = "text-unidecode==1.3"  # the user's own dependency: tiny, pure Python
 MARKER = re.compile(r"^(<{7}|={7}|>{7})( |$)", re.MULTILINE)
@@ -78,12 +81,12 @@ def edit(path: Path, old: str, new: str) -> None:
 
 
 def template_project(origin: Path) -> Path:
-    return origin / "usercode-template" / "{{cookiecutter.project_slug}}"
+    return origin / "usercode-template" / "project"
 
 
 def relock(origin: Path, monkeypatch) -> None:
     """The platform's `template lock` (template.relock), pointed at the origin's copy of the template."""
-    monkeypatch.setattr(template, "TEMPLATE_DIR", origin / "usercode-template")
+    monkeypatch.setattr(template, "ROOT", origin)
     monkeypatch.setattr(template, "TEMPLATE_LOCK", template_project(origin) / "uv.lock")
     with monkeypatch.context() as patch:
         patch.setenv("UV_OFFLINE", "1")
@@ -109,14 +112,15 @@ def scenario(tmp_path, monkeypatch):
     """(origin, user repo) with the user's changes committed and the template not yet moved on."""
     origin = tmp_path / "origin"
     shutil.copytree(TEMPLATE_DIR, origin / "usercode-template", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "copier.yml", origin / "copier.yml")
     set_yamllint(template_project(origin) / "pyproject.toml", NEW_YAMLLINT, OLD_YAMLLINT)
     relock(origin, monkeypatch)
     run(["git", "init", "-q", "-b", "main"], origin)
     commit(origin, "template with the older yamllint")
 
-    context = json.dumps({"project_name": "Update Demo"})
-    run([CRUFT, "create", origin, "--directory", "usercode-template", "--no-input", "--output-dir", tmp_path,
-         "--extra-context", context], tmp_path)  # fmt: skip
+    context = json.dumps({"project_name": "Update Demo", "owner_team": "demo", "owner_email": "demo@example.com"})
+    run([sys.executable, "-m", "dagster_platform.cli", "template", "new", "--template-url", origin, "--no-input",
+         "--output-dir", tmp_path, "--context", context], tmp_path)  # fmt: skip
     repo = tmp_path / "update-demo"
     run(["git", "init", "-q", "-b", "main"], repo)
     commit(repo, "generated from the template")
@@ -138,11 +142,25 @@ def scenario(tmp_path, monkeypatch):
     edit(repo / "README.md", README_USER_LINE, "## Environments (edited by the team)\n")
     commit(repo, "our asset, its dependency and README")
 
-    # Warm the pinned cruft the Makefile runs (uv tool run), so make itself can run offline.
-    makefile = (repo / "Makefile").read_text()
-    cruft_version = re.search(r"^CRUFT_VERSION := (\S+)$", makefile, re.MULTILINE).group(1)
-    run_uv(["tool", "run", f"cruft@{cruft_version}", "--help"], repo)
+    # Warm the pinned copier the Makefile runs (uv tool run), so make itself can run offline.
+    run_uv(["tool", "run", "--from", f"copier=={copier_pin(repo)}", "copier", "--help"], repo)
     return origin, repo
+
+
+def copier_pin(project: Path) -> str:
+    return re.search(r"^COPIER_VERSION := (\S+)$", (project / "Makefile").read_text(), re.MULTILINE).group(1)
+
+
+def head(origin: Path) -> str:
+    return run(["git", "rev-parse", "--short", "HEAD"], origin).stdout.strip()
+
+
+def answers(repo: Path) -> dict:
+    return yaml.safe_load((repo / ".copier-answers.yml").read_text())
+
+
+def assert_nothing_staged(repo: Path) -> None:
+    assert run(["git", "diff", "--cached", "--name-only"], repo).stdout == ""
 
 
 def move_template_on(origin: Path, monkeypatch, readme_old: str, readme_new: str) -> None:
@@ -162,11 +180,15 @@ def assert_lock_is_clean(repo: Path) -> None:
 
 def test_update_merges_relocks_and_checks(scenario, monkeypatch):
     origin, repo = scenario
+    before = head(origin)
     move_template_on(origin, monkeypatch, README_TEMPLATE_LINE, "## Commands (from the template)\n")
 
     result = run(["make", "--no-print-directory", "update-template"], repo, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
+    # The source, from -> to, and the files changed.
+    assert f"Template {origin}: {before} -> {head(origin)}" in output, output[-6000:]
+    assert "  README.md\n" in result.stdout and "  pyproject.toml\n" in result.stdout
 
     assert_lock_is_clean(repo)
     lock = repo / "uv.lock"
@@ -176,12 +198,24 @@ def test_update_merges_relocks_and_checks(scenario, monkeypatch):
     assert "## Commands (from the template)" in readme and "## Environments (edited by the team)" in readme
     assert f'"yamllint=={NEW_YAMLLINT}"' in (repo / "pyproject.toml").read_text()
     assert list(repo.rglob("*.rej")) == []
-    cruft_state = json.loads((repo / ".cruft.json").read_text())
-    assert cruft_state["commit"] == run(["git", "rev-parse", "HEAD"], origin).stdout.strip()
+    assert answers(repo)["_commit"] == head(origin) and answers(repo)["_src_path"] == str(origin)
+    # The result is plain `git diff`: nothing staged.
+    assert_nothing_staged(repo)
+    assert "README.md" in run(["git", "diff", "--name-only"], repo).stdout
     # lint, test (with the team's own test of its dependency) and check ran and passed.
     assert "All definitions loaded successfully" in output
     assert "test_ascii_greeting" in (repo / "reports/junit.xml").read_text()
     assert "Template update done" in output
+
+
+def test_nothing_to_take_says_already_up_to_date_and_runs_nothing_else(scenario):
+    origin, repo = scenario
+    result = run(["make", "--no-print-directory", "update-template"], repo, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Already up to date with {origin} at {head(origin)}." in result.stdout
+    assert "lint" not in result.stdout.split("Already up to date")[1]
+    assert not (repo / "reports").exists() and not (repo / ".venv").exists()  # no lint, test or check ran
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
 
 
 def test_overlapping_edits_stop_with_one_conflict_message(scenario, monkeypatch):
@@ -197,14 +231,16 @@ def test_overlapping_edits_stop_with_one_conflict_message(scenario, monkeypatch)
     assert result.returncode != 0, output[-6000:]
     assert result.stderr.count("CONFLICT") == 1, output[-6000:]
     message = result.stderr[result.stderr.index("CONFLICT") :]
-    assert "README.md" in message and "pyproject.toml" in message and "make update-template" in message
-    assert "uv.lock:" not in message
+    conflicted = message.split("\nEverything else")[0]
+    assert "README.md" in conflicted and "pyproject.toml" in conflicted and "uv.lock" not in conflicted
+    assert "git diff" in message and "commit" in message  # how to finish
+    assert "git reset --hard && git clean -fd" in message  # how to abandon
     # uv.lock is exactly the committed one (pyproject.toml holds markers: nothing can lock); no checks ran.
     assert (repo / "uv.lock").read_text() == locked_before
-    assert not (repo / "uv.lock.rej").exists()
     assert not (repo / "reports").exists()
+    assert_nothing_staged(repo)
 
-    # Resolving both files and running the update again continues it: the lock is regenerated.
+    # Finishing as the message says: resolve both files, then uv lock.
     for name in ("README.md", "pyproject.toml"):
         path = repo / name
         kept = []
@@ -219,64 +255,61 @@ def test_overlapping_edits_stop_with_one_conflict_message(scenario, monkeypatch)
             elif side in (None, "theirs"):  # take the template's side
                 kept.append(line)
         path.write_text("".join(kept))
-        run(["git", "add", name], repo)
-    script = [
-        "python3", "scripts/update_template.py", "--uv", uv_executable(), "--cruft", "false",
-    ]  # fmt: skip
-    resumed = run(script, repo, check=False)
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "continuing the template update" in resumed.stdout
+    run_uv(["lock"], repo)
     assert_lock_is_clean(repo)
     assert locked_version(repo / "uv.lock", "yamllint") == NEW_YAMLLINT
     assert locked_version(repo / "uv.lock", "text-unidecode") == "1.3"
 
 
-def test_a_repo_without_the_lock_skip_gets_a_regenerated_lock(scenario, monkeypatch):
-    """A repo made before `[tool.cruft] skip`: cruft merges uv.lock as text (here with conflicts); undone."""
+def test_abandoning_a_conflicted_update_as_told_restores_the_repo(scenario, monkeypatch):
     origin, repo = scenario
-    pyproject = repo / "pyproject.toml"
-    text = pyproject.read_text()
-    pyproject.write_text(text[: text.index("[tool.cruft]")])
-    commit(repo, "as made before the skip")
-    move_template_on(origin, monkeypatch, README_TEMPLATE_LINE, "## Commands (from the template)\n")
-
-    makefile = (repo / "Makefile").read_text()
-    cruft_version = re.search(r"^CRUFT_VERSION := (\S+)$", makefile, re.MULTILINE).group(1)
-    script = ["python3", "scripts/update_template.py", "--uv", uv_executable(),
-              "--cruft", f"{uv_executable()} tool run cruft@{cruft_version}"]  # fmt: skip
-    result = run(script, repo, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "uv.lock: the template's lock is not merged as text" in result.stdout
-    assert_lock_is_clean(repo)
-    assert locked_version(repo / "uv.lock", "yamllint") == NEW_YAMLLINT
-    assert locked_version(repo / "uv.lock", "text-unidecode") == "1.3"
-    assert run(["git", "diff", "--name-only", "--diff-filter=U"], repo).stdout == ""
+    move_template_on(origin, monkeypatch, README_USER_LINE, "## Environments and secrets\n")
+    (template_project(origin) / "NEW_FROM_TEMPLATE.md").write_text("new\n")
+    commit(origin, "a new file")
+    result = run(["make", "--no-print-directory", "update-template"], repo, check=False)
+    assert "CONFLICT" in result.stderr, result.stdout + result.stderr
+    run(["sh", "-c", "git reset --hard && git clean -fd"], repo)
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
+    assert not (repo / "NEW_FROM_TEMPLATE.md").exists()
 
 
-def test_cruft_pin_and_lock_skip_are_in_the_template():
-    """The Makefile's pinned cruft is the platform's; uv.lock is kept out of cruft's diff."""
-    project = TEMPLATE_DIR / "{{cookiecutter.project_slug}}"
-    makefile = (project / "Makefile").read_text()
-    pinned = re.search(r"^CRUFT_VERSION := (\S+)$", makefile, re.MULTILINE).group(1)
-    assert locked_version(ROOT / "uv.lock", "cruft") == pinned
-    cruft_config = tomllib.loads((project / "pyproject.toml").read_text().replace("{{", "").replace("}}", ""))
-    assert "uv.lock" in cruft_config["tool"]["cruft"]["skip"]
+def test_copier_pin_and_lock_exclusion_are_in_the_template():
+    """The Makefile's pinned copier is the platform's; uv.lock is never merged (skip_if_exists), regenerated."""
+    assert locked_version(ROOT / "uv.lock", "copier") == copier_pin(TEMPLATE_DIR / "project")
+    config = yaml.safe_load((TEMPLATE_DIR / "copier.yml").read_text())
+    assert "uv.lock" in config["_skip_if_exists"]
+    assert config["_answers_file"] == ".copier-answers.yml" and config["_subdirectory"] == "usercode-template/project"
+    assert any("uv lock" in task["command"] and "update" in task["when"] for task in config["_tasks"])
+
+
+def set_platform_default(origin: Path, change) -> list[str]:
+    """Edit the origin's copier.yml `platform` default as `make generate` writes it; returns the environments
+    before."""
+    path = origin / "usercode-template" / "copier.yml"
+    config = yaml.safe_load(path.read_text())
+    platform = config["platform"]["default"]
+    before = [env["name"] for env in platform["environments"]]
+    change(platform)
+    dumped = "".join(f"\n    {line}" for line in yaml.safe_dump(platform, sort_keys=False).splitlines())
+    path.write_text(generate.PLATFORM_DEFAULT.sub(lambda match: match.group(1) + dumped, path.read_text(), count=1))
+    assert yaml.safe_load(path.read_text())["platform"]["default"] == platform
+    return before
 
 
 def test_an_environment_the_platform_adds_arrives_with_the_update(scenario, monkeypatch):
-    """The platform declares one more environment (its `make generate` rewrites cookiecutter.json's `_platform`):
-    `make update-template` brings its deploy values and its place in settings.py, and the repo's checks pass."""
+    """The platform declares one more environment (its `make generate` rewrites copier.yml's `platform`
+    default): `make update-template` brings its deploy values and its place in settings.py, and the repo's
+    checks pass."""
     origin, repo = scenario
-    answers_file = origin / "usercode-template" / "cookiecutter.json"
-    answers = json.loads(answers_file.read_text())
-    before = [env["name"] for env in answers["_platform"]["environments"]]
     added = "update-demo-extra"  # a name of no environment an adopter declares
-    assert added not in before
-    answers["_platform"]["environments"].append(
-        {"name": added, "tier": "testing", "namespace": added, "postgres_secret": f"{added}-postgresql",
-         "warehouse_domain": f"{added}.example.org", "previews": False}
+    before = set_platform_default(
+        origin,
+        lambda platform: platform["environments"].append(
+            {"name": added, "tier": "testing", "namespace": added, "postgres_secret": f"{added}-postgresql",
+             "warehouse_domain": f"{added}.example.org", "previews": False}
+        ),
     )  # fmt: skip
-    answers_file.write_text(json.dumps(answers, indent=2) + "\n")
+    assert added not in before
     set_yamllint(template_project(origin) / "pyproject.toml", OLD_YAMLLINT, NEW_YAMLLINT)  # what the cache holds
     relock(origin, monkeypatch)
     commit(origin, "platform: one more environment (make generate), yamllint bumped")
@@ -289,7 +322,47 @@ def test_an_environment_the_platform_adds_arrives_with_the_update(scenario, monk
     assert f"postgresqlSecretName: {added}-postgresql\n" in values and f"value: {added}\n" in values
     settings = (repo / "src/update_demo/settings.py").read_text()
     assert f'    "{added}",\n)' in settings and f'    "{added}": "{added}.example.org",\n' in settings
-    recorded = json.loads((repo / ".cruft.json").read_text())["context"]["cookiecutter"]["_platform"]
-    assert [env["name"] for env in recorded["environments"]] == [*before, added]
+    assert "platform" not in answers(repo)  # data, never recorded: each update takes the platform's current facts
     # The repo's own tests ran over every environment, the new one included.
     assert f"[{added}]" in (repo / "reports/junit.xml").read_text()
+
+
+def test_a_repo_generated_with_cruft_moves_to_copier_then_updates(scenario, monkeypatch):
+    """The documented move (make usercode-to-copier REPO=...: dagster-platform template from-cruft): .cruft.json's
+    template, commit and answers become .copier-answers.yml, .cruft.json goes, and make update-template works."""
+    origin, repo = scenario
+    recorded = answers(repo)
+    cruft_state = {
+        "template": str(origin), "commit": run(["git", "rev-parse", "HEAD"], origin).stdout.strip(),
+        "checkout": None, "directory": "usercode-template",
+        "context": {"cookiecutter": {**{k: v for k, v in recorded.items() if not k.startswith("_")},
+                                     "project_slug": recorded["location_name"], "_platform": {}}},
+    }  # fmt: skip
+    (repo / ".copier-answers.yml").unlink()
+    (repo / ".cruft.json").write_text(json.dumps(cruft_state, indent=2) + "\n")
+    commit(repo, "as cruft left it")
+
+    moved = run([sys.executable, "-m", "dagster_platform.cli", "template", "from-cruft", repo], repo, check=False)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert not (repo / ".cruft.json").exists()
+    now = answers(repo)
+    assert now["_src_path"] == str(origin) and now["_commit"] in (cruft_state["commit"], head(origin))
+    assert {k: now[k] for k in recorded if not k.startswith("_")} == {
+        k: v for k, v in recorded.items() if not k.startswith("_")
+    }
+    assert_nothing_staged(repo)
+    # The team's own files are untouched by the move; their edits to template files (here the dependency in
+    # pyproject.toml) show in `git diff` as removed lines, and they take them back, as the move's message says.
+    assert (repo / "src/update_demo/extras/greeting.py").exists()
+    assert f'-    "{ADDED}",' in run(["git", "diff", "pyproject.toml"], repo).stdout
+    run_uv(["add", "--no-sync", ADDED], repo)
+    again = run([sys.executable, "-m", "dagster_platform.cli", "template", "from-cruft", repo], repo, check=False)
+    assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1 and "Traceback" not in again.stderr
+    commit(repo, "moved to copier")
+
+    move_template_on(origin, monkeypatch, README_TEMPLATE_LINE, "## Commands (from the template)\n")
+    result = run(["make", "--no-print-directory", "update-template"], repo, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    assert "## Commands (from the template)" in (repo / "README.md").read_text()
+    assert answers(repo)["_commit"] == head(origin)

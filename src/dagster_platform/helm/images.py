@@ -41,7 +41,7 @@ def _normalize(name: str) -> str:
 
 def usercode_image() -> frozenset[str]:
     """Distributions a user-code image installs: the template's runtime dependencies."""
-    return locked_image(paths.TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "uv.lock")
+    return locked_image(paths.TEMPLATE_PROJECT / "uv.lock")
 
 
 def ops_image() -> frozenset[str]:

@@ -45,10 +45,10 @@ class Location:
 
 def example_location() -> Location:
     """The template's example, as registered in platform/code-locations.yaml."""
-    from dagster_platform.template.render import default_answers
+    from dagster_platform.template.render import questions
 
-    # Mirrors cookiecutter.json's location_name expression.
-    name = default_answers()["project_name"].lower().replace(" ", "-").replace("_", "-")
+    # Mirrors copier.yml's location_name default.
+    name = questions()["project_name"]["default"].lower().replace(" ", "-").replace("_", "-")
     for entry in yaml.safe_load(CODE_LOCATIONS_YAML.read_text())["locations"]:
         if entry["name"] == name:
             return Location(name=name, module=entry["module"], source="template")

@@ -1,1 +1,1 @@
-"""Flow 1: template answers + platform settings -> a user-code repo (cookiecutter/cruft)."""
+"""Flow 1: template answers + platform settings -> a user-code repo (copier)."""

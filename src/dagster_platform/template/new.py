@@ -1,83 +1,27 @@
-"""`make new-usercode`: ask only what a data engineer knows, check each answer as it is given, create the repo
-with cruft; and the `dagster-platform template` subcommands."""
+"""`make new-usercode`: copier asks only what a data engineer knows (each answer checked by its validator in
+copier.yml and asked again at once when refused) and creates the repo; platform facts are passed as data, never
+asked. Also the `dagster-platform template` subcommands."""
 
 from __future__ import annotations
 
 import json
-import os
+import re
 import sys
+import warnings
 from pathlib import Path
 
 from dagster_platform.paths import ROOT
 from dagster_platform.platform_config import PlatformConfigError
-from dagster_platform.template.render import (
-    default_answers,
-    platform_context,
-    relock,
-    validators,
-)
-
-QUESTIONS = {
-    "project_name": "Project name, human-readable",
-    "location_name": "Code location name, a Kubernetes name",
-    "package_name": "Python package name",
-    "owner_team": "Owning team (owner of every asset): its slug, as in its GitLab group or on-call rota; lowercase "
-    "letters, digits, '-' or '_'",
-    "owner_email": "Team e-mail for alerts",
-    "description": "One-line description",
-}
+from dagster_platform.template.render import copy, platform_context, questions, relock
 
 
 class Refused(Exception):
     """A refusal: printed as one block, exit status 1, nothing written."""
 
 
-def derived_default(key: str, answers: dict[str, str]) -> str | None:
-    """What cookiecutter.json would derive for `key` from the earlier answers."""
-    if key == "location_name":
-        return answers["project_name"].strip().lower().replace(" ", "-").replace("_", "-")
-    if key == "package_name":
-        return answers["location_name"].replace("-", "_")
-    if key == "description":
-        return f"Dagster code location {answers['location_name']}"
-    return None
-
-
-def ask(checks, given: dict[str, str], read=input, write=print) -> dict[str, str]:
-    """One question at a time (those CONTEXT does not answer); a refused answer is explained in one line
-    and asked again at once."""
-    answers: dict[str, str] = {}
-    for key, question in QUESTIONS.items():
-        if key in given:
-            answers[key] = given[key]
-            continue
-        default = derived_default(key, answers)
-        # Without a default: the template's one example of the answer (the hook's EXAMPLES, which every refusal
-        # of that answer names too); Enter then gives an empty answer, refused as required.
-        hint = f" [{default}]" if default else f" (e.g. {checks.EXAMPLES[key]})"
-        while True:
-            try:
-                value = read(f"{question}{hint}: ").strip()
-            except EOFError:
-                raise Refused("ERROR: no answer (end of input). Nothing was generated.") from None
-            value = value or default or ""
-            problem = checks.FIELDS[key](value)
-            if problem is None:
-                answers[key] = value
-                break
-            write(f"  ! {problem}")
-    return answers
-
-
-def complete_answers(given: dict[str, str], platform: dict[str, object]) -> dict[str, object]:
-    """The full context cookiecutter will see: given answers, derived defaults, the platform's settings."""
-    answers = dict(given)
-    for key in QUESTIONS:
-        if key not in answers:
-            default = derived_default(key, answers)
-            answers[key] = default if default is not None else default_answers()[key]
-    answers.setdefault("project_slug", answers["location_name"])
-    return {**answers, **platform}
+def asked() -> list[str]:
+    """The questions copier asks (those not `when: false`), in copier.yml's order."""
+    return [key for key, question in questions().items() if question.get("when", True) is not False]
 
 
 def parse_context(text: str) -> dict[str, str]:
@@ -89,12 +33,12 @@ def parse_context(text: str) -> dict[str, str]:
         ) from None
     if not isinstance(given, dict):
         raise Refused('ERROR: CONTEXT must be a JSON object; example: CONTEXT=\'{"project_name": "Sales"}\'')
-    unknown = sorted(set(given) - set(QUESTIONS) - {"project_slug"})
+    keys = asked()
     lines = [
         f"ERROR: {key!r} is a platform setting, not an answer (platform/company.yaml, platform/values/)"
-        if key.startswith("_")
-        else f"ERROR: {key!r} is not a question of the template; the questions: {', '.join(QUESTIONS)}"
-        for key in unknown
+        if key in questions() or key.startswith("_")
+        else f"ERROR: {key!r} is not a question of the template; the questions: {', '.join(keys)}"
+        for key in sorted(set(given) - set(keys))
     ]
     if lines:
         raise Refused("\n".join([*lines, "Nothing was generated."]))
@@ -102,7 +46,7 @@ def parse_context(text: str) -> dict[str, str]:
 
 
 def next_steps(repo: Path, answers: dict[str, object]) -> str:
-    platform = answers["_platform"]
+    platform = answers["platform"]
     location, port = answers["location_name"], platform["grpc_port"]
     try:
         shown = repo.relative_to(Path.cwd())
@@ -134,85 +78,58 @@ def next_steps(repo: Path, answers: dict[str, object]) -> str:
     )
 
 
-def create(output_dir: Path, answers: dict[str, object], template_url: str, checkout: str | None) -> Path:
-    """cruft create (records the template for `cruft update`), with every temporary file removed after."""
-    import shutil
-    import tempfile
+def create(output_dir: Path, answers: dict[str, object], template_url: str, checkout: str | None, ask: bool) -> Path:
+    """copier copy (records the template's source and commit in .copier-answers.yml for `copier update`)."""
+    from copier.errors import CopierError
 
-    from cruft import create as cruft_create
-
-    target = output_dir / str(answers["location_name"])
-    if target.exists():
-        raise Refused(f"ERROR: {target} already exists; choose another location name or OUT. Nothing was generated.")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    # cruft clones the template into a temporary directory and cookiecutter renders the hook, answers
-    # included, into a temporary file it never deletes: both land in a private directory removed here.
-    private = Path(tempfile.mkdtemp(prefix="new-usercode-"))
-    saved = os.environ.get("TMPDIR"), tempfile.tempdir
-    os.environ["TMPDIR"], tempfile.tempdir = str(private), str(private)
     try:
-        return Path(
-            cruft_create(
-                template_url,
-                output_dir=output_dir,
-                extra_context=answers,
-                no_input=True,
-                directory="usercode-template",
-                checkout=checkout,
-            )
-        )
-    except Exception as exc:  # the hook printed its refusal already; anything else in one line
-        from cookiecutter.exceptions import FailedHookException
-
-        if isinstance(exc, FailedHookException):
-            raise Refused("Nothing was generated (the template refused the answers above).") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # copier's DirtyLocalWarning when the template is this working tree
+            return copy(output_dir, answers, src=template_url, ref=checkout, defaults=not ask)
+    except (ValueError, FileExistsError, CopierError) as exc:
+        message = re.sub(r"^Validation error for question '\w+': ", "", str(exc))  # the validator names it
+        raise Refused(f"ERROR: {message}. Nothing was generated.") from None
+    except Exception as exc:  # anything else in one line
         raise Refused(f"ERROR: {type(exc).__name__}: {exc}. Nothing was generated.") from None
-    finally:
-        if saved[0] is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = saved[0]
-        tempfile.tempdir = saved[1]
-        shutil.rmtree(private, ignore_errors=True)
 
 
 def _new_command(args) -> int:
-    checks = validators()
     try:
         platform = platform_context()
     except PlatformConfigError as exc:
         print(f"new-usercode: {exc}", file=sys.stderr)
         return 2
-    # What the platform files declare but the template cannot render (e.g. an environment without
-    # global.postgresqlSecretName): refused before a question is asked, one line each.
-    unusable = checks.platform_problems(platform)
-    if unusable:
-        print("\n".join(f"new-usercode: {problem}" for problem in unusable), file=sys.stderr)
-        return 2
-    facts = platform["_platform"]
+    facts = platform["platform"]
     try:
-        if args.no_input:
-            answers = complete_answers(parse_context(args.context), platform)
-        else:
-            given = parse_context(args.context)  # a bad CONTEXT is refused before anything is asked
+        given = parse_context(args.context)  # a bad CONTEXT is refused before anything is asked
+        if not args.no_input and not sys.stdin.isatty():
+            raise Refused(
+                "ERROR: no terminal to ask the questions on; give the answers instead: "
+                'NO_INPUT=1 CONTEXT=\'{"project_name": ..., "owner_team": ..., "owner_email": ...}\'. '
+                "Nothing was generated."
+            )
+        if not args.no_input:
             print(
                 f"New Dagster code location in {Path(args.output_dir).resolve()}/<location name>. "
-                f"{len(QUESTIONS)} questions; Enter takes the [default].\n"
+                f"{len(asked())} questions; Enter takes the [default].\n"
                 f"Platform settings (not asked): images {facts['image_registry']}/<location>, environments "
                 + ", ".join(f"{env['name']} ({env['namespace']})" for env in facts["environments"])
                 + f", gRPC port {facts['grpc_port']}, CI {facts['ci_project']}@{facts['ci_ref']}."
             )
-            answers = complete_answers({**given, **ask(checks, given)}, platform)
-        found = checks.problems(answers)
-        if found:
-            raise Refused(checks.refusal(found))
-        repo = create(Path(args.output_dir).resolve(), answers, args.template_url, args.checkout)
+        if args.no_input:  # a question without default and no answer: its validator explains what it expects
+            given = {**{key: "" for key in asked() if "default" not in questions()[key]}, **given}
+        repo = create(
+            Path(args.output_dir).resolve(), {**given, **platform}, args.template_url, args.checkout, not args.no_input
+        )
     except Refused as exc:
         print(exc, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nInterrupted. Nothing was generated.", file=sys.stderr)
         return 130
+    import yaml
+
+    answers = {**yaml.safe_load((repo / ".copier-answers.yml").read_text()), **platform}
     print(next_steps(repo, answers))
     return 0
 
@@ -225,15 +142,26 @@ def _relock_command(args) -> int:
     return 0
 
 
+def _from_cruft_command(args) -> int:
+    from dagster_platform.template.from_cruft import main
+
+    return main(args)
+
+
 def register(subparsers) -> None:
     template = subparsers.add_parser("template", help="user-code template helpers")
     actions = template.add_subparsers(dest="action", required=True)
     lock = actions.add_parser("lock", help="regenerate the template's uv.lock from its pyproject.toml")
     lock.set_defaults(func=_relock_command)
-    new = actions.add_parser("new", help="a new user-code repository from the template, via cruft (make new-usercode)")
+    new = actions.add_parser("new", help="a new user-code repository from the template, via copier (make new-usercode)")
     new.add_argument("--output-dir", default="..", help="directory the repository is created in")
     new.add_argument("--template-url", default=str(ROOT), help="the platform repository's Git URL or path")
-    new.add_argument("--checkout", default=None, help="template ref (branch, tag or commit)")
+    new.add_argument("--checkout", default="HEAD", help="template ref (branch, tag or commit)")
     new.add_argument("--no-input", action="store_true", help="ask nothing: --context and the defaults")
     new.add_argument("--context", default="", help='answers as JSON, e.g. \'{"project_name": "Sales"}\'')
     new.set_defaults(func=_new_command)
+    move = actions.add_parser("from-cruft", help="move a repo generated with cruft to copier (make usercode-to-copier)")
+    move.add_argument("repo", help="the user-code repository (a clean git work tree with .cruft.json)")
+    move.add_argument("--template-url", default=None, help="the template's Git URL (default: .cruft.json's)")
+    move.add_argument("--checkout", default=None, help="template ref (default: copier's: the latest tag or HEAD)")
+    move.set_defaults(func=_from_cruft_command)

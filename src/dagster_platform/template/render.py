@@ -1,67 +1,89 @@
-"""Render the user-code template (cookiecutter) and regenerate the files the platform maintains in it
-(its uv.lock; its dagster.yaml is the local runtime's: `dagster-platform local-instance`); the platform facts
-it is rendered with."""
+"""Render the user-code template (copier) and regenerate the files the platform maintains in it (its uv.lock; its
+dagster.yaml is the local runtime's: `dagster-platform local-instance`); the platform facts it is rendered with."""
 
 from __future__ import annotations
 
-import json
+import shutil
+import tempfile
+import warnings
 from pathlib import Path
 
-from dagster_platform.paths import TEMPLATE_DIR, uv_executable
+import yaml
 
-HOOK = TEMPLATE_DIR / "hooks" / "pre_gen_project.py"
+from dagster_platform.paths import ROOT, TEMPLATE_DIR, TEMPLATE_PROJECT, uv_executable
+
+COPIER_YML = TEMPLATE_DIR / "copier.yml"
+ANSWERS_FILE = ".copier-answers.yml"
 
 
-def default_answers() -> dict[str, str]:
-    return json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text())
+def questions() -> dict[str, dict]:
+    """copier.yml's questions (its `_` settings left out)."""
+    return {key: value for key, value in yaml.safe_load(COPIER_YML.read_text()).items() if not key.startswith("_")}
 
 
 def platform_context() -> dict[str, object]:
-    """The template's private variable `_platform` as this platform repository's company and environment files
-    define it (generate.template_platform: the same value cookiecutter.json carries as its default)."""
+    """The template's data `platform` as this platform repository's company and environment files define it
+    (generate.template_platform: the same value copier.yml carries as its default)."""
     from dagster_platform import platform_config
     from dagster_platform.generate import template_platform
 
-    return {"_platform": template_platform(platform_config.company(), platform_config.environments())}
+    return {"platform": template_platform(platform_config.company(), platform_config.environments())}
 
 
-def validators():
-    """The template's own answer checks (its pre_gen hook, imported unrendered): one set for both."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("usercode_template_answers", HOOK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def render(output_dir: Path, answers: dict[str, str] | None = None, overwrite: bool = False) -> Path:
-    """Render the template non-interactively into output_dir; returns the new repo's path.
-
-    Answers are validated by the template's pre-generation hook, which raises before anything is written.
-    """
-    from cookiecutter.main import cookiecutter  # imported here: `make dev` starts faster without it
+def copy(
+    output_dir: Path,
+    answers: dict | None = None,
+    src: str | Path | None = None,
+    ref: str | None = "HEAD",
+    defaults: bool = True,
+) -> Path:
+    """copier copy of the template at `src` (default: this platform repository, ROOT; `ref`: a branch, tag or
+    commit) into output_dir/<location_name>; returns that path. `answers` are passed as data; with `defaults`
+    nothing is asked (copier then checks every answer with its validator and refuses the first wrong one)."""
+    from copier import run_copy  # imported here: `make dev` starts faster without it
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    return Path(
-        cookiecutter(
-            str(TEMPLATE_DIR),
-            no_input=True,
-            extra_context=answers or {},
-            output_dir=str(output_dir),
-            overwrite_if_exists=overwrite,
+    staging = Path(tempfile.mkdtemp(prefix=".rendering-", dir=output_dir))
+    try:
+        worker = run_copy(
+            str(src or ROOT),
+            staging,
+            data=dict(answers or {}),
+            defaults=defaults,
+            vcs_ref=ref,
+            unsafe=True,  # the template's own _tasks
+            quiet=True,
         )
-    )
+        target = output_dir / str(worker.answers.combined["location_name"])
+        if target.exists():
+            raise FileExistsError(f"{target} already exists; choose another location name or output directory")
+        staging.rename(target)
+        return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# The example location's answers copier.yml cannot default (a team is the data engineer's to name): the team
+# platform/code-locations.yaml registers the example under.
+EXAMPLE_ANSWERS = {"owner_team": "data-platform", "owner_email": "data-platform@example.com"}
+
+
+def render(output_dir: Path, answers: dict | None = None) -> Path:
+    """Render this checkout's template (its working tree, uncommitted changes included) non-interactively into
+    output_dir/<location_name>; returns the new repo's path. A refused answer raises before anything is kept."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # copier's DirtyLocalWarning: the working tree is what is rendered
+        return copy(output_dir, {**EXAMPLE_ANSWERS, **(answers or {})})
 
 
 # The template's uv.lock is generated, not hand-written: render with a sentinel location name, lock,
 # and put the Jinja variable back where the sentinel stands (the project's own entry in the lock).
 LOCK_SENTINEL = "zz-lock-sentinel"
-TEMPLATE_LOCK = TEMPLATE_DIR / "{{cookiecutter.project_slug}}" / "uv.lock"
+TEMPLATE_LOCK = TEMPLATE_PROJECT / "uv.lock"
 
 
 def relock(work_dir: Path) -> Path:
-    """Regenerate usercode-template/{{cookiecutter.project_slug}}/uv.lock from the template's pyproject."""
+    """Regenerate usercode-template/project/uv.lock from the template's pyproject."""
     import subprocess
 
     repo = render(work_dir, {"project_name": LOCK_SENTINEL, "package_name": "lock_sentinel"})
@@ -69,5 +91,5 @@ def relock(work_dir: Path) -> Path:
     text = (repo / "uv.lock").read_text()
     if "{{" in text or "{%" in text:
         raise RuntimeError("the generated lock contains Jinja syntax; it cannot be templated safely")
-    TEMPLATE_LOCK.write_text(text.replace(LOCK_SENTINEL, "{{ cookiecutter.location_name }}"))
+    TEMPLATE_LOCK.write_text(text.replace(LOCK_SENTINEL, "{{ location_name }}"))
     return TEMPLATE_LOCK
