@@ -4,10 +4,11 @@ Not a test: it prints a Markdown table and writes the same figures as JSON to be
 Every figure is the median of several runs, with min and max; figures with a target (issue 6, on the 2-core
 machines) get a pass/FAIL against it. Sections (`--only`):
 
-- dev:      `make dev`, a generated repo's own `make dev` and `dg dev` on a bare scaffold, alternating:
-            until ready, until the daemon is healthy, Ctrl-C until no process is left; ratios per pair.
+- dev:      `make dev`, a generated repo's own `make dev`, and plain `dg dev` and `dagster dev` in that same
+            repo on its instance, alternating: until ready, until the daemon is healthy, Ctrl-C until no
+            process is left; ratios per pair.
 - template: render a new repo from usercode-template/ and run its `make lint test` (warm uv cache).
-- check:    `dg check defs` on the example location vs the bare scaffold.
+- check:    the generated repo's `make check` vs plain `dg check defs` in it.
 - runs:     the example job launched from `make dev`'s UI: launch → SUCCESS, one run after the other.
 - stack:    the local stack (bench/stack.py): up, trivial run latency, draining N queued runs, RSS.
 - locations20: one webserver and daemon with 20 template locations + 1 broken one, next to 1 location

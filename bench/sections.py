@@ -4,7 +4,9 @@ The bench starts every command exactly as its user would and watches it from out
 pieces: the GraphQL client (`dagster_platform.graphql.Client`) for readiness and runs, `procs.processes_of`
 for "no process left" (the same definition as the product's stop tests), `local.locations.ensure_example` and
 `template.render.render` for the repos, `local.supervisor.run_once` for one-shot commands, `bench/stack.py`
-(`measure`, `run_latency`) for the local stack and the example job's runs.
+(`measure`, `run_latency`) for the local stack and the example job's runs. Plain Dagster is measured on the same
+generated repo and instance as that repo's own targets: `dg dev` and `dagster dev` against its `make dev`,
+`dg check defs` against its `make check`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,31 +27,22 @@ from bench import stack
 from bench.report import Figure, Values, alternate, ratios
 from dagster_platform import procs
 from dagster_platform.graphql import Client, GraphQLError
-from dagster_platform.local.locations import ensure_example
+from dagster_platform.local.locations import default_module, ensure_example
 from dagster_platform.local.supervisor import log_tail, run_once
 from dagster_platform.net import free_port
-from dagster_platform.paths import ROOT, dagster_version, uv_executable
+from dagster_platform.paths import ROOT, uv_executable
 from dagster_platform.template.render import render
 
-BENCH_DIR = ROOT / ".bench"  # scratch: scaffold, dev dirs, rendered repos, logs (git-ignored)
-SCAFFOLD_DIR = BENCH_DIR / "bare-scaffold"
+BENCH_DIR = ROOT / ".bench"  # scratch: dev dirs, rendered repos, logs (git-ignored)
 DEV_DIR = BENCH_DIR / "dev"
-REPO_DEV_DIR = BENCH_DIR / "repo-dev"  # a repo generated from the template, for its own `make dev`
+# A repo generated from the template: its own `make dev` and `make check`, and plain `dg dev`, `dagster dev` and
+# `dg check defs` in it, on its instance (.dagster_home, the template's dagster.yaml copied by `make instance`).
+REPO_DEV_DIR = BENCH_DIR / "repo-dev"
 LOG_DIR = BENCH_DIR / "logs"
 MAKE = ["make", "--no-print-directory"]
 EXAMPLE_JOB = ("example-pipelines", "orders_job")
 RUNS_PER_SESSION = 3  # of the example job, one after the other, per `make dev` session
 PROFILE = False  # --profile: log every server's process timeline and readiness events to stderr
-
-SCAFFOLD_ASSET = '''"""The one asset of the bare scaffold the benchmark compares against."""
-
-import dagster as dg
-
-
-@dg.asset
-def hello() -> str:
-    return "hello"
-'''
 
 
 class BenchError(RuntimeError):
@@ -61,7 +53,7 @@ def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-# --- dev servers: make dev, a generated repo's make dev, dg dev ------------------------------------------
+# --- dev servers: make dev, a generated repo's make dev, dg dev and dagster dev in that repo ------------
 def time_server(
     argv: list[str],
     cwd: Path,
@@ -146,61 +138,63 @@ def make_dev(dev_dir: Path, log: Path, then: Callable[[str], Values] | None = No
 
 
 def repo_dev(repo: Path, log: Path) -> Values:
-    """A generated repo's own `make dev PORT=<free>` (its scripts/dev.py), as a data engineer runs it."""
+    """A generated repo's own `make dev PORT=<free>` (`dg dev` on its instance), as a data engineer runs it."""
     return time_server([*MAKE, "dev", "PORT={port}"], repo, repo, repo / ".dagster_home", log)
 
 
-def dg_dev(scaffold: Path, log: Path) -> Values:
-    """Plain `dg dev` in the bare scaffold, its venv activated (as its README says), its default instance."""
-    venv = scaffold / ".venv"
-    argv = [str(venv / "bin" / "dg"), "dev", "--host", "127.0.0.1", "--port", "{port}"]
-    env = {"VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return time_server(argv, scaffold, scaffold, scaffold / ".dagster_home", log, env=env)
+def activated(repo: Path) -> dict[str, str]:
+    """The repo's venv activated (`source .venv/bin/activate`), its instance and DAGSTER_ENV=local: what
+    `make dev` sets, so that plain `dg dev` and `dagster dev` serve the same location on the same instance."""
+    venv = repo / ".venv"
+    return {
+        "VIRTUAL_ENV": str(venv),
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "DAGSTER_HOME": str(repo / ".dagster_home"),
+        "DAGSTER_ENV": "local",
+    }
 
 
-def ensure_scaffold() -> Path:
-    """A bare `create-dagster project` (same Dagster version) with one asset in defs/, made once."""
-    path = SCAFFOLD_DIR
-    if not (path / ".venv" / "bin" / "dg").exists():
-        shutil.rmtree(path, ignore_errors=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        say(f"scaffolding a bare project with create-dagster@{dagster_version()} into {path}")
-        create = [uv_executable(), "tool", "run", f"create-dagster@{dagster_version()}", "project", "--uv-sync"]
-        subprocess.run([*create, str(path)], check=True, stdout=subprocess.DEVNULL)
-    asset = path / "src" / path.name.replace("-", "_") / "defs" / "assets.py"
-    if not asset.exists():
-        asset.write_text(SCAFFOLD_ASSET)
-    return path
+def dg_dev(repo: Path, log: Path) -> Values:
+    """Plain `dg dev` in the same generated repo, on its instance."""
+    argv = [str(repo / ".venv" / "bin" / "dg"), "dev", "--host", "127.0.0.1", "--port", "{port}"]
+    return time_server(argv, repo, repo, repo / ".dagster_home", log, env=activated(repo))
+
+
+def dagster_dev(repo: Path, log: Path) -> Values:
+    """Plain `dagster dev -m <package>.definitions` in the same generated repo, on its instance."""
+    argv = [str(repo / ".venv" / "bin" / "dagster"), "dev", "-m", default_module(repo), "-h", "127.0.0.1"]
+    return time_server([*argv, "-p", "{port}"], repo, repo, repo / ".dagster_home", log, env=activated(repo))
 
 
 def dev_figures(runs: int) -> list[Figure]:
-    scaffold = ensure_scaffold()
     shutil.rmtree(DEV_DIR, ignore_errors=True)
     shutil.rmtree(REPO_DEV_DIR, ignore_errors=True)
     repo = ensure_example(REPO_DEV_DIR)
     ready_note = "UI answers and every location LOADED (GraphQL), from the command's start"
     all_note = "UI answers, location LOADED and every required daemon healthy (GraphQL), from the command's start"
     cold_note = "first run in an empty dev dir: renders the example and installs its venv (uv cache warm)"
+    same = "the same generated repo and instance as its `make dev`"
     cold = make_dev(DEV_DIR, LOG_DIR / "make-dev-cold.log")["ready"]
-    repo_cold = repo_dev(repo, LOG_DIR / "repo-dev-cold.log")["all"]
+    repo_cold = repo_dev(repo, LOG_DIR / "repo-dev-cold.log")["all"]  # its `make instance` makes the instance
     say(f"first runs: make dev ready {cold:.2f}s, generated repo make dev ready {repo_cold:.2f}s")
     sides = alternate(
         runs,
         {
             "make dev": lambda i: make_dev(DEV_DIR, LOG_DIR / f"make-dev-{i}.log"),
             "repo make dev": lambda i: repo_dev(repo, LOG_DIR / f"repo-dev-{i}.log"),
-            "dg dev": lambda i: dg_dev(scaffold, LOG_DIR / f"dg-dev-{i}.log"),
+            "dg dev": lambda i: dg_dev(repo, LOG_DIR / f"dg-dev-{i}.log"),
+            "dagster dev": lambda i: dagster_dev(repo, LOG_DIR / f"dagster-dev-{i}.log"),
         },
         say,
     )
-    mine, repo_s, dg = sides["make dev"], sides["repo make dev"], sides["dg dev"]
+    mine, repo_s, dg, dagster = (sides[k] for k in ("make dev", "repo make dev", "dg dev", "dagster dev"))
     pairs = "per pair of back-to-back runs"
     return [
         Figure("dev.make_dev_cold", "`make dev` first run → ready", "s", [cold], cold_note),
         Figure("dev.repo_dev_cold", "generated repo `make dev` first run → ready", "s", [repo_cold],
                "creates the instance schema; " + all_note),
         Figure("dev.make_dev", "`make dev` → ready (warm)", "s", mine["ready"], ready_note),
-        Figure("dev.dg_dev", "`dg dev`, bare scaffold → ready", "s", dg["ready"], ready_note),
+        Figure("dev.dg_dev", "`dg dev`, generated repo → ready", "s", dg["ready"], f"{same}; {ready_note}"),
         Figure("dev.ratio", "ready ratio `make dev` / `dg dev`", "x", ratios(mine["ready"], dg["ready"]), pairs),
         Figure("dev.make_dev_daemon", "`make dev` → daemon healthy", "s", mine["daemon"],
                "every required daemon healthy (GraphQL daemonHealth)"),
@@ -210,10 +204,15 @@ def dev_figures(runs: int) -> list[Figure]:
         Figure("dev.make_dev_stop", "`make dev` Ctrl-C → no process left", "s", mine["stop"]),
         Figure("dev.dg_dev_stop", "`dg dev` Ctrl-C → no process left", "s", dg["stop"]),
         Figure("dev.repo_dev", "generated repo `make dev` → ready (warm)", "s", repo_s["all"], all_note),
-        Figure("dev.dg_dev_all", "`dg dev`, bare scaffold → ready incl. daemon", "s", dg["all"], all_note),
+        Figure("dev.dg_dev_all", "`dg dev`, generated repo → ready incl. daemon", "s", dg["all"], all_note),
+        Figure("dev.dagster_dev_all", "`dagster dev`, generated repo → ready incl. daemon", "s", dagster["all"],
+               f"{same}; {all_note}"),
         Figure("dev.repo_ratio", "ready ratio generated repo `make dev` / `dg dev`", "x",
                ratios(repo_s["all"], dg["all"]), "both incl. daemon healthy; " + pairs),
+        Figure("dev.repo_dagster_ratio", "ready ratio generated repo `make dev` / `dagster dev`", "x",
+               ratios(repo_s["all"], dagster["all"]), "both incl. daemon healthy; " + pairs),
         Figure("dev.repo_dev_stop", "generated repo `make dev` Ctrl-C → no process left", "s", repo_s["stop"]),
+        Figure("dev.dagster_dev_stop", "`dagster dev` Ctrl-C → no process left", "s", dagster["stop"]),
     ]  # fmt: skip
 
 
@@ -237,29 +236,30 @@ def template_figures(runs: int) -> list[Figure]:
     return [Figure("template.green", label, "s", samples, note)]
 
 
-def dg_check(project: Path, log: Path) -> Values:
-    """`dg check defs` as the template's `make check` runs it: local mode, no warehouse secrets."""
-    with tempfile.TemporaryDirectory(dir=BENCH_DIR) as home:
-        env = {k: v for k, v in os.environ.items() if k not in ("WAREHOUSE_HOST", "WAREHOUSE_PASSWORD")}
-        env.update(DAGSTER_ENV="local", DAGSTER_HOME=home)
-        return {"check": run_once([str(project / ".venv" / "bin" / "dg"), "check", "defs"], env, log, cwd=project)}
+def dg_check(repo: Path, log: Path) -> Values:
+    """Plain `dg check defs` in the generated repo, as its `make check` runs it: local mode, no warehouse secrets,
+    the repo's instance."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WAREHOUSE_HOST", "WAREHOUSE_PASSWORD")}
+    env.update(activated(repo))
+    return {"check": run_once([str(repo / ".venv" / "bin" / "dg"), "check", "defs"], env, log, cwd=repo)}
 
 
 def check_figures(runs: int) -> list[Figure]:
-    example, scaffold = ensure_example(DEV_DIR), ensure_scaffold()
+    """The generated repo's `make check` (dg check defs behind scripts/check.py) against plain `dg check defs`."""
+    repo = ensure_example(REPO_DEV_DIR)
     sides = alternate(
         runs,
         {
-            "dg check defs, example": lambda _: dg_check(example, LOG_DIR / "check-example.log"),
-            "dg check defs, scaffold": lambda _: dg_check(scaffold, LOG_DIR / "check-scaffold.log"),
+            "make check": lambda _: {"check": run_once([*MAKE, "check"], os.environ, LOG_DIR / "make-check.log", repo)},
+            "dg check defs": lambda _: dg_check(repo, LOG_DIR / "dg-check.log"),
         },
         say,
     )
-    example_s, scaffold_s = (side["check"] for side in sides.values())
+    make_check, dg_s = sides["make check"]["check"], sides["dg check defs"]["check"]
     return [
-        Figure("check.example", "`dg check defs`, example location", "s", example_s),
-        Figure("check.scaffold", "`dg check defs`, bare scaffold", "s", scaffold_s),
-        Figure("check.ratio", "`dg check defs` ratio example / scaffold", "x", ratios(example_s, scaffold_s)),
+        Figure("check.make_check", "generated repo `make check`", "s", make_check),
+        Figure("check.dg_check", "`dg check defs`, same repo", "s", dg_s),
+        Figure("check.ratio", "ratio `make check` / `dg check defs`", "x", ratios(make_check, dg_s)),
     ]
 
 

@@ -130,7 +130,8 @@ def environment_file(values_dir: Path, name: str, promotion: int, tier: str, man
             "promotion": promotion,
             "manualDeploy": manual,
             "warehouseDomain": f"{name}.dwh.example.org",
-        }
+        },
+        "global": {"postgresqlSecretName": f"data-{name}-postgresql"},
     }
     if previews:
         data["previews"] = {"enabled": True}

@@ -1,6 +1,7 @@
-"""A generated repo's `make dev` (scripts/dev.py, its own .venv only): ready with the location LOADED and the
-daemon healthy, on the platform's instance (the template's dagster.yaml); Ctrl-C, SIGTERM of make or a SIGKILL
-of the runner leaves no process and frees the port; a busy port is refused in one line before anything starts.
+"""A generated repo's `make dev` (`dg dev`, its own .venv only): ready with the location LOADED and the daemon
+healthy, on the platform's instance (the template's dagster.yaml); Ctrl-C or SIGTERM of make leaves no process
+and frees the port; a busy port is refused in one line before anything is installed or started; a location that
+does not load still serves the UI, shows the error with its file and line, and loads after the fix and a Reload.
 
 A process "of the repo" is any process whose command line or working directory is in the rendered repo, or
 whose environment has its DAGSTER_HOME (the code server's gRPC subprocess included)."""
@@ -67,12 +68,24 @@ def wait_for(condition, what: str, process: subprocess.Popen | None = None, time
         time.sleep(0.2)
 
 
-def start_dev(repo: Path, port: int, log: Path) -> subprocess.Popen:
+def user_env(**extra: str) -> dict[str, str]:
+    """A user's shell: none of the platform's virtualenv, DAGSTER_HOME or make flags."""
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "DAGSTER_HOME", "MAKEFLAGS")}
+    return {**env, **extra}
+
+
+def start_dev(repo: Path, port: int, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         ["make", "--no-print-directory", "dev", f"PORT={port}"],
-        cwd=repo, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=repo, env=user_env(), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
+
+
+def ctrl_c(process: subprocess.Popen) -> None:
+    """A terminal's Ctrl-C: SIGINT to the foreground process group (make, dg and what dg started)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+    process.wait(timeout=90)
 
 
 def instance(url: str) -> dict:
@@ -82,11 +95,24 @@ def instance(url: str) -> dict:
         return {}
 
 
-def ready(url: str) -> bool:
+def location_state(url: str) -> str:
     try:
-        if Client(url, timeout=10).location_state(LOCATION)[0] != "LOADED":
-            return False
+        return Client(url, timeout=10).location_state(LOCATION)[0]
     except GraphQLError:
+        return "UNREACHABLE"
+
+
+def location_error(url: str) -> str:
+    """The location's load error as the UI shows it ("" while it loads, once it is LOADED, or unreachable)."""
+    try:
+        state, detail = Client(url, timeout=10).location_state(LOCATION)
+    except GraphQLError:
+        return ""
+    return detail if state == "ERROR" else ""
+
+
+def ready(url: str) -> bool:
+    if location_state(url) != "LOADED":
         return False
     statuses = instance(url).get("daemonHealth", {}).get("allDaemonStatuses", [])
     required = [s for s in statuses if s["required"]]
@@ -100,22 +126,24 @@ def assert_nothing_left(repo: Path, port: int, case: str) -> None:
         time.sleep(0.2)
 
 
-def test_busy_port_is_refused_before_anything_starts(repo):
+def test_busy_port_is_refused_before_anything_is_installed_or_started(tmp_path):
+    fresh = render(tmp_path / "fresh", {"project_name": "Dev Loop Pipelines"})  # no .venv yet
+    home = tmp_path / "home"
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "DAGSTER_HOME", "MAKEFLAGS")}
         result = subprocess.run(
             ["make", "--no-print-directory", "dev", f"PORT={port}"],
-            cwd=repo, env=env, capture_output=True, text=True, timeout=120,
+            cwd=fresh, env=user_env(DAGSTER_HOME=str(home)), capture_output=True, text=True, timeout=120,
         )  # fmt: skip
-        assert of_repo(repo) == {}, "a refused make dev left processes"
+        assert of_repo(fresh) == {}, "a refused make dev left processes"
     assert result.returncode != 0
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("dev:")]
-    assert len(lines) == 1, lines
-    assert f"port {port} is already in use" in lines[0] and "make dev PORT=" in lines[0], lines[0]
-    assert not (repo / ".dagster_home" / "dev-logs").exists(), "a process was started for a refused make dev"
+    assert len(lines) == 1, result.stdout + result.stderr
+    assert f"port {port} is already in use" in lines[0] and f"make dev PORT={port + 1}" in lines[0], lines[0]
+    assert not (fresh / ".venv").exists(), "make dev installed before refusing the port"
+    assert not home.exists(), "make dev created the instance before refusing the port"
 
 
 def test_make_dev_ready_on_the_platforms_instance_and_stops_clean(repo, tmp_path):
@@ -126,7 +154,7 @@ def test_make_dev_ready_on_the_platforms_instance_and_stops_clean(repo, tmp_path
     try:
         wait_for(lambda: http_ok(f"{url}/server_info"), "the webserver", process)
         wait_for(lambda: ready(url), "location LOADED and every required daemon healthy", process)
-        wait_for(lambda: f"Dagster UI on {url}" in log.read_text(), "make dev's URL line", process)
+        assert f"Serving dagster-webserver on {url}" in log.read_text()
 
         # The platform's instance (its strictest environment's, derived), not Dagster's default: its run queue
         # limits and the local run launcher.
@@ -138,43 +166,55 @@ def test_make_dev_ready_on_the_platforms_instance_and_stops_clean(repo, tmp_path
         limits = yaml.safe_load(info["runQueueConfig"]["tagConcurrencyLimitsYaml"] or "[]")
         assert [limit["key"] for limit in limits] == [limit["key"] for limit in queue.get("tag_concurrency_limits", [])]
         assert (repo / ".dagster_home" / "dagster.yaml").read_text() == (repo / "dagster.yaml").read_text()
-        text = log.read_text()
-        assert "creating/migrating the instance schema" in text  # once, before any process opened it
-        assert f"location {LOCATION} LOADED" in text
-        for name in ("migrate", "code-server", "webserver", "daemon"):
-            assert (repo / ".dagster_home" / "dev-logs" / f"{name}.log").exists(), name
-    finally:
-        os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C: make and the runner
-        process.wait(timeout=60)
-    assert_nothing_left(repo, port, "Ctrl-C")
-    assert "SIGINT received, stopping" in log.read_text()
 
-    # `kill <make>` (SIGTERM to make only, which passes it on to the runner). A restart skips the migration
-    # (stamp per Dagster version).
+        # Dagster's own dev server, started by make directly: no runner of ours, no `uv run` in between (uv
+        # would pass Ctrl-C on a second time and dg would abort its clean shutdown).
+        commands = list(of_repo(repo).values())
+        assert any("bin/dg dev " in cmd for cmd in commands), commands
+        assert not any("uv run" in cmd or "scripts/" in cmd for cmd in commands), commands
+    finally:
+        ctrl_c(process)
+    assert_nothing_left(repo, port, "Ctrl-C")
+    text = log.read_text()
+    assert "Dagster services shut down." in text and "Aborted!" not in text, text[-2000:]
+
+    # `kill <make>`: SIGTERM to make only, which passes it on to dg (its SIGTERM is its Ctrl-C).
     log2 = tmp_path / "make-dev-2.log"
     process = start_dev(repo, port, log2)
     try:
-        wait_for(lambda: f"location {LOCATION} LOADED" in log2.read_text(), "LOADED after a restart", process)
-        assert "creating/migrating" not in log2.read_text()
+        wait_for(lambda: ready(url), "ready after a restart", process)
         process.terminate()
-        process.wait(timeout=60)
+        process.wait(timeout=90)
         assert_nothing_left(repo, port, "SIGTERM of make")
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-        process.wait(timeout=60)
+        ctrl_c(process)
+    assert "Dagster services shut down." in log2.read_text()
 
-    # A SIGKILL of the runner (no chance to clean up): its children die with it (PR_SET_PDEATHSIG) and the
-    # watchdog stops what they spawned.
-    log3 = tmp_path / "make-dev-3.log"
-    process = start_dev(repo, port, log3)
+
+def test_a_location_that_does_not_load_shows_its_cause_and_loads_after_a_reload(repo, tmp_path):
+    module = repo / "src" / "dev_loop_pipelines" / "defs" / "orders.py"
+    original = module.read_text()
+    broken_line = len(original.splitlines()) + 2
+    module.write_text(original + "\ndef broken(:\n    pass\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "make-dev-broken.log"
+    process = start_dev(repo, port, log)
     try:
-        wait_for(lambda: f"location {LOCATION} LOADED" in log3.read_text(), "LOADED after a restart", process)
-        runner = [pid for pid, cmd in of_repo(repo).items() if "scripts/dev.py" in cmd]
-        assert len(runner) == 1, of_repo(repo)
-        os.kill(runner[0], signal.SIGKILL)
-        assert_nothing_left(repo, port, "SIGKILL of the runner")
+        # The UI serves the location in ERROR: its definitions failed to load (not a code server still starting;
+        # the UI shows the SyntaxError as that error's cause).
+        failed = "Error occurred during the loading of Dagster definitions"
+        wait_for(lambda: failed in location_error(url), "the location's load error in the UI", process)
+        # dg dev's own log names the cause: exception, file and line (with more around it: see the README).
+        wait_for(lambda: "SyntaxError" in log.read_text(), "the error in make dev's output", process)
+        text = log.read_text()
+        assert f'{module}", line {broken_line}' in text, text[-3000:]
+
+        # Fix it and press "Reload": the same server loads the location.
+        module.write_text(original)
+        Client(url).reload_location(LOCATION)
+        wait_for(lambda: location_state(url) == "LOADED", "LOADED after the fix and a Reload", process)
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGINT)
-        process.wait(timeout=60)
+        module.write_text(original)
+        ctrl_c(process)
+    assert_nothing_left(repo, port, "Ctrl-C after a load error")

@@ -232,7 +232,7 @@ def _check_reviews(jobs: dict[str, dict], envs: list[Environment]) -> list[str]:
             problems.append(
                 f"{name}: KUBE_NAMESPACE must be {preview.namespace} ({preview.file} environment.namespace)"
             )
-        if job_vars.get("KUBE_CONTEXT") != f"$KUBE_CONTEXT_{preview.variable_suffix}":
+        if not foreign and job_vars.get("KUBE_CONTEXT") != f"$KUBE_CONTEXT_{preview.variable_suffix}":
             problems.append(f"{name}: KUBE_CONTEXT must be $KUBE_CONTEXT_{preview.variable_suffix}")
         active = [r for r in job.get("rules", []) if isinstance(r, dict) and r.get("when") != "never"]
         if not active or any(_norm(r.get("if", "")) != _norm(MR_RULE) for r in active) or "only" in job:
