@@ -175,9 +175,10 @@ def copier_yml(company: Company, envs: list[Environment]) -> str:
 
 
 def template_instance() -> str:
+    """The dev-mode dagster.yaml of the environment laptops run (local.config.default_env)."""
     from dagster_platform.local import config
 
-    return config.instance_text(platform_config.strictest().name, "dev")
+    return config.instance_text(mode="dev")
 
 
 def expected() -> dict[Path, str]:

@@ -148,17 +148,16 @@ class Environment:
 
     def identities(self) -> dict[str, str]:
         """What names this environment and no other may share: {dotted key: value}."""
-        out = {"environment.namespace": self.namespace, "environment.kubeContext": self.kube_context,
-               "environment.warehouseDomain": self.warehouse_domain}  # fmt: skip
-        for key in UNIQUE_KEYS:
-            value = get_path(self.values, key)
-            if isinstance(value, str) and value:
-                out[key] = value
-        return out
+        values = ((key, get_path(self.values, key)) for key in UNIQUE_KEYS)
+        return {key: value for key, value in values if isinstance(value, str) and value}
 
 
-# Values every environment must hold alone (a second environment with the same one is refused).
+# Values every environment must hold alone (a second environment with the same one is refused); the separation
+# check (helm/separation.py) also refuses each of them in another environment's files.
 UNIQUE_KEYS = (
+    "environment.namespace",
+    "environment.kubeContext",
+    "environment.warehouseDomain",
     "global.postgresqlSecretName",
     "postgresPassword.externalSecret.secretStoreRef.name",
     "postgresPassword.externalSecret.remoteRef.key",

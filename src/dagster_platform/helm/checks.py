@@ -61,9 +61,10 @@ def check_values(env: str, *, layers: list[tuple[str, Mapping[str, Any]]] | None
     values = helm_values.merge_layers(layers)
     where = f"{env} values"
     out: list[Violation] = []
+    production = policies.is_production(values)
     for name, layer in layers:
         out += policies.check_dagster_keys(layer, name) + policies.check_no_plaintext_secrets(layer, name)
-        out += policies.check_counts_and_quantities(env, layer, name)
+        out += policies.check_counts_and_quantities(env, layer, name, production)
     out += policies.check_layering(layers)
     out += policies.check_embedded_k8s_objects(values, where)
     out += policies.check_value_images(values, where)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from dagster_platform import paths, platform_config
+from dagster_platform import paths
 from dagster_platform.helm import values as helm_values
 
 # The Kubernetes version the manifests are validated against (kubernetes-validate's schemas).
@@ -148,9 +148,14 @@ _QUANTITY = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?
 _RESOURCE_QUANTITY = re.compile(r"(^|\.)resources\.(requests|limits)\.[^.]+$")
 
 
-def check_counts_and_quantities(env: str, values: Mapping[str, Any], where: str) -> list[Violation]:
-    """Every resources quantity is a Kubernetes quantity; every replicaCount an integer, >= 1 in production."""
-    least, fix = (1 if _production(env) else 0), "is not a Kubernetes quantity; write e.g. 4Gi, 4G or 500m"
+def check_counts_and_quantities(
+    env: str, values: Mapping[str, Any], where: str, production: bool | None = None
+) -> list[Violation]:
+    """Every resources quantity is a Kubernetes quantity; every replicaCount an integer, >= 1 in production.
+    `production`: whether `env` is production-tier, by default as `values` say (a layer without the environment's
+    file, base.yaml, cannot say: check_values passes what the merged values say)."""
+    production = is_production(values) if production is None else production
+    least, fix = (1 if production else 0), "is not a Kubernetes quantity; write e.g. 4Gi, 4G or 500m"
     out = [
         Violation("kubernetes-quantity", where, f"{path}: {value!r} {fix}")
         for path, value in leaves(values)
@@ -282,17 +287,15 @@ REQUIRED_VALUES = {
 REQUIRED_IN_PRODUCTION = {"dagster.dagsterWebserver.enableReadOnly": True}
 
 
-def _production(env: str) -> bool:
-    """Whether `env` is declared with GitLab's production tier (platform/values/<env>.yaml environment.tier)."""
-    try:
-        return platform_config.environment(env).production
-    except platform_config.PlatformConfigError:
-        return False
+def is_production(values: Mapping[str, Any]) -> bool:
+    """Whether these values are a production-tier environment's (its file's environment.tier): the values being
+    checked say it, not the files on disk."""
+    return helm_values.get_path(values, "environment.tier") == "production"
 
 
 def check_required_settings(env: str, values: Mapping[str, Any], where: str) -> list[Violation]:
     out = []
-    production = _production(env)
+    production = is_production(values)
     for dotted, expected in {**REQUIRED_VALUES, **(REQUIRED_IN_PRODUCTION if production else {})}.items():
         actual = helm_values.get_path(values, dotted)
         if actual != expected:

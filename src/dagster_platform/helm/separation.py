@@ -15,22 +15,15 @@ from dagster_platform.helm import values as helm_values
 from dagster_platform.helm.engine import strip_source
 from dagster_platform.helm.policies import Violation, leaves, obj_name
 
+# What each environment holds alone (platform_config.UNIQUE_KEYS), its name, and names that may repeat within
+# an environment but never cross into another's files.
 IDENTITY_KEYS = (
     "environment.name",
-    "environment.namespace",
-    "environment.kubeContext",
-    "environment.warehouseDomain",
-    "global.postgresqlSecretName",
+    *platform_config.UNIQUE_KEYS,
     "objectStore.credentialsSecretName",
-    "dagster.computeLogManager.config.s3ComputeLogManager.bucket",
-    "dagster.postgresql.postgresqlHost",
     "dagster.postgresql.postgresqlDatabase",
     "dagster.postgresql.postgresqlUsername",
-    "postgresPassword.externalSecret.secretStoreRef.name",
-    "postgresPassword.externalSecret.remoteRef.key",
-    "ingress.admin.host",
     "ingress.admin.tlsSecretName",
-    "ingress.readOnly.host",
     "ingress.readOnly.tlsSecretName",
 )
 CIDR_KEYS = ("networkPolicy.postgres.cidrs", "networkPolicy.kubernetesApi.cidrs")

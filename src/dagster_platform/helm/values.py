@@ -92,10 +92,14 @@ _INSTANCE = "platform/instance/instance.yaml"
 
 def load_instance(env: str | None = None, *, values_dir: Path | None = None) -> dict[str, Any]:
     """instance.yaml, with `env`'s overrides (its environment.instance) applied when env is given."""
-    shared = load_yaml(paths.INSTANCE_YAML)
     if env is None:
-        return shared
-    declared = platform_config.environment(env, values_dir)
+        return load_yaml(paths.INSTANCE_YAML)
+    return environment_instance(platform_config.environment(env, values_dir))
+
+
+def environment_instance(declared: platform_config.Environment) -> dict[str, Any]:
+    """instance.yaml with a declared environment's overrides; an override of a key it lacks refused in one line."""
+    shared = load_yaml(paths.INSTANCE_YAML)
     _check_overrides(declared.instance, shared, f"{declared.file}: environment.instance")
     return deep_merge(shared, declared.instance)
 
@@ -265,7 +269,7 @@ def values_layers(env: str, *, values_dir: Path | None = None) -> list[tuple[str
     declared = platform_config.environment(env, values_dir)  # an undeclared environment: one line
     base, env_values = load_yaml(values_dir / "base.yaml"), declared.values
     secret = get_path(deep_merge(base, env_values), "objectStore.credentialsSecretName")
-    instance = load_instance(env, values_dir=values_dir)
+    instance = environment_instance(declared)
     return [
         ("platform/values/base.yaml", base),
         (f"platform/values/{env}.yaml", env_values),

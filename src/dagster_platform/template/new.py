@@ -69,7 +69,6 @@ def next_steps(repo: Path, answers: dict[str, object]) -> str:
             "platform repository adding this entry to platform/code-locations.yaml:",
             f"  - name: {location}",
             f"    team: {answers['owner_team']}",
-            f"    image: {platform['image_registry']}/{location}",
             f"    port: {port}",
             f"    module: {answers['package_name']}.definitions",
             f"The port is the one the repo's code server serves ({port}, deploy/values-*.yaml); make platform-check",
