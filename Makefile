@@ -34,9 +34,11 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 install: $(VENV)/.synced ## install the locked platform environment (.venv)
 
 # make dev's port, named as in user-code repos: make dev PORT=3001 (not read from the environment).
+# The example location is rendered once into .dev/ and its own `make dev` (dg dev) runs; the CLI is started
+# directly, not by `uv run`, which would pass Ctrl-C on a second time.
 PORT := 3000
 dev: install ## serve the Dagster UI on http://127.0.0.1:3000 with the example code location (SQLite; PORT=3001 for another port)
-	$(CLI) dev --port $(PORT) $(DEV_FLAGS)
+	@$(VENV)/bin/dagster-platform dev --port $(PORT) $(DEV_FLAGS)
 
 # System packages first (ci/scripts/test-prerequisites.sh): installed as root with apt, else one line naming them.
 prerequisites:
