@@ -44,14 +44,19 @@ dev: install ## serve the Dagster UI on http://127.0.0.1:3000 with the example c
 prerequisites:
 	@sh ci/scripts/test-prerequisites.sh
 
+# On every core (tests/conftest.py: one file per worker at a time, tests/local and tests/helm kept together);
+# PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --dist loadgroup
+
 test: prerequisites install ci-tools ## everything CI checks: lint, then the whole test suite
 	$(MAKE) --no-print-directory lint
-	$(RUN) pytest
+	$(RUN) pytest $(PYTEST_PARALLEL)
 
 # The inner loop: every test that needs no real Postgres, processes, browser or rendered repo (marker `slow`).
 test-fast: prerequisites install ci-tools ## the fast lane (under a minute): lint + every test not marked slow
 	$(MAKE) --no-print-directory lint
-	$(RUN) pytest -m "not slow"
+	$(RUN) pytest $(PYTEST_PARALLEL) -m "not slow"
 
 lint: install ## ruff, sqlfluff, yamllint, hadolint, shellcheck over the repo
 	$(RUN) ruff check .
