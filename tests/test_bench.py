@@ -99,6 +99,7 @@ def test_every_issue_target_is_stated():
         "stack.launch_success": 3.0,
         "runs.example_job": 5.0,
         "test.make_test": 600.0,
+        "test.make_test_fast": 60.0,
     }
 
 
@@ -372,3 +373,27 @@ def test_locations_stack_measures_and_the_broken_location_fails_alone(tmp_path):
         assert values[name] > 0, name
     assert values["rss_code_servers"] > 100  # two live code servers (the broken one's has exited)
     assert not [name for name, info in lifecycle.status(state_dir).items() if info["alive"]]
+
+
+def test_the_results_block_of_the_doc_is_rewritten_and_nothing_else(tmp_path):
+    doc = tmp_path / "bench.md"
+    before, after = "# Benchmarks\nhand-written reference\n\n## Latest results\n", "\n## After\nkept\n"
+    doc.write_text(f"{before}{report.DOC_BEGIN}\nold table\n{report.DOC_END}{after}")
+    data = report_of([Figure("dev.dg_dev", "dg dev", "s", [1.0])])
+    report.write_doc(data, doc)
+    assert doc.read_text() == f"{before}{report.DOC_BEGIN}\n{report.render_report(data)}{report.DOC_END}{after}"
+    report.write_doc(data, doc)  # again: the same page, not a second block
+    assert doc.read_text().count(report.DOC_BEGIN) == 1 and "old table" not in doc.read_text()
+
+
+def test_a_doc_without_the_results_block_is_refused(tmp_path):
+    doc = tmp_path / "bench.md"
+    doc.write_text("# Benchmarks\n")
+    with pytest.raises(ValueError, match="no .* block"):
+        report.write_doc(report_of([Figure("dev.dg_dev", "dg dev", "s", [1.0])]), doc)
+    assert doc.read_text() == "# Benchmarks\n"
+
+
+def test_the_docs_page_holds_the_results_block():
+    text = bench.DOC.read_text()
+    assert text.count(report.DOC_BEGIN) == 1 and text.count(report.DOC_END) == 1
