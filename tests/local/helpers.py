@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from dagster_platform import procs
+from dagster_platform import net, procs
+from dagster_platform.local import lifecycle, locations
 from dagster_platform.net import port_open
 from dagster_platform.paths import INSTANCE_YAML, ROOT
 
@@ -21,6 +27,28 @@ BROKEN = "broken-import"
 OPS = "platform-ops"
 ARTIFACTS = ROOT / "test-artifacts"
 PLATFORM_CLI = Path(sys.executable).parent / "dagster-platform"
+
+
+@contextlib.contextmanager
+def running_stack(prefix: str, stack_locations: list[locations.Location]) -> Iterator[lifecycle.Stack]:
+    """A stack started by the same code as `make stack`, in a .stack/<prefix>* state dir (not pytest's 0700 tmp
+    dirs: the `postgres` user must reach its data directory when the tests run as root), stopped by PID even when
+    a test or the start-up fails, with nothing left alive; the state is deleted unless KEEP_STACK_STATE is set."""
+    (ROOT / ".stack").mkdir(exist_ok=True)
+    state_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=ROOT / ".stack"))
+    state_dir.chmod(0o755)
+    for loc in stack_locations:
+        if loc.name == CANARY:
+            loc.env["CANARY_TRIGGER_DIR"] = str(state_dir / "triggers")
+    try:
+        yield lifecycle.up(state_dir, port=net.free_port(), stack_locations=stack_locations, timeout=400)
+    finally:
+        lifecycle.down(state_dir, quiet=True)
+        leftovers = lifecycle.status(state_dir)
+        assert not [n for n, i in leftovers.items() if i["alive"]], f"still running after down: {leftovers}"
+        if not os.environ.get("KEEP_STACK_STATE"):
+            lifecycle.down(state_dir, wipe=True, quiet=True)
+            shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def wait_until(condition, timeout: float, what: str, interval: float = 0.5):

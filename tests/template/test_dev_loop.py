@@ -25,7 +25,7 @@ from dagster_platform.local import config
 from dagster_platform.net import free_port, http_ok
 from dagster_platform.template.render import render
 
-from .helpers import run_make
+from .helpers import converse, run_make
 
 pytestmark = pytest.mark.slow
 
@@ -228,3 +228,13 @@ def test_a_location_that_does_not_load_shows_its_cause_and_loads_after_a_reload(
         module.write_text(original)
         ctrl_c(process)
     assert_nothing_left(repo, port, "Ctrl-C after a load error")
+
+
+def test_make_dev_logs_in_colour_on_a_terminal_and_json_otherwise(repo, tmp_path):
+    """Redirected (every test above): JSON lines, no colour codes. On a terminal: Dagster's coloured log."""
+    port = free_port()
+    make = ["/usr/bin/env", "make", "--no-print-directory", "dev", f"PORT={port}"]
+    status, shown = converse(repo, make, [("Serving dagster-webserver", "\x03")], timeout=TIMEOUT, env=user_env())
+    assert "Serving dagster-webserver" in shown, shown[-3000:]
+    assert "\x1b[" in shown and '{"event"' not in shown, shown[-3000:]
+    assert_nothing_left(repo, port, "Ctrl-C on a terminal")
