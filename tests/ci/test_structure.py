@@ -8,12 +8,13 @@ import pytest
 import yaml
 
 from dagster_platform.ci.policy import DEFAULT_BRANCH_RULE, MR_RULE, STAGES, check, image_pinned
-from dagster_platform.ci.runner import run_job
+from dagster_platform.ci.runner import context_variables, job_whens, run_job
 from dagster_platform.paths import dagster_version
 from dagster_platform.platform_config import TIERS
 
 from .helpers import (
     AUTOMATIC,
+    COMPANY,
     DELETE,
     ENVIRONMENTS,
     ENVS,
@@ -37,7 +38,7 @@ def test_usercode_pipeline_passes(usercode_pipeline):
 
 def test_stage_order(platform_pipeline, usercode_pipeline):
     """The fixed stages, then one stage per environment in promotion order."""
-    assert platform_pipeline.stages == ["lint", "test", "build", "render", "diff", *ENVS], "run `make generate`"
+    assert platform_pipeline.stages == ["lint", "test", "build", "render", "diff", "release", *ENVS], "make generate"
     assert usercode_pipeline.stages == ["lint", "test", "build", "scan", *ENVS], "run `make generate`"
 
 
@@ -100,6 +101,33 @@ def _expected_whens() -> list[tuple[str, str, str, str, str]]:
 def test_jobs_appear_in_the_right_pipelines(kind, job, mr, main, feature_push, pipeline_whens):
     whens = pipeline_whens[kind]
     assert (whens["mr"][job], whens["main"][job], whens["feature_push"][job]) == (mr, main, feature_push)
+
+
+@pytest.mark.parametrize(
+    ("tag", "expected"),
+    [
+        (COMPANY.platform_version, "on_success"),
+        (f"v{COMPANY.platform_version}", "on_success"),  # runs, and refuses a tag that is not gitlab.version
+        ("nightly", "never"),
+    ],
+)
+def test_a_release_tag_runs_the_checks_then_the_release(tag, expected, platform_pipeline):
+    """A semver tag's pipeline: lint, test and every environment's render, then `release`; no upgrade, no diff.
+    Any other tag creates no pipeline."""
+    whens = job_whens(platform_pipeline, context_variables(tag=tag))
+    checks = {job: whens[job] for job in ("lint", "test", "render", "release")}
+    assert checks == dict.fromkeys(checks, expected)
+    assert {whens["diff"], *(whens[f"upgrade-{env}"] for env in ENVS)} == {"never"}
+
+
+def test_the_release_job_needs_the_checks_and_releases_its_tag(platform_pipeline):
+    release = platform_pipeline.jobs()["release"]
+    assert {need["job"] for need in release["needs"]} == {"lint", "test", "render"}
+    assert release["release"]["tag_name"] == "$CI_COMMIT_TAG"
+    assert release["stage"] == "release"
+    # The tag must be the release repos pin: compared with the generated COMPONENT_VERSION.
+    assert platform_pipeline.variables["COMPONENT_VERSION"] == COMPANY.platform_version
+    assert '"$CI_COMMIT_TAG" != "$COMPONENT_VERSION"' in release["script"][0]
 
 
 def test_job_outside_its_pipeline_is_refused(usercode_pipeline, tmp_path):
@@ -360,6 +388,20 @@ PLATFORM_BREAKAGES = {
     "an upgrade of another environment": _upgrade_of_another_environment,
     "an upgrade with another environment's kube context": _foreign_context("upgrade"),
     "two jobs upgrade one environment": _two_deploys("platform-{env}", "make platform-upgrade"),
+    "a release before the tests passed": _fixed(
+        set_key(["release", "needs"], ["lint", "render"]), "release: must need ['lint', 'render', 'test']"
+    ),
+    "a release from the default branch": _fixed(
+        set_key(["release", "rules"], [{"if": DEFAULT_BRANCH_RULE}]), "release: must run on release tags only"
+    ),
+    "a release of another tag": _fixed(
+        set_key(["release", "release", "tag_name"], "latest"), "release: release:tag_name must be $CI_COMMIT_TAG"
+    ),
+    "no release job": _fixed(set_key(["release"], DELETE), "job 'release' is missing"),
+    "no release pipelines": _fixed(
+        set_key(["workflow", "rules"], [{"if": MR_RULE}, {"if": DEFAULT_BRANCH_RULE}]),
+        "workflow:rules must allow exactly merge-request, default-branch and release-tag pipelines",
+    ),
 }
 
 

@@ -30,7 +30,7 @@ from dagster_platform.platform_config import Environment, environments, preview_
 
 # The stages before the deploys; then one stage per environment, named after it, in promotion order.
 STAGES = {
-    "platform": ["lint", "test", "build", "render", "diff"],
+    "platform": ["lint", "test", "build", "render", "diff", "release"],
     "usercode": ["lint", "test", "build", "scan"],
 }
 # The commands a developer runs locally, exactly.
@@ -40,6 +40,13 @@ DEVELOPER_JOBS = {
 }
 MR_RULE = '$CI_PIPELINE_SOURCE == "merge_request_event"'
 DEFAULT_BRANCH_RULE = "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"
+# The platform's release pipelines: a semver tag publishes the user-code component, after these checks passed.
+RELEASE_RULE = r"$CI_COMMIT_TAG =~ /^v?\d+\.\d+\.\d+$/"
+RELEASE_NEEDS = {"lint", "test", "render"}
+PIPELINES = {
+    "platform": {MR_RULE, DEFAULT_BRANCH_RULE, RELEASE_RULE},
+    "usercode": {MR_RULE, DEFAULT_BRANCH_RULE},
+}
 # GitLab review apps (merge-request previews): the preview environment only, merge requests only, always stoppable.
 REVIEW_PREFIX = "review/"
 CONTAINER_SCANNING = "Jobs/Container-Scanning.gitlab-ci.yml"
@@ -70,13 +77,16 @@ def check(pipeline: Pipeline, kind: str) -> list[str]:
     variables = pipeline.variables
     jobs = pipeline.jobs()
 
-    # Pipelines: merge requests and the default branch only.
+    # Pipelines: merge requests and the default branch only (and the platform's release tags).
     rules = (pipeline.config.get("workflow") or {}).get("rules") or []
     conditions = {_norm(r.get("if", "")) for r in rules if isinstance(r, dict) and r.get("when") != "never"}
-    if conditions != {_norm(MR_RULE), _norm(DEFAULT_BRANCH_RULE)}:
-        problems.append(
-            f"workflow:rules must allow exactly merge-request and default-branch pipelines, found {sorted(conditions)}"
+    if conditions != {_norm(rule) for rule in PIPELINES[kind]}:
+        which = (
+            "merge-request, default-branch and release-tag"
+            if kind == "platform"
+            else "merge-request and default-branch"
         )
+        problems.append(f"workflow:rules must allow exactly {which} pipelines, found {sorted(conditions)}")
 
     # Stage order. (A job's unknown stage, an unknown `needs` or one of a later stage: gitlab-ci-local's own
     # validation, reported by load_pipeline.)
@@ -127,6 +137,25 @@ def check(pipeline: Pipeline, kind: str) -> list[str]:
     problems += _check_reviews(jobs, envs)
     if kind == "usercode":
         problems += _check_usercode(pipeline, jobs, variables)
+    else:
+        problems += _check_release(jobs)
+    return problems
+
+
+def _check_release(jobs: dict[str, dict]) -> list[str]:
+    """The platform's `release` job: on release tags only, after the checks, releasing the tag it runs for."""
+    job = jobs.get("release")
+    if job is None:
+        return ["job 'release' is missing (a semver tag publishes the user-code component)"]
+    problems = []
+    active = [r for r in job.get("rules", []) if isinstance(r, dict) and r.get("when") != "never"]
+    if [_norm(r.get("if", "")) for r in active] != [_norm(RELEASE_RULE)] or "manual" in {r.get("when") for r in active}:
+        problems.append(f"release: must run on release tags only (rules: if {RELEASE_RULE})")
+    needs = {n if isinstance(n, str) else n.get("job") for n in job.get("needs") or []}
+    if not needs >= RELEASE_NEEDS:
+        problems.append(f"release: must need {sorted(RELEASE_NEEDS)} (the checks pass first), found {sorted(needs)}")
+    if (job.get("release") or {}).get("tag_name") != "$CI_COMMIT_TAG":
+        problems.append("release: release:tag_name must be $CI_COMMIT_TAG")
     return problems
 
 

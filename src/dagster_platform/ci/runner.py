@@ -45,9 +45,14 @@ class JobResult:
         return self.returncode == 0 and not self.missing_artifacts
 
 
-def context_variables(pipeline_source: str = "push", branch: str = "main", default_branch: str = "main") -> dict:
-    """GitLab's variables for a pipeline of this source on this branch (None: unset, as GitLab leaves it)."""
+def context_variables(
+    pipeline_source: str = "push", branch: str = "main", default_branch: str = "main", tag: str | None = None
+) -> dict:
+    """GitLab's variables for a pipeline of this source on this branch, or of a pushed tag (None: unset, as GitLab
+    leaves it)."""
     env = {"CI_PIPELINE_SOURCE": pipeline_source, "CI_DEFAULT_BRANCH": default_branch}
+    if tag is not None:
+        return env | {"CI_COMMIT_TAG": tag, "CI_COMMIT_BRANCH": None, "CI_COMMIT_REF_NAME": tag}
     if pipeline_source == "merge_request_event":
         return env | {
             "CI_COMMIT_BRANCH": None,
