@@ -4,6 +4,8 @@ images. Each rule is shown to pass on the real files and to reject a file that b
 Environments and their roles (the first, a manual one, another one) come from platform/values/ (helpers.py):
 the breakages below are built from whatever this company declares."""
 
+import shutil
+
 import pytest
 import yaml
 
@@ -21,6 +23,8 @@ from .helpers import (
     FIRST,
     LAST,
     MANUAL,
+    as_checkout,
+    load_usercode,
     mutated,
     needs,
     other_than,
@@ -128,6 +132,19 @@ def test_the_release_job_needs_the_checks_and_releases_its_tag(platform_pipeline
     # The tag must be the release repos pin: compared with the generated COMPONENT_VERSION.
     assert platform_pipeline.variables["COMPONENT_VERSION"] == COMPANY.platform_version
     assert '"$CI_COMMIT_TAG" != "$COMPONENT_VERSION"' in release["script"][0]
+
+
+@pytest.mark.parametrize("variable", ["PLATFORM_TOOLS_REF", "PLATFORM_TOOLS_PROJECT", "DAGSTER_PLATFORM_VERSION"])
+def test_a_repo_restating_what_its_release_states_is_refused(variable, rendered_repo, tmp_path):
+    """A repo's own variables override the component's: tools fetched at another ref than the pinned release would
+    be two statements of one fact again."""
+    repo = tmp_path / "repo"
+    shutil.copytree(rendered_repo, repo, ignore=shutil.ignore_patterns(".git"))
+    ci = yaml.safe_load((repo / ".gitlab-ci.yml").read_text())
+    ci["variables"] = {variable: "9.9.9"}
+    (repo / ".gitlab-ci.yml").write_text(yaml.safe_dump(ci, sort_keys=False))
+    problems = check(load_usercode(as_checkout(repo)), "usercode")
+    assert f".gitlab-ci.yml: sets ['{variable}']: the component's release states them" in problems[0], problems
 
 
 def test_job_outside_its_pipeline_is_refused(usercode_pipeline, tmp_path):

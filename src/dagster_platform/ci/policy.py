@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from dagster_platform.ci.config import (
     Pipeline,
     expand_vars,
@@ -320,6 +322,14 @@ def _check_helm_deploy(name: str, env: str, commands: list[str], job_vars: dict[
 
 def _check_usercode(pipeline: Pipeline, jobs: dict[str, dict], variables: dict[str, str]) -> list[str]:
     problems = []
+    # The release a repo pins is the release of the tools its jobs fetch: its own file may not restate them
+    # (a repo's variables override the component's).
+    own = _own_variables(pipeline.path)
+    restated = sorted(own & {"PLATFORM_TOOLS_PROJECT", "PLATFORM_TOOLS_REF", "DAGSTER_PLATFORM_VERSION"})
+    if restated:
+        problems.append(
+            f"{pipeline.path.name}: sets {restated}: the component's release states them; pin another release instead"
+        )
     if variables.get("DAGSTER_PLATFORM_VERSION") != dagster_version():
         problems.append(
             f"DAGSTER_PLATFORM_VERSION must be the platform's pin {dagster_version()} (pyproject.toml),"
@@ -361,6 +371,16 @@ def _check_usercode(pipeline: Pipeline, jobs: dict[str, dict], variables: dict[s
         elif job.get("allow_failure"):
             problems.append(f"{name}: must not allow failure")
     return problems
+
+
+def _own_variables(path: Path) -> set[str]:
+    """The top-level variables a CI file sets itself (not its includes); none when it is not a plain mapping."""
+    try:
+        data = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except yaml.YAMLError:  # a component file (two documents) or other: load_pipeline reports what is wrong
+        return set()
+    variables = data.get("variables") if isinstance(data, dict) else None
+    return set(variables) if isinstance(variables, dict) else set()
 
 
 def job_scripts(pipeline: Pipeline) -> dict[str, str]:
