@@ -15,6 +15,7 @@ from dagster_platform.ci.config import (
     schema_check,
     seed_includes,
 )
+from dagster_platform.ci.policy import check
 from dagster_platform.template.render import render
 
 from .helpers import COMPANY, ENVS, PLATFORM_CI, USERCODE_CI, as_checkout, load_usercode, other_answers
@@ -142,8 +143,11 @@ def test_an_input_of_the_wrong_type_is_refused(rendered_repo, tmp_path):
     assert refusal(done.stderr + done.stdout) == (
         f"This GitLab CI configuration is invalid: `{address}`: `smoke_timeout` input: provided value is not a number."
     )
-    (problem,) = load_usercode(repo).problems
+    pipeline = load_usercode(repo)
+    (problem,) = pipeline.problems
     assert problem.endswith("`smoke_timeout` input: provided value is not a number."), problem
+    # ci-check's rules add nothing to it: one line for one bad input.
+    assert check(pipeline, "usercode") == [problem]
 
 
 def test_a_missing_required_input_is_refused(rendered_repo, tmp_path):

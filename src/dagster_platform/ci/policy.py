@@ -76,6 +76,8 @@ def check(pipeline: Pipeline, kind: str) -> list[str]:
     """The rules over `pipeline` for the environments platform/values/ declares (platform_config)."""
     envs = environments()
     problems = list(pipeline.problems)
+    if problems and not pipeline.config:  # nothing resolved: each rule would only repeat that
+        return problems
     variables = pipeline.variables
     jobs = pipeline.jobs()
 
