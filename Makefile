@@ -34,22 +34,29 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 install: $(VENV)/.synced ## install the locked platform environment (.venv)
 
 # make dev's port, named as in user-code repos: make dev PORT=3001 (not read from the environment).
+# The example location is rendered once into .dev/ and its own `make dev` (dg dev) runs; the CLI is started
+# directly, not by `uv run`, which would pass Ctrl-C on a second time.
 PORT := 3000
 dev: install ## serve the Dagster UI on http://127.0.0.1:3000 with the example code location (SQLite; PORT=3001 for another port)
-	$(CLI) dev --port $(PORT) $(DEV_FLAGS)
+	@$(VENV)/bin/dagster-platform dev --port $(PORT) $(DEV_FLAGS)
 
 # System packages first (ci/scripts/test-prerequisites.sh): installed as root with apt, else one line naming them.
 prerequisites:
 	@sh ci/scripts/test-prerequisites.sh
 
+# On every core (tests/conftest.py: one file per worker at a time, tests/local and tests/helm kept together);
+# PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --dist loadgroup
+
 test: prerequisites install ci-tools ## everything CI checks: lint, then the whole test suite
 	$(MAKE) --no-print-directory lint
-	$(RUN) pytest
+	$(RUN) pytest $(PYTEST_PARALLEL)
 
 # The inner loop: every test that needs no real Postgres, processes, browser or rendered repo (marker `slow`).
 test-fast: prerequisites install ci-tools ## the fast lane (under a minute): lint + every test not marked slow
 	$(MAKE) --no-print-directory lint
-	$(RUN) pytest -m "not slow"
+	$(RUN) pytest $(PYTEST_PARALLEL) -m "not slow"
 
 lint: install ## ruff, sqlfluff, yamllint, hadolint, shellcheck over the repo
 	$(RUN) ruff check .

@@ -1,12 +1,13 @@
 """`make bench`: the developer loop and the platform, measured side by side with plain Dagster (docs/bench.md).
 
-Not a test: it prints a Markdown table and writes the same figures as JSON to bench/results/ (git-ignored).
+Not a test: it prints a Markdown table, writes it into docs/bench.md's results block (with date, machine and
+load) and the same figures as JSON to bench/results/ (git-ignored).
 Every figure is the median of several runs, with min and max; figures with a target (issue 6, on the 2-core
 machines) get a pass/FAIL against it. Sections (`--only`):
 
-- dev:      `make dev`, a generated repo's own `make dev`, and plain `dg dev` and `dagster dev` in that same
-            repo on its instance, alternating: until ready, until the daemon is healthy, Ctrl-C until no
-            process is left; ratios per pair.
+- dev:      `make dev` (the example's own `make dev`: dg dev), and plain `dg dev` and `dagster dev` in the
+            repo it renders, on its instance, alternating: until ready (daemon healthy included), Ctrl-C until
+            no process is left; ratios per pair.
 - template: render a new repo from usercode-template/ and run its `make lint test` (warm uv cache).
 - check:    the generated repo's `make check` vs plain `dg check defs` in it.
 - runs:     the example job launched from `make dev`'s UI: launch → SUCCESS, one run after the other.
@@ -36,10 +37,11 @@ from typing import Any
 
 from bench import locations
 from bench import sections as s
-from bench.report import SECTIONS, Figure, build_report, merge_previous, render_report, write_report
+from bench.report import SECTIONS, Figure, build_report, merge_previous, render_report, write_doc, write_report
 from dagster_platform.paths import ROOT, dagster_version
 
 RESULTS_DIR = ROOT / "bench" / "results"  # git-ignored
+DOC = ROOT / "docs" / "bench.md"  # its "Latest results" block: the figures the docs show
 # Variables of the caller's shell (or of an outer `make bench`) that a user's own `make dev` would not see.
 SCRUBBED_ENV = (
     "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "DAGSTER_HOME", "PYTHONPATH", "MAKEFLAGS", "MFLAGS", "MAKELEVEL",
@@ -160,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--stack-baseline", metavar="REV", help="also measure the local stack of this git revision (a worktree)")
     add("--strict", action="store_true", help="exit 1 when a figure misses its target")
     add("--results-dir", default=str(RESULTS_DIR), help="where the JSON goes (default bench/results)")
+    add("--doc", default=str(DOC), help="the Markdown page whose results block it rewrites (default docs/bench.md)")
     add("--profile", action="store_true", help="log each dev server's processes and readiness as they appear")
     return parser
 
@@ -171,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     s.PROFILE = args.profile
     report = run_bench(args)
     dated, latest = write_report(report, Path(args.results_dir))
+    write_doc(report, Path(args.doc))
     print(render_report(report))
-    print(f"wrote {dated} and {latest}")
+    print(f"wrote {dated}, {latest} and the results block of {args.doc}")
     return 1 if report["errors"] or (args.strict and not report["passed"]) else 0
 
 

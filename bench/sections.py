@@ -34,10 +34,9 @@ from dagster_platform.paths import ROOT, uv_executable
 from dagster_platform.template.render import render
 
 BENCH_DIR = ROOT / ".bench"  # scratch: dev dirs, rendered repos, logs (git-ignored)
+# `make dev`'s dev dir: the example rendered as a generated repo, where plain `dg dev`, `dagster dev` and
+# `dg check defs` also run, on its instance (.dagster_home, the template's dagster.yaml copied by `make instance`).
 DEV_DIR = BENCH_DIR / "dev"
-# A repo generated from the template: its own `make dev` and `make check`, and plain `dg dev`, `dagster dev` and
-# `dg check defs` in it, on its instance (.dagster_home, the template's dagster.yaml copied by `make instance`).
-REPO_DEV_DIR = BENCH_DIR / "repo-dev"
 LOG_DIR = BENCH_DIR / "logs"
 MAKE = ["make", "--no-print-directory"]
 EXAMPLE_JOB = ("example-pipelines", "orders_job")
@@ -53,7 +52,7 @@ def say(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
-# --- dev servers: make dev, a generated repo's make dev, dg dev and dagster dev in that repo ------------
+# --- dev servers: make dev, and dg dev and dagster dev in the repo it runs ------------
 def time_server(
     argv: list[str],
     cwd: Path,
@@ -132,14 +131,10 @@ def stop(proc: subprocess.Popen, owned: Path, home: Path, timeout: float = 60.0)
 
 
 def make_dev(dev_dir: Path, log: Path, then: Callable[[str], Values] | None = None) -> Values:
-    """The platform's `make dev` exactly as a user runs it, on a free port and a dev dir of the bench's."""
-    argv = [*MAKE, "dev", f"DEV_FLAGS=--port {{port}} --dev-dir {dev_dir}"]
-    return time_server(argv, ROOT, dev_dir, dev_dir / "dagster_home", log, then=then)
-
-
-def repo_dev(repo: Path, log: Path) -> Values:
-    """A generated repo's own `make dev PORT=<free>` (`dg dev` on its instance), as a data engineer runs it."""
-    return time_server([*MAKE, "dev", "PORT={port}"], repo, repo, repo / ".dagster_home", log)
+    """The platform's `make dev PORT=<free>` exactly as a user runs it, rendering the example into dev_dir once
+    and then running its own `make dev` (dg dev)."""
+    argv = [*MAKE, "dev", "PORT={port}", f"DEV_FLAGS=--dev-dir {dev_dir}"]
+    return time_server(argv, ROOT, dev_dir, dev_dir / EXAMPLE_JOB[0] / ".dagster_home", log, then=then)
 
 
 def activated(repo: Path) -> dict[str, str]:
@@ -167,51 +162,38 @@ def dagster_dev(repo: Path, log: Path) -> Values:
 
 
 def dev_figures(runs: int) -> list[Figure]:
+    """`make dev` (the example's own `make dev`: dg dev behind make and the platform CLI) against plain `dg dev`
+    and `dagster dev` in the same rendered repo, on the same instance, alternating in one run."""
     shutil.rmtree(DEV_DIR, ignore_errors=True)
-    shutil.rmtree(REPO_DEV_DIR, ignore_errors=True)
-    repo = ensure_example(REPO_DEV_DIR)
-    ready_note = "UI answers and every location LOADED (GraphQL), from the command's start"
     all_note = "UI answers, location LOADED and every required daemon healthy (GraphQL), from the command's start"
-    cold_note = "first run in an empty dev dir: renders the example and installs its venv (uv cache warm)"
-    same = "the same generated repo and instance as its `make dev`"
-    cold = make_dev(DEV_DIR, LOG_DIR / "make-dev-cold.log")["ready"]
-    repo_cold = repo_dev(repo, LOG_DIR / "repo-dev-cold.log")["all"]  # its `make instance` makes the instance
-    say(f"first runs: make dev ready {cold:.2f}s, generated repo make dev ready {repo_cold:.2f}s")
+    same = "the same rendered repo and instance as `make dev`"
+    pairs = "both incl. daemon healthy; per pair of back-to-back runs"
+    cold = make_dev(DEV_DIR, LOG_DIR / "make-dev-cold.log")["all"]
+    repo = DEV_DIR / EXAMPLE_JOB[0]
+    say(f"first run: make dev ready {cold:.2f}s")
     sides = alternate(
         runs,
         {
             "make dev": lambda i: make_dev(DEV_DIR, LOG_DIR / f"make-dev-{i}.log"),
-            "repo make dev": lambda i: repo_dev(repo, LOG_DIR / f"repo-dev-{i}.log"),
             "dg dev": lambda i: dg_dev(repo, LOG_DIR / f"dg-dev-{i}.log"),
             "dagster dev": lambda i: dagster_dev(repo, LOG_DIR / f"dagster-dev-{i}.log"),
         },
         say,
     )
-    mine, repo_s, dg, dagster = (sides[k] for k in ("make dev", "repo make dev", "dg dev", "dagster dev"))
-    pairs = "per pair of back-to-back runs"
+    mine, dg, dagster = (sides[k] for k in ("make dev", "dg dev", "dagster dev"))
     return [
-        Figure("dev.make_dev_cold", "`make dev` first run → ready", "s", [cold], cold_note),
-        Figure("dev.repo_dev_cold", "generated repo `make dev` first run → ready", "s", [repo_cold],
-               "creates the instance schema; " + all_note),
-        Figure("dev.make_dev", "`make dev` → ready (warm)", "s", mine["ready"], ready_note),
-        Figure("dev.dg_dev", "`dg dev`, generated repo → ready", "s", dg["ready"], f"{same}; {ready_note}"),
-        Figure("dev.ratio", "ready ratio `make dev` / `dg dev`", "x", ratios(mine["ready"], dg["ready"]), pairs),
+        Figure("dev.make_dev_cold", "`make dev` first run → ready", "s", [cold],
+               "empty dev dir: renders the example, installs its venv (uv cache warm), creates the instance"),
+        Figure("dev.make_dev", "`make dev` → ready (warm)", "s", mine["all"], all_note),
+        Figure("dev.dg_dev_all", "`dg dev`, same repo → ready", "s", dg["all"], f"{same}; {all_note}"),
+        Figure("dev.dagster_dev_all", "`dagster dev`, same repo → ready", "s", dagster["all"], f"{same}; {all_note}"),
+        Figure("dev.ratio", "ready ratio `make dev` / `dg dev`", "x", ratios(mine["all"], dg["all"]), pairs),
+        Figure("dev.dagster_ratio", "ready ratio `make dev` / `dagster dev`", "x",
+               ratios(mine["all"], dagster["all"]), pairs),
         Figure("dev.make_dev_daemon", "`make dev` → daemon healthy", "s", mine["daemon"],
                "every required daemon healthy (GraphQL daemonHealth)"),
-        Figure("dev.dg_dev_daemon", "`dg dev` → daemon healthy", "s", dg["daemon"]),
-        Figure("dev.make_dev_webserver", "`make dev` → UI answers", "s", mine["webserver"], "/server_info"),
-        Figure("dev.dg_dev_webserver", "`dg dev` → UI answers", "s", dg["webserver"], "/server_info"),
         Figure("dev.make_dev_stop", "`make dev` Ctrl-C → no process left", "s", mine["stop"]),
         Figure("dev.dg_dev_stop", "`dg dev` Ctrl-C → no process left", "s", dg["stop"]),
-        Figure("dev.repo_dev", "generated repo `make dev` → ready (warm)", "s", repo_s["all"], all_note),
-        Figure("dev.dg_dev_all", "`dg dev`, generated repo → ready incl. daemon", "s", dg["all"], all_note),
-        Figure("dev.dagster_dev_all", "`dagster dev`, generated repo → ready incl. daemon", "s", dagster["all"],
-               f"{same}; {all_note}"),
-        Figure("dev.repo_ratio", "ready ratio generated repo `make dev` / `dg dev`", "x",
-               ratios(repo_s["all"], dg["all"]), "both incl. daemon healthy; " + pairs),
-        Figure("dev.repo_dagster_ratio", "ready ratio generated repo `make dev` / `dagster dev`", "x",
-               ratios(repo_s["all"], dagster["all"]), "both incl. daemon healthy; " + pairs),
-        Figure("dev.repo_dev_stop", "generated repo `make dev` Ctrl-C → no process left", "s", repo_s["stop"]),
         Figure("dev.dagster_dev_stop", "`dagster dev` Ctrl-C → no process left", "s", dagster["stop"]),
     ]  # fmt: skip
 
@@ -246,7 +228,7 @@ def dg_check(repo: Path, log: Path) -> Values:
 
 def check_figures(runs: int) -> list[Figure]:
     """The generated repo's `make check` (dg check defs behind scripts/check.py) against plain `dg check defs`."""
-    repo = ensure_example(REPO_DEV_DIR)
+    repo = ensure_example(DEV_DIR)
     sides = alternate(
         runs,
         {
@@ -361,14 +343,25 @@ def stack_figures(runs: int, drain_runs: int, baseline_rev: str | None = None) -
 
 # --- platform make test ------------------------------------------------------------------------------------
 def test_figures(runs: int) -> list[Figure]:
-    def make_test(_: int) -> Values:
-        """Wall time and exit code: a failing suite still has a time (its figure FAILs, the bench goes on)."""
-        with (LOG_DIR / "make-test.log").open("wb") as out:
-            began = time.monotonic()
-            done = subprocess.run([*MAKE, "test"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=1800)
-        return {"took": time.monotonic() - began, "exit": done.returncode}
+    """The platform's own `make test` and `make test-fast`, alternating (each on every core, as a developer
+    runs them; the machine should be otherwise idle)."""
 
-    values = alternate(runs, {"make test": make_test}, say)["make test"]
-    failures = ", ".join(f"run {i + 1} exit {code:.0f}" for i, code in enumerate(values["exit"]) if code)
+    def timed(target: str) -> Callable[[int], Values]:
+        def run(_: int) -> Values:
+            """Wall time and exit code: a failing suite still has a time (its figure FAILs, the bench goes on)."""
+            with (LOG_DIR / f"make-{target}.log").open("wb") as out:
+                began = time.monotonic()
+                done = subprocess.run([*MAKE, target], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=1800)
+            return {"took": time.monotonic() - began, "exit": done.returncode}
+
+        return run
+
+    sides = alternate(runs, {"make test": timed("test"), "make test-fast": timed("test-fast")}, say)
     note = f"{runs} run{'s' if runs != 1 else ''} (each takes minutes; --make-test-runs N for more)"
-    return [Figure("test.make_test", "platform `make test` wall time", "s", values["took"], note, failed=failures)]
+    figures = []
+    for key, name in (("make_test", "make test"), ("make_test_fast", "make test-fast")):
+        values = sides[name]
+        failures = ", ".join(f"run {i + 1} exit {code:.0f}" for i, code in enumerate(values["exit"]) if code)
+        label = f"platform `{name}` wall time"
+        figures.append(Figure(f"test.{key}", label, "s", values["took"], note, failed=failures))
+    return figures

@@ -72,9 +72,9 @@ def test_alternate_measures_the_sides_in_turn_and_collects_every_named_value():
 @pytest.mark.parametrize(
     ("key", "samples", "passed"),
     [
-        ("dev.ratio", [0.4, 0.55, 0.45], True),  # the median counts, not the worst run
-        ("dev.ratio", [0.51, 0.6, 0.4], False),
-        ("dev.ratio", [0.5], True),  # the limit itself passes
+        ("runs.example_job", [4.0, 5.5, 4.5], True),  # the median counts, not the worst run
+        ("runs.example_job", [5.1, 6.0, 4.0], False),
+        ("runs.example_job", [5.0], True),  # the limit itself passes
         ("template.green", [61.0, 59.0, 75.0], False),
         ("stack.launch_success", [2.9, 3.4, 1.0], True),
         ("test.make_test", [599.0], True),
@@ -94,19 +94,19 @@ def test_a_failed_run_fails_the_figure_whatever_its_time():
 
 def test_every_issue_target_is_stated():
     assert report.TARGETS == {
-        "dev.ratio": 0.5,
         "dev.make_dev_daemon": 10.0,
         "template.green": 60.0,
         "stack.launch_success": 3.0,
         "runs.example_job": 5.0,
         "test.make_test": 600.0,
+        "test.make_test_fast": 60.0,
     }
 
 
 def test_table_rows_show_stats_target_and_result():
     table = report.render_table(
         [
-            Figure("dev.ratio", "ready ratio", "x", [0.25, 0.5, 0.2], "per pair", load=[1.23, 2.5]),
+            Figure("runs.example_job", "example job", "s", [2.5, 5.0, 2.0], "per pair", load=[1.23, 2.5]),
             Figure("template.green", "template → green", "s", [70.5, 64.0, 80.25]),
             Figure("dev.dg_dev", "`dg dev` → ready", "s", [12.0, 11.0, 13.0]),
             Figure("stack.rss_webserver", "RSS webserver", "MiB", [180.4, 181.0, 179.0]),
@@ -116,7 +116,7 @@ def test_table_rows_show_stats_target_and_result():
     lines = table.splitlines()
     assert lines[0] == "| figure | median | min | max | runs | target | result | load | note |"
     assert lines[1] == "|---|---:|---:|---:|---:|---|---|---|---|"
-    assert lines[2] == "| ready ratio | 0.25× | 0.20× | 0.50× | 3 | ≤ 0.50× | pass | 1.2→2.5 | per pair |"
+    assert lines[2] == "| example job | 2.5 s | 2.0 s | 5.0 s | 3 | ≤ 5.0 s | pass | 1.2→2.5 | per pair |"
     assert lines[3] == "| template → green | 70.5 s | 64.0 s | 80.2 s | 3 | ≤ 60.0 s | FAIL |  |  |"
     assert lines[4] == "| `dg dev` → ready | 12.0 s | 11.0 s | 13.0 s | 3 |  |  |  |  |"
     assert lines[5] == "| RSS webserver | 180 MiB | 179 MiB | 181 MiB | 3 |  |  |  |  |"
@@ -141,10 +141,10 @@ def test_report_names_the_machine_load_and_what_was_not_measured():
 def test_json_shape(tmp_path):
     figures = [
         Figure(
-            "dev.ratio",
-            "ready ratio",
-            "x",
-            [0.25, 0.5, 0.2],
+            "runs.example_job",
+            "example job",
+            "s",
+            [2.5, 5.0, 2.0],
             "per pair",
             measured_at="2026-11-25T10:40:00Z",
             load=[1.5, 0.75],
@@ -160,16 +160,16 @@ def test_json_shape(tmp_path):
     assert data["schema"] == report.SCHEMA_VERSION
     assert data["passed"] is True
     assert data["figures"][0] == {
-        "key": "dev.ratio",
-        "section": "dev",
-        "label": "ready ratio",
-        "unit": "x",
-        "samples": [0.25, 0.5, 0.2],
-        "median": 0.25,
-        "min": 0.2,
-        "max": 0.5,
+        "key": "runs.example_job",
+        "section": "runs",
+        "label": "example job",
+        "unit": "s",
+        "samples": [2.5, 5.0, 2.0],
+        "median": 2.5,
+        "min": 2.0,
+        "max": 5.0,
         "runs": 3,
-        "target": {"op": "<=", "value": 0.5},
+        "target": {"op": "<=", "value": 5.0},
         "passed": True,
         "note": "per pair",
         "failed": "",
@@ -209,43 +209,40 @@ def test_command_line_options():
     assert bench.build_parser().parse_args(["--profile"]).profile is True
 
 
-def test_dev_section_runs_plain_dagster_on_the_generated_repo_and_its_instance(tmp_path, monkeypatch):
-    """The repo's `make dev`, `dg dev` and `dagster dev` alternate on one generated repo and one instance (its
-    .dagster_home); no other project is involved. Servers are not started: time_server records them."""
-    repo = tmp_path / "generated" / "example-pipelines"  # dev_figures clears REPO_DEV_DIR itself
-    repo.mkdir(parents=True)
-    (repo / "pyproject.toml").write_text('[project]\nname = "example-pipelines"\n')
+def test_dev_section_runs_plain_dagster_on_make_devs_repo_and_its_instance(tmp_path, monkeypatch):
+    """`make dev`, `dg dev` and `dagster dev` alternate on the one repo `make dev` renders and its instance
+    (.dagster_home); no other project is involved. Servers are not started: time_server records them."""
+    dev_dir = tmp_path / "dev"
+    repo = dev_dir / sections.EXAMPLE_JOB[0]
     started = []
 
     def fake_server(argv, cwd, owned, home, log, env=None, then=None, timeout=300.0):
         started.append({"argv": argv, "cwd": cwd, "owned": owned, "home": home, "env": env or {}})
+        repo.mkdir(parents=True, exist_ok=True)  # what the cold make dev renders
+        (repo / "pyproject.toml").write_text('[project]\nname = "example-pipelines"\n')
         return {"webserver": 1.0, "ready": 2.0, "daemon": 3.0, "all": 3.0, "stop": 0.5}
 
     monkeypatch.setattr(sections, "BENCH_DIR", tmp_path)
-    monkeypatch.setattr(sections, "DEV_DIR", tmp_path / "dev")
-    monkeypatch.setattr(sections, "REPO_DEV_DIR", tmp_path / "repo-dev")
+    monkeypatch.setattr(sections, "DEV_DIR", dev_dir)
     monkeypatch.setattr(sections, "LOG_DIR", tmp_path / "logs")
-    monkeypatch.setattr(sections, "ensure_example", lambda _dir: repo)
     monkeypatch.setattr(sections, "time_server", fake_server)
     monkeypatch.setattr(sections, "say", lambda _message: None)
     figures = {f.key: f for f in sections.dev_figures(runs=2)}
 
-    on_repo = [s for s in started if s["cwd"] == repo]
-    commands = [f"{Path(s['argv'][0]).name} {next(a for a in s['argv'][1:] if a[0] != '-')}" for s in on_repo]
-    # The repo's cold make dev, then two rounds of: its make dev, dg dev, dagster dev.
+    commands = [f"{Path(s['argv'][0]).name} {next(a for a in s['argv'][1:] if a[0] != '-')}" for s in started]
+    # The cold make dev, then two rounds of: make dev, dg dev, dagster dev.
     assert commands == ["make dev"] + ["make dev", "dg dev", "dagster dev"] * 2
-    assert {(s["owned"], s["home"]) for s in on_repo} == {(repo, repo / ".dagster_home")}
-    for plain in on_repo[2:4]:
-        assert Path(plain["argv"][0]).parent == repo / ".venv" / "bin"
+    assert all(f"DEV_FLAGS=--dev-dir {dev_dir}" in s["argv"] for s in started if s["argv"][0] == "make")
+    assert {s["home"] for s in started} == {repo / ".dagster_home"}
+    for plain in started[2:4]:
+        assert plain["cwd"] == repo and Path(plain["argv"][0]).parent == repo / ".venv" / "bin"
         assert plain["env"]["DAGSTER_HOME"] == str(repo / ".dagster_home")
         assert plain["env"]["VIRTUAL_ENV"] == str(repo / ".venv")
         assert plain["env"]["DAGSTER_ENV"] == "local"
-    assert on_repo[3]["argv"][2:4] == ["-m", "example_pipelines.definitions"]
-    assert not any("scaffold" in str(s["cwd"]) for s in started)
-    assert figures["dev.repo_ratio"].samples == [1.0, 1.0]
-    assert figures["dev.repo_ratio"].target is None  # the repo's make dev is dg dev: no ≤ 0.3 target any more
+    assert figures["dev.ratio"].samples == [1.0, 1.0]
+    assert figures["dev.ratio"].target is None  # make dev is dg dev: no custom runner's ≤ 0.5 target
     assert figures["dev.dagster_dev_all"].samples == [3.0, 3.0]
-    assert figures["dev.repo_dagster_ratio"].samples == [1.0, 1.0]
+    assert figures["dev.dagster_ratio"].samples == [1.0, 1.0]
 
 
 # --- locations20: one webserver, twenty locations ------------------------------------------------------------
@@ -376,3 +373,27 @@ def test_locations_stack_measures_and_the_broken_location_fails_alone(tmp_path):
         assert values[name] > 0, name
     assert values["rss_code_servers"] > 100  # two live code servers (the broken one's has exited)
     assert not [name for name, info in lifecycle.status(state_dir).items() if info["alive"]]
+
+
+def test_the_results_block_of_the_doc_is_rewritten_and_nothing_else(tmp_path):
+    doc = tmp_path / "bench.md"
+    before, after = "# Benchmarks\nhand-written reference\n\n## Latest results\n", "\n## After\nkept\n"
+    doc.write_text(f"{before}{report.DOC_BEGIN}\nold table\n{report.DOC_END}{after}")
+    data = report_of([Figure("dev.dg_dev", "dg dev", "s", [1.0])])
+    report.write_doc(data, doc)
+    assert doc.read_text() == f"{before}{report.DOC_BEGIN}\n{report.render_report(data)}{report.DOC_END}{after}"
+    report.write_doc(data, doc)  # again: the same page, not a second block
+    assert doc.read_text().count(report.DOC_BEGIN) == 1 and "old table" not in doc.read_text()
+
+
+def test_a_doc_without_the_results_block_is_refused(tmp_path):
+    doc = tmp_path / "bench.md"
+    doc.write_text("# Benchmarks\n")
+    with pytest.raises(ValueError, match="no .* block"):
+        report.write_doc(report_of([Figure("dev.dg_dev", "dg dev", "s", [1.0])]), doc)
+    assert doc.read_text() == "# Benchmarks\n"
+
+
+def test_the_docs_page_holds_the_results_block():
+    text = bench.DOC.read_text()
+    assert text.count(report.DOC_BEGIN) == 1 and text.count(report.DOC_END) == 1

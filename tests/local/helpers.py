@@ -43,20 +43,16 @@ def max_concurrent_runs() -> int:
 
 
 # --- make dev ----------------------------------------------------------------------------------------------
-def start_dev(dev_dir: Path, port: int, log: Path, via_make: bool = False, *flags: str) -> subprocess.Popen:
-    """`make dev` (make → uv → the CLI) or the CLI itself (`dagster-platform dev`), in its own session: a
-    terminal's signals for pytest never reach it, ours reach only whom we pick."""
-    if via_make:
-        argv = ["make", "--no-print-directory", "dev", f"DEV_FLAGS=--port {port} --dev-dir {dev_dir} {' '.join(flags)}"]
-    else:
-        argv = [str(PLATFORM_CLI), "dev", "--port", str(port), "--dev-dir", str(dev_dir), *flags]
+def start_dev(dev_dir: Path, port: int, log: Path) -> subprocess.Popen:
+    """`make dev` in its own session: a terminal's signals for pytest never reach it, ours reach only whom we pick."""
+    argv = ["make", "--no-print-directory", "dev", f"PORT={port}", f"DEV_FLAGS=--dev-dir {dev_dir}"]
     return subprocess.Popen(argv, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def started_by(dev_dir: Path) -> dict[int, str]:
     """PID → command line of every process of this dev dir: its command line or working directory is in it,
-    or its environment has its DAGSTER_HOME (the code server's gRPC subprocess and run workers included)."""
-    return procs.processes_of(dev_dir, dev_dir / "dagster_home")
+    or its environment has the example's DAGSTER_HOME (the code server's gRPC subprocess and run workers included)."""
+    return procs.processes_of(dev_dir, dev_dir / EXAMPLE / ".dagster_home")
 
 
 def assert_nothing_left(dev_dir: Path, port: int, case: str, timeout: float = 60) -> float:

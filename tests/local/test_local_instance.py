@@ -206,11 +206,10 @@ def test_local_instance_of_an_environment_runs_its_instance_overrides(capsys, en
 @pytest.mark.parametrize(
     ("argv", "command"),
     [
-        (["dev", "--dev-dir", "{state}"], "dev"),
         (["stack", "--state-dir", "{state}", "up"], "stack up"),
         (["local-instance", "--output", "{state}/dagster.yaml"], "local-instance"),
     ],
-    ids=["dev", "stack-up", "local-instance"],
+    ids=["stack-up", "local-instance"],
 )
 def test_an_undeclared_environment_is_refused_in_one_line_before_anything_starts(tmp_path, capsys, argv, command):
     state = tmp_path / "state"

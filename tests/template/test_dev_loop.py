@@ -1,7 +1,7 @@
 """A generated repo's `make dev` (`dg dev`, its own .venv only): ready with the location LOADED and the daemon
 healthy, on the platform's instance (the template's dagster.yaml); Ctrl-C or SIGTERM of make leaves no process
 and frees the port; a busy port is refused in one line before anything is installed or started; a location that
-does not load still serves the UI, shows the error with its file and line, and loads after the fix and a Reload.
+does not load still serves the UI, make dev prints its cause in one block, and it loads after the fix and a Reload.
 
 A process "of the repo" is any process whose command line or working directory is in the rendered repo, or
 whose environment has its DAGSTER_HOME (the code server's gRPC subprocess included)."""
@@ -205,10 +205,20 @@ def test_a_location_that_does_not_load_shows_its_cause_and_loads_after_a_reload(
         # the UI shows the SyntaxError as that error's cause).
         failed = "Error occurred during the loading of Dagster definitions"
         wait_for(lambda: failed in location_error(url), "the location's load error in the UI", process)
-        # dg dev's own log names the cause: exception, file and line (with more around it: see the README).
-        wait_for(lambda: "SyntaxError" in log.read_text(), "the error in make dev's output", process)
+        # make dev names the cause once, in one short block: exception, file and line, the next step; no
+        # traceback, no colour codes in a file.
+        wait_for(lambda: "Reload" in log.read_text(), "the cause in make dev's output", process)
         text = log.read_text()
-        assert f'{module}", line {broken_line}' in text, text[-3000:]
+        at = f"at {module.relative_to(repo)}:{broken_line}: def broken(:"
+        block = [line for line in text.splitlines() if line.startswith(("make dev:", "  "))]
+        assert block[:4] == [
+            "make dev: the definitions of dev_loop_pipelines.definitions do not load",
+            "  SyntaxError: invalid syntax",
+            f"  {at}",
+            '  fix it, then press "Reload" on the location in the UI',
+        ], text[-3000:]
+        assert text.count("SyntaxError") == 1 and "Stack Trace" not in text, text[-3000:]
+        assert "\x1b[" not in text, text[-3000:]
 
         # Fix it and press "Reload": the same server loads the location.
         module.write_text(original)

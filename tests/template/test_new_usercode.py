@@ -130,3 +130,15 @@ def test_new_usercode_never_overwrites_an_existing_repo(tmp_path):
     assert result.returncode != 0
     assert "already exists" in result.stderr and "Traceback" not in result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["sales-pipelines"]
+
+
+def test_ctrl_c_during_the_questions_stops_in_one_line_and_writes_nothing(tmp_path):
+    """copier's interrupt is a CopierError too: it must read as an interrupt, not as a refused answer."""
+    out = tmp_path / "repos"
+    out.mkdir()
+    command = [shutil.which("make"), "--no-print-directory", "-C", str(ROOT), "new-usercode", f"OUT={out}",
+               f"TEMPLATE_URL={ROOT}"]  # fmt: skip
+    status, shown = converse(tmp_path, command, [("Project name", "\x03")], env=user_shell_env())
+    lines = [line for line in ANSI.sub("", shown).splitlines() if "Interrupted" in line or "ERROR" in line]
+    assert lines == ["Interrupted. Nothing was generated."], shown[-2000:]
+    assert status != 0 and list(out.iterdir()) == []

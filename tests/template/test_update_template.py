@@ -218,6 +218,19 @@ def test_nothing_to_take_says_already_up_to_date_and_runs_nothing_else(scenario)
     assert run(["git", "status", "--porcelain"], repo).stdout == ""
 
 
+def test_a_recorded_commit_the_template_does_not_have_is_refused_in_one_line(scenario):
+    """A repo generated from uncommitted template changes records a commit that exists nowhere else."""
+    origin, repo = scenario
+    edit(repo / ".copier-answers.yml", f"_commit: {head(origin)}", "_commit: 0123abc")
+    commit(repo, "a commit only the render knew")
+    result = run(["make", "--no-print-directory", "update-template"], repo, check=False)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
+    refusal = [line for line in result.stderr.splitlines() if line.startswith("make update-template:")]
+    assert len(refusal) == 1 and "(0123abc) is not in" in refusal[0] and "_commit" in refusal[0], result.stderr
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
+
+
 def test_overlapping_edits_stop_with_one_conflict_message(scenario, monkeypatch):
     origin, repo = scenario
     # The template edits the very README line the team edited, and the team pinned yamllint's line too.

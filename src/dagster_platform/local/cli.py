@@ -6,16 +6,17 @@ changes of a running stack)."""
 
 from __future__ import annotations
 
-import signal
+import os
 import sys
 from pathlib import Path
 
-from dagster_platform import platform_config, procs
+from dagster_platform import net, platform_config
 from dagster_platform.ci.previews import PreviewError
 from dagster_platform.graphql import Client, GraphQLError
 from dagster_platform.helm.instance import InstanceTranslationError
 from dagster_platform.local import config, lifecycle, locations, postgres, registration, upgrade_drill
 from dagster_platform.local.supervisor import ComponentFailed, Supervisor, owned
+from dagster_platform.paths import DEV_DIR
 
 # What `up` raises for a refusal or a failure; it has printed the details (log tail) and stopped what it started.
 ERRORS = (
@@ -35,31 +36,26 @@ def _refused_env(args, command: str) -> bool:
 
 
 def _dev_command(args) -> int:
-    """Everything lives exactly as long as this command: whatever stops it — Ctrl-C, SIGTERM, a closed
-    terminal, at any moment — stops every process, and nothing starts after a stop signal; SIGKILLed, its
-    children die with it (PR_SET_PDEATHSIG) and the watchdog stops what they spawned."""
-    if _refused_env(args, "dev"):
-        return 2
-    state_dir = Path(args.dev_dir).resolve()  # children run elsewhere: a relative --dev-dir must not move
-    with owned(str(state_dir), keep=False):
-        stack = None
-        try:
-            stack = lifecycle.up(state_dir, port=args.port, env_name=args.env, mode="dev", host=args.host)
-            lifecycle.say("dev", f"Dagster UI on {stack.url} — Ctrl-C stops everything; logs in {state_dir / 'logs'}")
-            if not args.until_ready:
-                lifecycle.watch(stack)
-        except KeyboardInterrupt as exc:
-            if stack is not None:  # before that, up() said so itself
-                lifecycle.say("dev", f"{exc or 'SIGINT'} received, stopping")
-            return 0
-        except ERRORS as exc:
-            print(f"dev: FAILED: {exc if stack else str(exc).splitlines()[0]}", file=sys.stderr)
-            return 1
-        finally:
-            for sig in procs.STOP_SIGNALS:  # from here on nothing cuts the stop short
-                signal.signal(sig, signal.SIG_IGN)
-            lifecycle.down(state_dir, quiet=True, grace=5)
-    return 0
+    """`make dev`: the template's example rendered once into --dev-dir (the developer's to edit, as a data
+    engineer's repo is), its dagster.yaml refreshed from today's derivation, then that repo's own `make dev`:
+    Dagster's `dg dev`, exactly what a data engineer runs. exec: Ctrl-C and SIGTERM reach dg directly."""
+    if net.port_open(args.host, args.port):  # before the first render, which takes a while
+        print(f"dev: port {args.port} is already in use on {args.host}; choose another: make dev PORT={args.port + 1}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    try:
+        repo = locations.ensure_example(Path(args.dev_dir).resolve())
+    except (RuntimeError, FileNotFoundError, ValueError) as exc:
+        print(f"dev: FAILED: {exc}", file=sys.stderr)
+        return 1
+    (repo / "dagster.yaml").write_text(config.instance_text(mode="dev"))
+    # A data engineer's shell: none of the platform's venv (uv run put it first on PATH), instance or make flags.
+    platform_bin = str(Path(sys.executable).parent)
+    env = {k: v for k, v in os.environ.items() if k not in (*lifecycle.SCRUBBED, "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != platform_bin)
+    argv = ["make", "--no-print-directory", "-C", str(repo), "dev", f"PORT={args.port}", f"HOST={args.host}"]
+    print(f"dev: the example location in {repo} (yours to edit): its make dev", flush=True)
+    os.execvpe(argv[0], argv, env)
 
 
 def _up_command(args) -> int:
@@ -195,12 +191,10 @@ def _instance_command(args) -> int:
 
 def register(subparsers) -> None:
     env_help = "whose derived dagster.yaml to run: a declared environment (default: the strictest, production tier)"
-    dev = subparsers.add_parser("dev", help="serve the Dagster UI locally with the example code location (SQLite)")
+    dev = subparsers.add_parser("dev", help="the example location's own make dev (dg dev, SQLite instance)")
     dev.add_argument("--host", default=lifecycle.HOST)
     dev.add_argument("--port", type=int, default=lifecycle.DEFAULT_PORT)
-    dev.add_argument("--dev-dir", default=str(lifecycle.STATE_DIRS["dev"]), help="where the example and instance live")
-    dev.add_argument("--env", default=None, help=env_help)
-    dev.add_argument("--until-ready", action="store_true", help="stop again once everything is ready (tests)")
+    dev.add_argument("--dev-dir", default=str(DEV_DIR), help="where the example location is rendered")
     dev.set_defaults(func=_dev_command)
 
     stack = subparsers.add_parser("stack", help="production-like local stack (Postgres, daemon, code servers)")

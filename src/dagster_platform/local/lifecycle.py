@@ -1,18 +1,14 @@
-"""`make dev` and `make stack`: one local runtime with two modes.
+"""`make stack`: the cluster's topology on loopback (state in .stack/): Postgres (TLS only), the S3-compatible
+object store, one gRPC code server per location, the daemon and the webserver; they keep running after
+`stack up` returns, until `stack down`. (`make dev` is the example location's own `dg dev`: cli.py.)
 
-  dev    embedded SQLite, step logs on disk (`make dev`, state in .dev/): the example location's code
-         server, the webserver and the daemon, living exactly as long as `make dev` does.
-  stack  the cluster's topology (`make stack`, state in .stack/): Postgres (TLS only), the S3-compatible
-         object store, one gRPC code server per location, the daemon and the webserver; they keep running
-         after `stack up` returns, until `stack down`.
-
-Both start in the same order: locations (locations.prepare) → dagster.yaml (the cluster's derived instance
-with the mode's named substitutions, config.write_instance) → [stack: Postgres, object store, the alert
-receiver: a loopback chat webhook writing <state dir>/alerts.jsonl, whose URL the platform-ops location gets] →
-workspace.yaml → `dagster instance migrate`, before any process opens the instance (processes opening a
-fresh instance at once race on creating its schema; dev: once per Dagster version) → code servers, each from
-its location's .venv → webserver → daemon, once the webserver answers (its start-up would compete with the
-webserver's for the cores) → ready when every required location is LOADED and every daemon healthy.
+Start order: locations (locations.prepare) → dagster.yaml (the cluster's derived instance with the stack's
+named substitutions, config.write_instance) → Postgres, object store, the alert receiver (a loopback chat
+webhook writing <state dir>/alerts.jsonl, whose URL the platform-ops location gets) → workspace.yaml →
+`dagster instance migrate`, before any process opens the instance (processes opening a fresh instance at once
+race on creating its schema) → code servers, each from its location's .venv → webserver → daemon, once the
+webserver answers (its start-up would compete with the webserver's for the cores) → ready when every required
+location is LOADED and every daemon healthy.
 Every process goes through the one supervisor (supervisor.py). A step that fails prints its log tail, and
 everything already started is stopped again.
 """
@@ -32,11 +28,10 @@ from dagster_platform import net, procs
 from dagster_platform.graphql import Client
 from dagster_platform.local import alert_receiver, config, locations, objectstore, postgres, services
 from dagster_platform.local.services import start_object_store, start_postgres
-from dagster_platform.local.supervisor import ComponentFailed, Supervisor, run_once
-from dagster_platform.paths import DEV_DIR, ROOT, dagster_version
+from dagster_platform.local.supervisor import Supervisor, run_once
+from dagster_platform.paths import ROOT
 
-STATE_DIRS = {"dev": DEV_DIR, "stack": ROOT / ".stack"}
-DEFAULT_STATE_DIR = STATE_DIRS["stack"]
+DEFAULT_STATE_DIR = ROOT / ".stack"
 DEFAULT_PORT = 3000
 HOST = net.HOST
 PLATFORM_BIN = Path(sys.executable).parent  # the platform's .venv: webserver, daemon, migrate
@@ -54,18 +49,17 @@ def say(mode: str, message: str) -> None:
     print(f"[{mode}] {message}", flush=True)
 
 
-def home_of(state_dir: Path, mode: str) -> Path:
-    """DAGSTER_HOME of a state dir (dev keeps today's .dev/dagster_home)."""
-    return Path(state_dir) / ("dagster_home" if mode == "dev" else "home")
+def home_of(state_dir: Path) -> Path:
+    """DAGSTER_HOME of a state dir."""
+    return Path(state_dir) / "home"
 
 
 @dataclass
 class Stack:
     state_dir: Path
     url: str
-    pg: postgres.PgConnection | None  # None in dev mode (SQLite)
-    store: objectstore.ObjectStore | None  # None in dev mode (step logs on disk)
-    mode: str = "stack"
+    pg: postgres.PgConnection | None  # None: the stack's processes were not started by up() (attach)
+    store: objectstore.ObjectStore | None
     locations: dict[str, dict] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -79,7 +73,7 @@ class Stack:
 
     @property
     def dagster_home(self) -> Path:
-        return home_of(self.state_dir, self.mode)
+        return home_of(self.state_dir)
 
     @property
     def alerts_file(self) -> Path:
@@ -116,12 +110,10 @@ def location_env(env: dict[str, str], loc: locations.Location, location_dir: Pat
     return {**env, **loc.env}
 
 
-def code_server_command(mode: str, location_dir: Path, loc: locations.Location, port: int) -> list[str]:
-    """stack: the location image's own CMD (`dagster api grpc`); dev: `dagster code-server start`, which
-    loads the code in a subprocess it restarts when the UI's "Reload" asks (code changes are picked up)."""
+def code_server_command(location_dir: Path, loc: locations.Location, port: int) -> list[str]:
+    """The location image's own CMD (`dagster api grpc`)."""
     return [
-        str(location_dir / ".venv" / "bin" / "dagster"),
-        *(["code-server", "start"] if mode == "dev" else ["api", "grpc"]),
+        str(location_dir / ".venv" / "bin" / "dagster"), "api", "grpc",
         "-h", HOST, "-p", str(port),
         *(["-f", loc.python_file] if loc.python_file else ["-m", loc.module]),
         "--location-name", loc.name,
@@ -142,13 +134,13 @@ def start_alert_receiver(sup: Supervisor, env: dict[str, str], timeout: float) -
 
 
 def start_code_server(
-    sup: Supervisor, mode: str, loc: locations.Location, location_dir: Path, port: int, env: dict[str, str], home: Path
+    sup: Supervisor, loc: locations.Location, location_dir: Path, port: int, env: dict[str, str], home: Path
 ) -> None:
     """One location's gRPC code server (component code-server-<name>) from its own .venv, on `port`; the one
     way `up` and `add_location` start one (`restart_component` starts it again from what this records)."""
     sup.start(
         f"code-server-{loc.name}",
-        code_server_command(mode, location_dir, loc, port),
+        code_server_command(location_dir, loc, port),
         env=location_env(env, loc, location_dir, home),
         cwd=location_dir,
         info={"location": loc.name, "port": port, "required": loc.required, "env": loc.env, "dir": str(location_dir)},
@@ -162,15 +154,11 @@ def wait_code_server(sup: Supervisor, name: str, port: int, timeout: float) -> f
     return took
 
 
-def migrate(env: dict[str, str], home: Path, sup: Supervisor, mode: str = "stack") -> float:
-    """`dagster instance migrate`; dev: only when the instance's stamp for this Dagster version is missing."""
-    stamp = home / f".schema-dagster-{dagster_version()}"
-    if mode == "dev" and stamp.exists():
-        return 0.0
-    say(mode, f"instance: creating/migrating the instance schema in {home}")
+def migrate(env: dict[str, str], home: Path, sup: Supervisor) -> float:
+    """`dagster instance migrate`."""
+    say("stack", f"instance: creating/migrating the instance schema in {home}")
     took = run_once([str(PLATFORM_BIN / "dagster"), "instance", "migrate"], env, sup.log_dir / "migrate.log", cwd=home)
-    stamp.touch()
-    say(mode, f"instance: schema ready ({took:.1f}s)")
+    say("stack", f"instance: schema ready ({took:.1f}s)")
     return took
 
 
@@ -181,67 +169,63 @@ def up(
     pg_url: str | None = None,
     timeout: float = 300,
     env_name: str | None = None,
-    mode: str = "stack",
     host: str = HOST,
 ) -> Stack:
     """Start everything and wait until all required locations are LOADED and the daemons healthy; returns
     the running stack. Refuses (RuntimeError, PostgresUnavailable: one line) before anything starts when it
     cannot work; on a later failure or interrupt everything started here is stopped again and it re-raises."""
     t0 = time.monotonic()
-    state_dir = Path(state_dir or STATE_DIRS[mode]).resolve()
+    state_dir = Path(state_dir or DEFAULT_STATE_DIR).resolve()
     sup = Supervisor(state_dir)
     if running := {name: c.pid for name, c in sup.components.items() if sup.alive(name)}:
         raise RuntimeError(f"already running from {state_dir}: {running}; stop it first (Ctrl-C / `stack down`)")
     if net.port_open(host, port):
-        fix = f"make dev PORT={port + 1}" if mode == "dev" else "pass another --port"
-        raise RuntimeError(f"{host}:{port} is already in use (another `make dev` or `make stack`?): stop it, or {fix}")
+        busy = f"{host}:{port} is already in use (another `make dev` or `make stack`?)"
+        raise RuntimeError(f"{busy}: stop it, or make stack PORT={port + 1}")
     state_dir.mkdir(parents=True, exist_ok=True)
-    stack_locations = locations.default_locations(mode) if stack_locations is None else stack_locations
+    stack_locations = locations.default_locations() if stack_locations is None else stack_locations
     # A location added to the last stack (`stack add-location`) lasts until `stack down`: forget its record, or
     # `stack status` would report its code server dead forever.
     names = {f"code-server-{loc.name}" for loc in stack_locations}
     for stale in [n for n in sup.components if n.startswith("code-server-") and n not in names]:
         del sup.components[stale]
     pg_url = pg_url or os.environ.get(postgres.PG_URL_ENV)
-    if mode == "stack" and not pg_url:
+    if not pg_url:
         postgres.preflight()  # one line naming the cause and the fix, before anything starts
-    home = home_of(state_dir, mode)
+    home = home_of(state_dir)
     timings: dict[str, float] = {}
     pg = store = None
     try:
         dirs: dict[str, Path] = {}
-        loc_dir = state_dir if mode == "dev" else state_dir / "locations"
+        loc_dir = state_dir / "locations"
         for loc in stack_locations:  # a build step (cached), not part of "processes started → ready"
             began = time.monotonic()
-            dirs[loc.name] = locations.prepare(loc, loc_dir, dev=mode == "dev")
+            dirs[loc.name] = locations.prepare(loc, loc_dir)
             if not loc.venv_from:
-                say(mode, f"location {loc.name}: sources and .venv ready ({time.monotonic() - began:.1f}s)")
+                say("stack", f"location {loc.name}: sources and .venv ready ({time.monotonic() - began:.1f}s)")
         t_processes = time.monotonic()
         timings["prepare"] = t_processes - t0
         env_name = env_name or config.default_env()
-        instance_path = config.write_instance(home, env=env_name, mode=mode)  # refuses drift
-        if mode == "stack":
-            pg, timings["postgres"] = start_postgres(sup, pg_url)
-            store, timings["object_store"] = start_object_store(sup, instance_path)
-        sup.meta.update(mode=mode, env_name=env_name, previews={})  # previews end with their stack
+        instance_path = config.write_instance(home, env=env_name, mode="stack")  # refuses drift
+        pg, timings["postgres"] = start_postgres(sup, pg_url)
+        store, timings["object_store"] = start_object_store(sup, instance_path)
+        sup.meta.update(env_name=env_name, previews={})  # previews end with their stack
         sup.save()
         ports = {loc.name: net.free_port() for loc in stack_locations}
         workspace = config.write_workspace(home, ports, keep_previews=False)  # no preview's code server runs yet
         env = base_env(home, pg, store)
         url = f"http://{host}:{port}"
-        ops_env = {}  # the platform-ops location's alerting variables, as the cluster's Secret and values set them
-        if mode == "stack":
-            webhook = start_alert_receiver(sup, base_env(home), timeout)
-            ops_env = {"PLATFORM_ALERT_WEBHOOK_URL": webhook, "PLATFORM_ENV": "local", "PLATFORM_UI_URL": url}
-        timings["migrate"] = migrate(env, home, sup, mode)
+        # The platform-ops location's alerting variables, as the cluster's Secret and values set them.
+        webhook = start_alert_receiver(sup, base_env(home), timeout)
+        ops_env = {"PLATFORM_ALERT_WEBHOOK_URL": webhook, "PLATFORM_ENV": "local", "PLATFORM_UI_URL": url}
+        timings["migrate"] = migrate(env, home, sup)
         for loc in stack_locations:  # all at once, then waited for
             if loc.name == locations.OPS_LOCATION:
                 loc = dataclasses.replace(loc, env={**ops_env, **loc.env})
-            start_code_server(sup, mode, loc, dirs[loc.name], ports[loc.name], env, home)
+            start_code_server(sup, loc, dirs[loc.name], ports[loc.name], env, home)
         required = [loc.name for loc in stack_locations if loc.required]
-        if mode == "stack":  # `dagster api grpc` listens once its code is loaded (code-server start at once)
-            for name in required:
-                wait_code_server(sup, name, ports[name], timeout)
+        for name in required:  # `dagster api grpc` listens once its code is loaded
+            wait_code_server(sup, name, ports[name], timeout)
         sup.start(
             "webserver",
             [str(PLATFORM_BIN / "dagster-webserver"), "-h", host, "-p", str(port), "-w", str(workspace)],
@@ -249,34 +233,25 @@ def up(
         )  # fmt: skip
         client = Client(url, timeout=10)
         sup.wait_ready("webserver", lambda: client.server_info() == 200, timeout)
-        say(mode, f"webserver: {url} answering ({time.monotonic() - t_processes:.1f}s)")
+        say("stack", f"webserver: {url} answering ({time.monotonic() - t_processes:.1f}s)")
         sup.start("daemon", [str(PLATFORM_BIN / "dagster-daemon"), "run", "-w", str(workspace)], env=env, cwd=home)
         also = [f"code-server-{name}" for name in required]  # a required code server that exits fails it at once
         sup.wait_ready("webserver", lambda: client.all_loaded(required), timeout, also=also)
         timings["all_loaded"] = time.monotonic() - t_processes
-        say(mode, f"location{'s' * (len(required) > 1)} {', '.join(required)} LOADED ({timings['all_loaded']:.1f}s)")
+        say("stack", f"location{'s' * (len(required) > 1)} {', '.join(required)} LOADED ({timings['all_loaded']:.1f}s)")
         sup.wait_ready("daemon", lambda: all(client.daemon_health().values()), timeout)
         timings["ready"] = time.monotonic() - t_processes
         timings["total"] = time.monotonic() - t0
-        say(mode, f"daemon: healthy ({', '.join(sorted(client.daemon_health()))}; {timings['ready']:.1f}s)")
+        say("stack", f"daemon: healthy ({', '.join(sorted(client.daemon_health()))}; {timings['ready']:.1f}s)")
         sup.meta.update(url=url, locations={n: {"port": p, "dir": str(dirs[n])} for n, p in ports.items()})
         sup.save()
-        return Stack(state_dir, url, pg, store, mode, sup.meta["locations"], timings)
+        return Stack(state_dir, url, pg, store, sup.meta["locations"], timings)
     except BaseException as exc:
-        say(mode, f"{exc or 'SIGINT'} received, stopping" if isinstance(exc, KeyboardInterrupt) else f"FAILED: {exc}")
-        stopped = down(state_dir, quiet=True, grace=5 if mode == "dev" else 20)
-        say(mode, f"stopped again: {', '.join(stopped) or 'nothing'}")
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        say("stack", f"{exc or 'SIGINT'} received, stopping" if interrupted else f"FAILED: {exc}")
+        stopped = down(state_dir, quiet=True)
+        say("stack", f"stopped again: {', '.join(stopped) or 'nothing'}")
         raise
-
-
-def watch(stack: Stack) -> None:
-    """Return never: raise ComponentFailed (with its log tail) as soon as a component exits (`make dev`)."""
-    sup = stack.supervisor
-    while True:
-        for name in sup.components:
-            if not sup.alive(name):
-                raise ComponentFailed(f"{name} exited; {sup.tail(name)}")
-        time.sleep(0.2)
 
 
 def stop_order(names: list[str]) -> list[str]:
@@ -289,22 +264,22 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, wipe: bool = False, quiet: bool = 
     """Stop every component recorded in the state file, by PID; with wipe, delete the data too."""
     state_dir = Path(state_dir).resolve()
     sup = Supervisor(state_dir)
-    mode, stopped = sup.meta.get("mode", "stack"), []
+    stopped = []
     for name in stop_order(list(sup.components)):
         if sup.stop(name, grace=grace):
             stopped.append(name)
             if not quiet:
-                say(mode, f"stopped {name} (pid {sup.components[name].pid})")
+                say("stack", f"stopped {name} (pid {sup.components[name].pid})")
     if wipe:
         # Data: the throwaway cluster, the instance directory, logs, state. Location sources/venvs stay
         # (a cache rebuilt from the locks).
         postgres.remove_data(state_dir, sup.meta.get("postgres") or {})  # pgdata, or the server user's dir
-        shutil.rmtree(home_of(state_dir, mode), ignore_errors=True)
+        shutil.rmtree(home_of(state_dir), ignore_errors=True)
         shutil.rmtree(state_dir / "logs", ignore_errors=True)
         (state_dir / "state.json").unlink(missing_ok=True)
         alerts_file(state_dir).unlink(missing_ok=True)
         if not quiet:
-            say(mode, f"wiped data in {state_dir} (kept locations/)")
+            say("stack", f"wiped data in {state_dir} (kept locations/)")
     return stopped
 
 
@@ -330,7 +305,7 @@ def attach(state_dir: Path = DEFAULT_STATE_DIR) -> Stack:
         pg = services.cluster_from_state(state_dir).connection
     if saved_store:
         store = objectstore.ObjectStore(saved_store["port"], saved_store["access_key"], saved_store["secret_key"])
-    return Stack(state_dir, meta["url"], pg, store, meta.get("mode", "stack"), meta.get("locations", {}))
+    return Stack(state_dir, meta["url"], pg, store, meta.get("locations", {}))
 
 
 def restart_component(stack: Stack, name: str, ready: Callable[[], bool] | None = None, timeout: float = 120) -> None:

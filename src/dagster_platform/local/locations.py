@@ -1,7 +1,8 @@
 """The code locations of the local runtime, and the one place that prepares a location's environment.
 
 - The entry of platform/code-locations.yaml whose name is what the template renders with its default answers
-  comes from the template (`dagster_platform.template.render.render`): the example location (both modes).
+  comes from the template (`dagster_platform.template.render.render`): the example location (`make dev`
+  renders it once into .dev/ and runs its own `make dev`; `make stack` runs it as the cluster does).
 - platform/ops/ is the platform's own operations location `platform-ops` (run-failure alerts, canary, run
   retention; stack only): deployed to every cluster, and locally given the stack's alert receiver.
 - Every directory under platform/local/ with a pyproject.toml is a local-only location (the canary; stack only).
@@ -64,12 +65,12 @@ def default_module(source: Path) -> str:
     return f"{name.replace('-', '_')}.definitions"
 
 
-def default_locations(mode: str = "stack") -> list[Location]:
+def default_locations() -> list[Location]:
+    """`make stack`'s locations: the example, platform-ops, the local-only ones."""
     found = [example_location()]
-    if mode == "stack":
-        for pyproject in [OPS_DIR / "pyproject.toml", *sorted(LOCAL_LOCATIONS_DIR.glob("*/pyproject.toml"))]:
-            name = tomllib.loads(pyproject.read_text())["project"]["name"]
-            found.append(Location(name, default_module(pyproject.parent), str(pyproject.parent)))
+    for pyproject in [OPS_DIR / "pyproject.toml", *sorted(LOCAL_LOCATIONS_DIR.glob("*/pyproject.toml"))]:
+        name = tomllib.loads(pyproject.read_text())["project"]["name"]
+        found.append(Location(name, default_module(pyproject.parent), str(pyproject.parent)))
     return found
 
 

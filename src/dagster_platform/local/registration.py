@@ -106,8 +106,6 @@ def add_location(stack: Stack, loc: locations.Location, timeout: float = 300) ->
     `stack status`, `stack restart` and `stack down` treat it as theirs. Raises NotRegistered before anything
     changes when the name is taken or the source is no location; on a later failure what it did is undone."""
     sup = stack.supervisor
-    if stack.mode != "stack":
-        raise NotRegistered("add-location works on `make stack` (mode stack) only")
     if loc.name in stack.locations or f"code-server-{loc.name}" in sup.components:
         raise NotRegistered(f"location {loc.name!r} is already registered in {stack.state_dir}; remove it first")
     # The registry's own rules for a name (the cluster's Service and release name), checked on a local entry.
@@ -122,7 +120,7 @@ def add_location(stack: Stack, loc: locations.Location, timeout: float = 300) ->
     port = net.free_port()
     entries = {**stack.locations, loc.name: {"port": port, "dir": str(location_dir)}}
     try:
-        start_code_server(sup, stack.mode, loc, location_dir, port, base_env(stack.dagster_home, stack.pg, stack.store),
+        start_code_server(sup, loc, location_dir, port, base_env(stack.dagster_home, stack.pg, stack.store),
                           stack.dagster_home)  # fmt: skip
         wait_code_server(sup, loc.name, port, timeout)
         written = time.monotonic()
@@ -298,8 +296,6 @@ def add_preview(
     means), the webserver reloaded until the preview is LOADED, and the daemon's re-read of the workspace awaited.
     Returns the stack and the evicted names. Raises NotRegistered before anything changes when a guard refuses."""
     sup, store = stack.supervisor, workspace_store(stack)
-    if stack.mode != "stack":
-        raise NotRegistered("add-preview works on `make stack` (mode stack) only")
     try:
         previews.check_environment(PREVIEW_ENV)
         name = previews.preview_name(location, mr)
@@ -323,7 +319,7 @@ def add_preview(
         return new
 
     try:
-        start_code_server(sup, stack.mode, loc, location_dir, port, base_env(stack.dagster_home, stack.pg, stack.store),
+        start_code_server(sup, loc, location_dir, port, base_env(stack.dagster_home, stack.pg, stack.store),
                           stack.dagster_home)  # fmt: skip
         wait_code_server(sup, name, port, timeout)
         written = time.monotonic()

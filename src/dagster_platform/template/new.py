@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -83,13 +84,31 @@ def create(output_dir: Path, answers: dict[str, object], template_url: str, chec
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # copier's DirtyLocalWarning when the template is this working tree
+            warnings.simplefilter("ignore")  # copier's DirtyLocalWarning: said in one line by dirty_source()
             return copy(output_dir, answers, src=template_url, ref=checkout, defaults=not ask)
+    except KeyboardInterrupt:  # copier's CopierAnswersInterrupt is a CopierError too: Ctrl-C is not a refusal
+        raise
     except (ValueError, FileExistsError, CopierError) as exc:
         message = re.sub(r"^Validation error for question '\w+': ", "", str(exc))  # the validator names it
         raise Refused(f"ERROR: {message}. Nothing was generated.") from None
     except Exception as exc:  # anything else in one line
         raise Refused(f"ERROR: {type(exc).__name__}: {exc}. Nothing was generated.") from None
+
+
+def dirty_source(template_url: str) -> str | None:
+    """A warning when the template is a local checkout with uncommitted changes: copier includes them and records
+    a commit that exists only in its own temporary copy, so the new repo's `make update-template` cannot find it."""
+    source = Path(template_url)
+    if not source.is_dir():
+        return None
+    status = subprocess.run(["git", "-C", str(source), "status", "--porcelain"], capture_output=True, text=True)
+    if status.returncode != 0 or not status.stdout.strip():
+        return None
+    return (
+        f"WARNING: {source} has uncommitted changes: they are included, and the repo records a template commit "
+        "that exists nowhere else, so its `make update-template` will refuse. Commit them and generate again, or "
+        "set TEMPLATE_URL to the platform's Git URL."
+    )
 
 
 def _new_command(args) -> int:
@@ -110,7 +129,7 @@ def _new_command(args) -> int:
         if not args.no_input:
             print(
                 f"New Dagster code location in {Path(args.output_dir).resolve()}/<location name>. "
-                f"{len(asked())} questions; Enter takes the [default].\n"
+                f"{len(asked())} questions; Enter keeps the pre-filled answer (Ctrl-U clears it).\n"
                 f"Platform settings (not asked): images {facts['image_registry']}/<location>, environments "
                 + ", ".join(f"{env['name']} ({env['namespace']})" for env in facts["environments"])
                 + f", gRPC port {facts['grpc_port']}, CI component"
@@ -131,6 +150,8 @@ def _new_command(args) -> int:
 
     answers = {**yaml.safe_load((repo / ".copier-answers.yml").read_text()), **platform}
     print(next_steps(repo, answers))
+    if warning := dirty_source(args.template_url):
+        print(warning, file=sys.stderr)
     return 0
 
 

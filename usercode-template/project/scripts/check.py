@@ -1,4 +1,5 @@
 """`make check`: `dg check defs`; when the definitions do not load, their cause in one short block.
+`make dev` runs it with --dev beside `dg dev`: the same block when the definitions do not load, nothing else.
 
 dg reports a load error as a log record, with colour codes even in a file and the traceback once per link of
 Python's exception chain (three times for a syntax error), and has no option for less. On a failure this loads
@@ -40,7 +41,7 @@ def plain(text: str) -> str:
     return text if sys.stdout.isatty() else ANSI.sub("", text)
 
 
-def cause(module: str) -> str | None:
+def cause(module: str, command: str = "make check", next_step: str = "run make check again") -> str | None:
     """The one block naming why `module`'s definitions do not load (None when they load on their own)."""
     env = {**os.environ, "DAGSTER_IS_DEFS_VALIDATION_CLI": "1"}
     probe = [sys.executable, "-c", PROBE, module, str(ROOT / "src")]
@@ -49,19 +50,24 @@ def cause(module: str) -> str | None:
         return None
     error, where = lines[0], lines[-1] if len(lines) > 1 else ""
     path, _, line = where.rpartition(":")
-    block = [f"make check: the definitions of {module} do not load", f"  {error}"]
+    block = [f"{command}: the definitions of {module} do not load", f"  {error}"]
     if path:
         shown = Path(path).relative_to(ROOT) if Path(path).is_relative_to(ROOT) else path
         source = Path(path).read_text().splitlines() if Path(path).is_file() else []
         code = source[int(line) - 1].strip() if line.isdigit() and 0 < int(line) <= len(source) else ""
         block.append(f"  at {shown}:{line}" + (f": {code}" if code else ""))
-    return "\n".join([*block, "  fix it, then run make check again"])
+    return "\n".join([*block, f"  fix it, then {next_step}"])
 
 
-def main() -> int:
+def main(args: list[str]) -> int:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["dg"]["project"]
     module = project.get("code_location_target_module", f"{project['root_module']}.definitions")
-    dg = [str(Path(sys.executable).parent / "dg"), "check", "defs", *sys.argv[1:]]
+    if args == ["--dev"]:  # make dev: dg dev serves the UI meanwhile; the UI shows the error after a Reload
+        block = cause(module, "make dev", 'press "Reload" on the location in the UI')
+        if block:
+            print(block, file=sys.stderr)
+        return 1 if block else 0
+    dg = [str(Path(sys.executable).parent / "dg"), "check", "defs", *args]
     done = subprocess.run(dg, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if done.returncode == 0:
         print(plain(done.stdout), end="")
@@ -72,4 +78,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

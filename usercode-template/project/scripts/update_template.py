@@ -74,11 +74,21 @@ def update(copier: list[str], uv: str) -> bool:
             "into a clean working tree, so that `git diff` afterwards shows exactly what it changed."
         )
     print(f"$ {shlex.join(copier)}", flush=True)
-    if subprocess.run(copier, cwd=ROOT).returncode != 0:
+    done = subprocess.run(copier, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:  # copier's traceback: only its last line, the error itself
         git("reset", "-q")
+        error = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        if "Unknown revision" in error:
+            raise Refused(
+                f"the template commit this repo records ({before.get('_commit')}) is not in "
+                f"{before.get('_src_path')}: the repo was generated from uncommitted template changes. Set "
+                "_commit in .copier-answers.yml to the platform commit it was generated from, commit that, "
+                "and run make update-template again."
+            )
         raise Refused(
-            "copier update failed (see above). To undo what it left: git reset --hard && git clean -fd"
+            f"copier update failed: {error}. To undo what it left: git reset --hard && git clean -fd"
         )
+    print(done.stderr, end="", file=sys.stderr, flush=True)
     git(
         "reset", "-q"
     )  # copier stages its result: leave it all in the working tree, plain `git diff` shows it
