@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 NEW_COMPANY = {
     "name": "northwind",
-    "gitlab": {"host": "git.northwind.example", "project": "data/dagster-platform", "ref": "main"},
+    "gitlab": {"host": "git.northwind.example", "project": "data/dagster-platform", "version": "1.0.0"},
     "image_registry": "registry.northwind.example/data/dagster",
     "label_domain": "dagster.northwind.example",
 }
@@ -124,7 +124,7 @@ def adopted(tmp_path_factory) -> dict:
 
 def test_generate_rewrites_the_copies(adopted):
     assert adopted["generate"].returncode == 0, adopted["generate"].stderr
-    assert "ci/generated/usercode.gitlab-ci.yml" in adopted["generate"].stdout
+    assert "templates/usercode/template.yml" in adopted["generate"].stdout
     assert platform_cli(adopted["repo"], "generate", "--check").returncode == 0
 
 
@@ -157,7 +157,7 @@ def test_an_environment_of_the_old_company_is_refused(adopted):
 def test_the_pipelines_have_a_stage_and_a_job_per_environment(adopted):
     done = platform_cli(adopted["repo"], "ci-check")
     assert done.returncode == 0, done.stderr
-    usercode = yaml.safe_load((adopted["repo"] / "ci" / "generated" / "usercode.gitlab-ci.yml").read_text())
+    _, usercode = yaml.safe_load_all((adopted["repo"] / "templates" / "usercode" / "template.yml").read_text())
     assert usercode["stages"][-3:] == list(NEW_ENVIRONMENTS)
     assert [job for job in usercode if job.startswith("deploy-")] == [f"deploy-{e}" for e in NEW_ENVIRONMENTS] + [
         "deploy-preview"

@@ -33,7 +33,7 @@ EDITED = [
     "usercode-template/copier.yml",
     "helm/dagster-platform/Chart.yaml",
     "platform/values/base.yaml",
-    "ci/usercode.gitlab-ci.yml",
+    "templates/usercode/template.yml",
     "README.md",
     "helm/README.md",
 ]

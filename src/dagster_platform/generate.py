@@ -7,12 +7,15 @@ line each, with the command that regenerates it).
 
 | file                                   | what it holds                                  | read by               |
 | ci/generated/platform.gitlab-ci.yml    | stages, render/diff matrices, one upgrade job   | .gitlab-ci.yml        |
-|                                        | per environment (promotion order), OPS_IMAGE   |                       |
-| ci/generated/usercode.gitlab-ci.yml    | stages, one deploy job per environment, the    | ci/usercode.gitlab-ci |
-|                                        | preview jobs where previews run, port, labels  |                       |
+|                                        | per environment (promotion order), OPS_IMAGE,  |                       |
+|                                        | COMPONENT_VERSION (what a release tag must be) |                       |
+| templates/usercode/template.yml        | its two GENERATED blocks: the tools' project,  | user-code repos (the  |
+|  (the user-code CI/CD component)       | ref (gitlab.version), port, preview label;     | CI/CD component)      |
+|                                        | stages, one deploy job per environment, the    |                       |
+|                                        | preview jobs where previews run                |                       |
 | ci/generated/platform.json             | label domain, environments (name, previews)    | ci/previews.py        |
-| usercode-template/copier.yml           | `platform`'s default: registry, CI project,    | the template          |
-|                                        | port, environments                             |                       |
+| usercode-template/copier.yml           | `platform`'s default: registry, CI project and | the template          |
+|                                        | version, port, environments                    |                       |
 | the template's dagster.yaml            | the local runtime's dev-mode instance          | generated repos       |
 """
 
@@ -31,7 +34,13 @@ from dagster_platform.platform_config import Company, Environment
 
 GENERATED_DIR = paths.ROOT / "ci" / "generated"
 PLATFORM_CI = GENERATED_DIR / "platform.gitlab-ci.yml"
-USERCODE_CI = GENERATED_DIR / "usercode.gitlab-ci.yml"
+# The user-code pipeline, a CI/CD component of this project (GitLab's layout: templates/<name>/template.yml).
+COMPONENT_NAME = "usercode"
+COMPONENT = paths.ROOT / "templates" / COMPONENT_NAME / "template.yml"
+# What generate writes in the component: the body between `# BEGIN GENERATED <name>` and `# END GENERATED <name>`.
+COMPONENT_BLOCK = re.compile(
+    r"(?ms)^(?P<indent> *)# BEGIN GENERATED (?P<name>\w+)\n.*?^(?P=indent)# END GENERATED (?P=name)$"
+)
 PLATFORM_JSON = GENERATED_DIR / "platform.json"
 COPIER_YML = paths.TEMPLATE_DIR / "copier.yml"
 # What generate writes in copier.yml: the `platform` question's default (YAML indented below it), after this comment.
@@ -80,8 +89,12 @@ def _deploy_job(env: Environment, extends: str, variables: dict, environment: di
 def platform_ci(company: Company, envs: list[Environment]) -> str:
     names = [env.name for env in envs]
     data: dict = {
-        "variables": {"OPS_IMAGE": f"{company.image('platform-ops')}:$CI_COMMIT_SHA"},
-        "stages": ["lint", "test", "build", "render", "diff", *names],
+        "variables": {
+            "OPS_IMAGE": f"{company.image('platform-ops')}:$CI_COMMIT_SHA",
+            # The release user-code repos pin (gitlab.version): the release job refuses a tag that is not it.
+            "COMPONENT_VERSION": company.platform_version,
+        },
+        "stages": ["lint", "test", "build", "render", "diff", "release", *names],
         "render": {"extends": ".render", "parallel": {"matrix": [{"ENV": names}]}},
         "diff": {
             "extends": ".diff",
@@ -106,17 +119,23 @@ def _cluster_variables(env: Environment) -> dict[str, str]:
     }
 
 
-def usercode_ci(company: Company, envs: list[Environment]) -> str:
-    data: dict = {
-        "variables": {
-            # The port every code server serves (platform/company.yaml grpc_port); a preview's release serves it
-            # and its workspace entry dials it.
-            "DAGSTER_GRPC_PORT": str(company.grpc_port),
-            # The preview pod label, dots escaped for helm --set (platform/company.yaml label_domain).
-            "PREVIEW_LABEL": company.label_domain.replace(".", "\\.") + "/preview",
-        },
-        "stages": ["lint", "test", "build", "scan", *(env.name for env in envs)],
+def component_facts(company: Company) -> dict[str, str]:
+    """The component's generated variables: where its jobs fetch the platform's tools, the port, the preview label."""
+    return {
+        # This project at this component's own release: a repo that pins version X runs the tools of X (the
+        # release job refuses a tag other than gitlab.version, so the tag's component names itself).
+        "PLATFORM_TOOLS_PROJECT": company.platform_project,
+        "PLATFORM_TOOLS_REF": company.platform_version,
+        # The port every code server serves (grpc_port); a preview's release serves it and its workspace entry dials it.
+        "DAGSTER_GRPC_PORT": str(company.grpc_port),
+        # The preview pod label, dots escaped for helm --set (label_domain).
+        "PREVIEW_LABEL": company.label_domain.replace(".", "\\.") + "/preview",
     }
+
+
+def component_jobs(envs: list[Environment]) -> dict:
+    """The component's stages and per-environment jobs (previews: the first environment enabling them)."""
+    data: dict = {"stages": ["lint", "test", "build", "scan", *(env.name for env in envs)]}
     for env in envs:
         variables = {"DEPLOY_ENV": env.name, **_cluster_variables(env)}
         environment = {"name": env.name, "deployment_tier": env.tier, "url": variables["DAGSTER_WEBSERVER_URL"]}
@@ -126,9 +145,35 @@ def usercode_ci(company: Company, envs: list[Environment]) -> str:
         variables = {"PREVIEW_ENV": preview.name, **_cluster_variables(preview)}
         where = {"stage": preview.name, "variables": variables}
         url = f"{variables['DAGSTER_WEBSERVER_URL']}/locations/$DAGSTER_LOCATION-mr-$CI_MERGE_REQUEST_IID/assets"
-        data["deploy-preview"] = {"extends": ".deploy-preview", **where, "environment": {"url": url}}
+        # The name as .deploy-preview has it: GitLab's schema wants a name beside the url.
+        environment = {"name": "review/$DAGSTER_LOCATION-mr-$CI_MERGE_REQUEST_IID", "url": url}
+        data["deploy-preview"] = {"extends": ".deploy-preview", **where, "environment": environment}
         data["stop-preview"] = {"extends": ".stop-preview", **where}
-    return _header("ci/usercode.gitlab-ci.yml (previews: first env enabling them)") + _yaml(data)
+    return data
+
+
+def _indented(text: str, indent: str) -> str:
+    return "".join(f"{indent}{line}\n" if line else "\n" for line in text.splitlines())
+
+
+def component(company: Company, envs: list[Environment], text: str | None = None) -> str:
+    """The component file with its GENERATED blocks rewritten (everything else is hand-written)."""
+    text = COMPONENT.read_text() if text is None else text
+    note = f"# `{COMMAND}` from {SOURCES}: do not edit (make platform-check reports drift).\n"
+    blocks = {"facts": _yaml(component_facts(company)), "environments": _yaml(component_jobs(envs))}
+    found = {match.group("name") for match in COMPONENT_BLOCK.finditer(text)}
+    if found != set(blocks):
+        raise SystemExit(
+            f"{_rel(COMPONENT)}: needs the marker lines `# BEGIN GENERATED <name>` / `# END GENERATED <name>` for"
+            f" {sorted(blocks)}, found {sorted(found)}"
+        )
+
+    def block(match: re.Match) -> str:
+        indent, name = match.group("indent"), match.group("name")
+        body = _indented(note + blocks[name], indent)
+        return f"{indent}# BEGIN GENERATED {name}\n{body}{indent}# END GENERATED {name}"
+
+    return COMPONENT_BLOCK.sub(block, text)
 
 
 def platform_json(company: Company, envs: list[Environment]) -> str:
@@ -146,7 +191,7 @@ def template_platform(company: Company, envs: list[Environment]) -> dict:
     return {
         "image_registry": company.image_registry,
         "ci_project": company.platform_project,
-        "ci_ref": company.platform_ref,
+        "ci_version": company.platform_version,
         "grpc_port": company.grpc_port,
         "label_domain": company.label_domain,
         "environments": [
@@ -186,7 +231,7 @@ def expected() -> dict[Path, str]:
     company, envs = platform_config.company(), platform_config.environments()
     return {
         PLATFORM_CI: platform_ci(company, envs),
-        USERCODE_CI: usercode_ci(company, envs),
+        COMPONENT: component(company, envs),
         PLATFORM_JSON: platform_json(company, envs),
         COPIER_YML: copier_yml(company, envs),
         paths.TEMPLATE_INSTANCE: template_instance(),

@@ -34,7 +34,8 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DOMAIN = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z]{2,}$")
 _HOST = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)*[a-z0-9]([-a-z0-9]*[a-z0-9])?(:[0-9]{1,5})?$")
 _PROJECT = re.compile(r"^[a-zA-Z0-9_.-]+(/[a-zA-Z0-9_.-]+)+$")
-_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+# A release of the platform repository: a semver tag, as GitLab's CI/CD Catalog publishes components from.
+_VERSION = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
 # An image repository without tag: host[:port]/path, lowercase (OCI distribution spec).
 _REGISTRY = re.compile(r"^[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$")
 COMPANY_FILE = "platform/company.yaml"
@@ -74,7 +75,7 @@ class Company:
     name: str
     gitlab_host: str
     platform_project: str
-    platform_ref: str
+    platform_version: str
     image_registry: str
     label_domain: str
     grpc_port: int
@@ -89,7 +90,7 @@ _COMPANY_KEYS = {
     "name": (_DNS_LABEL, "a short lowercase slug, e.g. example-corp"),
     "gitlab.host": (_HOST, "a host name without scheme, e.g. gitlab.example.com"),
     "gitlab.project": (_PROJECT, "the platform repository's path, e.g. data/dagster-platform"),
-    "gitlab.ref": (_REF, "a branch or tag, e.g. main"),
+    "gitlab.version": (_VERSION, "a release (semver tag) of the platform repository, e.g. 1.4.0"),
     "image_registry": (_REGISTRY, "host/path without scheme, tag or trailing '/', e.g. registry.example.com/dagster"),
     "label_domain": (_DOMAIN, "a DNS domain you own, e.g. platform.example.com"),
 }
@@ -98,6 +99,11 @@ _COMPANY_KEYS = {
 def company(path: Path | None = None) -> Company:
     path = path or paths.COMPANY_YAML
     data, where = load_yaml(path), _where(path)
+    if get_path(data, "gitlab.ref") is not None:
+        raise PlatformConfigError(
+            f"{where}: gitlab.ref was replaced by gitlab.version: the release (semver tag, e.g. 1.4.0) user-code"
+            " repos pin their CI/CD component and tools at (docs/adopt.md)"
+        )
     for key, (pattern, example) in _COMPANY_KEYS.items():
         value = get_path(data, key)
         if value is None or value == "":
@@ -111,7 +117,7 @@ def company(path: Path | None = None) -> Company:
         name=data["name"],
         gitlab_host=data["gitlab"]["host"],
         platform_project=data["gitlab"]["project"],
-        platform_ref=data["gitlab"]["ref"],
+        platform_version=data["gitlab"]["version"],
         image_registry=data["image_registry"],
         label_domain=data["label_domain"],
         grpc_port=port,

@@ -125,7 +125,7 @@ def _pinned(plan: Plan) -> list[tuple[str, list[str], str, str, bool]]:
         ),
         (
             "CI",
-            [".gitlab-ci.yml", "ci/*.yml", "ci/*.yaml"],
+            [".gitlab-ci.yml", "ci/*.yml", "ci/*.yaml", "templates/*/template.yml"],
             rf'(?m)^(?P<pre>\s*(?P<name>[A-Z][A-Z0-9_]*):\s*"?)(?P<ver>{core})(?P<post>"?)\s*$',
             "variable",
             True,

@@ -14,7 +14,7 @@ from dagster_platform.net import free_port, http_ok
 from dagster_platform.paths import ROOT
 from dagster_platform.template.render import render
 
-from .helpers import FEATURE_PUSH, MAIN, MR, PLATFORM_CI, as_checkout, git, load_usercode, wait_for
+from .helpers import COMPANY, FEATURE_PUSH, MAIN, MR, PLATFORM_CI, as_checkout, git, load_usercode, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -49,10 +49,12 @@ def pipeline_whens(platform_pipeline, usercode_pipeline) -> dict[str, dict[str, 
 
 @pytest.fixture(scope="session")
 def platform_remote(tmp_path_factory) -> str:
-    """A git repo holding this working tree's platform tools, at branch `main`, for jobs that fetch them: the
-    Python package and the generated facts the stdlib-only tools read (ci/generated/platform.json).
+    """A git repo holding this working tree's platform tools, tagged with the release repos pin (company.yaml
+    gitlab.version), for jobs that fetch them: the Python package and the generated facts the stdlib-only tools
+    read (ci/generated/platform.json).
 
-    Stands in for the platform project on GitLab (PLATFORM_CI_GIT_URL), so the jobs' real fetch runs.
+    Stands in for the platform project on GitLab (PLATFORM_TOOLS_GIT_URL), so the jobs' real fetch runs: at the
+    component's own version, as on GitLab.
     """
     repo = tmp_path_factory.mktemp("platform-remote")
     shutil.copytree(ROOT / "src" / "dagster_platform", repo / "src" / "dagster_platform")
@@ -61,6 +63,7 @@ def platform_remote(tmp_path_factory) -> str:
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "platform tools")
+    git(repo, "tag", COMPANY.platform_version)
     return repo.as_uri()
 
 

@@ -15,12 +15,13 @@ import pytest
 
 from dagster_platform import platform_config
 from dagster_platform.ci.config import Pipeline, load_pipeline, platform_projects
-from dagster_platform.generate import template_platform
+from dagster_platform.generate import COMPONENT, template_platform
 from dagster_platform.paths import ROOT
 from dagster_platform.platform_config import Environment
 
 PLATFORM_CI = ROOT / ".gitlab-ci.yml"
-USERCODE_CI = ROOT / "ci" / "usercode.gitlab-ci.yml"
+# The user-code pipeline: a CI/CD component of the platform project, which rendered repos include by version.
+USERCODE_CI = COMPONENT
 
 COMPANY = platform_config.company()
 # Every declared environment, in promotion order.
@@ -64,10 +65,10 @@ def cluster_variables(live: Environment, url: str) -> dict[str, str]:
 
 
 def other_answers() -> dict:
-    """A second answer set: another location, package, platform project and pinned ref (the company's own
+    """A second answer set: another location, package, platform project and pinned release (the company's own
     environments, as `make new-usercode` passes them)."""
     platform = template_platform(COMPANY, ENVIRONMENTS)
-    platform.update(ci_project="data/platform", ci_ref="v2.3.0")
+    platform.update(ci_project="data/platform", ci_version="2.3.0")
     return {
         "project_name": "Sales Forecasts",
         "location_name": "sales-forecasts",

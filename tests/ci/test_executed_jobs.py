@@ -61,7 +61,7 @@ def test_failing_lint_fails_the_job(rendered_repo, usercode_pipeline, tmp_path):
 
 
 def _run_tools_job(pipeline, job, workdir, platform_remote):
-    return run_job(pipeline, job, workdir, overrides={"PLATFORM_CI_GIT_URL": platform_remote})
+    return run_job(pipeline, job, workdir, overrides={"PLATFORM_TOOLS_GIT_URL": platform_remote})
 
 
 def test_version_guard_job_passes_on_the_rendered_lock(rendered_repo, usercode_pipeline, platform_remote, tmp_path):
@@ -152,7 +152,7 @@ def test_deploy_job_upgrades_then_smoke_checks(
         workdir,
         pipeline_source="push",
         branch="main",
-        overrides={**cluster_variables(env, webserver), **stub_env, "PLATFORM_CI_GIT_URL": platform_remote},
+        overrides={**cluster_variables(env, webserver), **stub_env, "PLATFORM_TOOLS_GIT_URL": platform_remote},
     )
     assert result.ok, result.output[-4000:]
     assert "smoke: OK: location 'example-pipelines' is LOADED" in result.output
@@ -178,7 +178,7 @@ def test_deploy_job_fails_when_the_location_does_not_load(
     stub_env, log = cluster_stubs
     workdir = fresh_checkout(rendered_repo, tmp_path)
     # The same job for a location whose code server is not there (`broken` in the webserver's workspace).
-    overrides = {**cluster_variables(FIRST, webserver), **stub_env, "PLATFORM_CI_GIT_URL": platform_remote}
+    overrides = {**cluster_variables(FIRST, webserver), **stub_env, "PLATFORM_TOOLS_GIT_URL": platform_remote}
     overrides["DAGSTER_LOCATION"] = "broken"
     overrides["SMOKE_TIMEOUT"] = "3"
     result = run_job(

@@ -14,6 +14,9 @@ import pytest
 from dagster_platform.ci.config import flatten, load_pipeline
 from dagster_platform.ci.runner import run_job
 from dagster_platform.paths import ROOT
+from dagster_platform.platform_config import company
+
+from .helpers import as_checkout
 
 
 @pytest.mark.slow
@@ -26,6 +29,22 @@ def test_platform_lint_job_passes(tmp_path):
     # What failed, without uv's list of the packages it installed first.
     output = "\n".join(line for line in result.output.splitlines() if not re.match(r"lint >\s+[-+] \S+==", line))
     assert result.ok, output[-4000:]
+
+
+@pytest.mark.parametrize("prefix", ["", "v"])
+def test_release_job_releases_only_the_version_repos_pin(prefix, platform_pipeline, tmp_path):
+    """The release job's script in a tag pipeline (its `release:` is GitLab's, not run here): the tag
+    platform/company.yaml's gitlab.version names passes, any other fails in one line naming both."""
+    version = company().platform_version
+    (tmp_path / "README.md").write_text("tagged\n")
+    workdir = as_checkout(tmp_path)
+    tag = prefix + version
+    result = run_job(platform_pipeline, "release", workdir, pipeline_source="push", tag=tag)
+    if tag == version:
+        assert result.ok, result.output[-4000:]
+    else:
+        assert result.returncode != 0
+        assert f"release: tag {tag} is not platform/company.yaml gitlab.version ({version})" in result.output
 
 
 def _apt_packages(line: str) -> set[str]:

@@ -1,4 +1,4 @@
-"""Merge-request previews: the deploy-preview and stop-preview jobs of ci/usercode.gitlab-ci.yml.
+"""Merge-request previews: the deploy-preview and stop-preview jobs of the user-code component (templates/usercode/).
 
 They run in the preview environment: the first environment in promotion order whose platform/values/<env>.yaml
 enables previews (platform_config.preview_environment()); a company where none does has no preview jobs, and the
@@ -331,7 +331,7 @@ def _run(job, repo, pipeline, cluster, platform_remote, tmp_path, **extra):
         **cluster_variables(cluster.environment, cluster.url),
         "CI_MERGE_REQUEST_IID": MR_IID,
         "CI_REGISTRY_IMAGE": IMAGE_REPOSITORY,
-        "PLATFORM_CI_GIT_URL": platform_remote,
+        "PLATFORM_TOOLS_GIT_URL": platform_remote,
         **cluster.env,
         **extra,
     }

@@ -33,7 +33,7 @@ def test_the_generated_copies_are_in_sync():
 
 
 # What a copy of the repository needs for `dagster-platform generate`: the package, the sources, the copies.
-COPIED = ("src", "platform", "ci/generated", "ci/usercode.gitlab-ci.yml", "usercode-template", "pyproject.toml")
+COPIED = ("src", "platform", "ci/generated", "templates", "usercode-template", "pyproject.toml")
 
 
 @pytest.fixture
@@ -70,18 +70,22 @@ def _drift_lines(done: subprocess.CompletedProcess) -> list[str]:
 
 def test_a_hand_edited_copy_is_one_line_naming_the_file_and_make_generate(checkout):
     assert generate_cli(checkout, "--check").returncode == 0, "this repository's copies drifted: `make generate`"
-    copy = checkout / "ci" / "generated" / "usercode.gitlab-ci.yml"
+    # The component's generated block edited by hand (a deploy's namespace); the hand-written part is the
+    # component's own and is kept as it is.
+    copy = checkout / "templates" / "usercode" / "template.yml"
     original = copy.read_text()
-    copy.write_text(original + "# edited by hand\n")
+    namespace = platform_config.environments()[0].namespace
+    assert f"KUBE_NAMESPACE: {namespace}\n" in original
+    copy.write_text(original.replace(f"KUBE_NAMESPACE: {namespace}\n", "KUBE_NAMESPACE: elsewhere\n", 1))
 
     (line,) = _drift_lines(generate_cli(checkout, "--check"))
-    assert line.startswith("generate: ci/generated/usercode.gitlab-ci.yml "), line
+    assert line.startswith("generate: templates/usercode/template.yml "), line
     assert "`make generate`" in line, line
 
     # The fix the line names: the copy is written again, and the check passes.
     done = generate_cli(checkout)
     assert done.returncode == 0, done.stderr
-    assert "wrote ci/generated/usercode.gitlab-ci.yml" in done.stdout
+    assert "wrote templates/usercode/template.yml" in done.stdout
     assert copy.read_text() == original
     assert generate_cli(checkout, "--check").returncode == 0
 
@@ -97,8 +101,8 @@ def test_a_changed_company_fact_names_every_copy_holding_it(checkout):
     named = [line.removeprefix("generate: ").split(" ", 1)[0] for line in lines]
     assert all("`make generate`" in line for line in lines), lines
     assert len(named) == len(set(named)), lines
-    # The preview label (user-code pipeline), the stdlib tools' facts and the template's answers hold it.
-    assert {"ci/generated/usercode.gitlab-ci.yml", "ci/generated/platform.json"} <= set(named), lines
+    # The preview label (user-code component), the stdlib tools' facts and the template's answers hold it.
+    assert {"templates/usercode/template.yml", "ci/generated/platform.json"} <= set(named), lines
     assert "usercode-template/copier.yml" in named, lines
 
     assert generate_cli(checkout).returncode == 0
@@ -112,7 +116,7 @@ FIXTURE_COMPANY = Company(
     name="example-corp",
     gitlab_host="gitlab.example.org",
     platform_project="data/dagster-platform",
-    platform_ref="main",
+    platform_version="2.7.1",
     image_registry="registry.example.org/data/dagster",
     label_domain="platform.example.org",
     grpc_port=4123,
@@ -152,7 +156,9 @@ def values_dir(tmp_path) -> Path:
 
 
 def _usercode(envs: list[Environment]) -> dict:
-    return yaml.safe_load(generate.usercode_ci(FIXTURE_COMPANY, envs))
+    """The component's jobs document as generated for the fixture company."""
+    _, jobs = yaml.safe_load_all(generate.component(FIXTURE_COMPANY, envs))
+    return jobs
 
 
 def _platform(envs: list[Environment]) -> dict:
@@ -265,9 +271,9 @@ def _platform_project(root: Path, envs: list[Environment]) -> Path:
     user-code pipeline includes it, and the platform's own pipeline (a git checkout: gitlab-ci-local resolves
     local includes among tracked files)."""
     (root / "ci" / "generated").mkdir(parents=True)
+    (root / "templates" / "usercode").mkdir(parents=True)
     shutil.copy(ROOT / ".gitlab-ci.yml", root / ".gitlab-ci.yml")
-    shutil.copy(ROOT / "ci" / "usercode.gitlab-ci.yml", root / "ci" / "usercode.gitlab-ci.yml")
-    (root / "ci" / "generated" / "usercode.gitlab-ci.yml").write_text(generate.usercode_ci(FIXTURE_COMPANY, envs))
+    (root / "templates" / "usercode" / "template.yml").write_text(generate.component(FIXTURE_COMPANY, envs))
     (root / "ci" / "generated" / "platform.gitlab-ci.yml").write_text(generate.platform_ci(FIXTURE_COMPANY, envs))
     return as_checkout(root)
 
@@ -309,3 +315,16 @@ def test_the_policy_passes_a_generated_three_environment_pipeline_and_guards_its
         assert problems == [
             "deploy-live-eu: a manual deploy must set allow_failure: false (blocks the pipeline until run)"
         ], problems
+
+
+def test_the_pinned_release_is_stated_once_and_copied_where_it_is_read(values_dir):
+    """gitlab.version: the template pins it (copier data), the component fetches its tools at it, and the platform's
+    release job refuses a tag other than it."""
+    envs = platform_config.environments(values_dir)
+    version = FIXTURE_COMPANY.platform_version
+    assert generate.template_platform(FIXTURE_COMPANY, envs)["ci_version"] == version
+    spec, jobs = yaml.safe_load_all(generate.component(FIXTURE_COMPANY, envs))
+    assert set(spec["spec"]["inputs"]) >= {"location", "package"}
+    assert jobs["variables"]["PLATFORM_TOOLS_REF"] == version
+    assert jobs["variables"]["PLATFORM_TOOLS_PROJECT"] == FIXTURE_COMPANY.platform_project
+    assert _platform(envs)["variables"]["COMPONENT_VERSION"] == version

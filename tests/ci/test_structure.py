@@ -4,22 +4,27 @@ images. Each rule is shown to pass on the real files and to reject a file that b
 Environments and their roles (the first, a manual one, another one) come from platform/values/ (helpers.py):
 the breakages below are built from whatever this company declares."""
 
+import shutil
+
 import pytest
 import yaml
 
 from dagster_platform.ci.policy import DEFAULT_BRANCH_RULE, MR_RULE, STAGES, check, image_pinned
-from dagster_platform.ci.runner import run_job
+from dagster_platform.ci.runner import context_variables, job_whens, run_job
 from dagster_platform.paths import dagster_version
 from dagster_platform.platform_config import TIERS
 
 from .helpers import (
     AUTOMATIC,
+    COMPANY,
     DELETE,
     ENVIRONMENTS,
     ENVS,
     FIRST,
     LAST,
     MANUAL,
+    as_checkout,
+    load_usercode,
     mutated,
     needs,
     other_than,
@@ -37,7 +42,7 @@ def test_usercode_pipeline_passes(usercode_pipeline):
 
 def test_stage_order(platform_pipeline, usercode_pipeline):
     """The fixed stages, then one stage per environment in promotion order."""
-    assert platform_pipeline.stages == ["lint", "test", "build", "render", "diff", *ENVS], "run `make generate`"
+    assert platform_pipeline.stages == ["lint", "test", "build", "render", "diff", "release", *ENVS], "make generate"
     assert usercode_pipeline.stages == ["lint", "test", "build", "scan", *ENVS], "run `make generate`"
 
 
@@ -100,6 +105,46 @@ def _expected_whens() -> list[tuple[str, str, str, str, str]]:
 def test_jobs_appear_in_the_right_pipelines(kind, job, mr, main, feature_push, pipeline_whens):
     whens = pipeline_whens[kind]
     assert (whens["mr"][job], whens["main"][job], whens["feature_push"][job]) == (mr, main, feature_push)
+
+
+@pytest.mark.parametrize(
+    ("tag", "expected"),
+    [
+        (COMPANY.platform_version, "on_success"),
+        (f"v{COMPANY.platform_version}", "on_success"),  # runs, and refuses a tag that is not gitlab.version
+        ("nightly", "never"),
+    ],
+)
+def test_a_release_tag_runs_the_checks_then_the_release(tag, expected, platform_pipeline):
+    """A semver tag's pipeline: lint, test and every environment's render, then `release`; no upgrade, no diff.
+    Any other tag creates no pipeline."""
+    whens = job_whens(platform_pipeline, context_variables(tag=tag))
+    checks = {job: whens[job] for job in ("lint", "test", "render", "release")}
+    assert checks == dict.fromkeys(checks, expected)
+    assert {whens["diff"], *(whens[f"upgrade-{env}"] for env in ENVS)} == {"never"}
+
+
+def test_the_release_job_needs_the_checks_and_releases_its_tag(platform_pipeline):
+    release = platform_pipeline.jobs()["release"]
+    assert {need["job"] for need in release["needs"]} == {"lint", "test", "render"}
+    assert release["release"]["tag_name"] == "$CI_COMMIT_TAG"
+    assert release["stage"] == "release"
+    # The tag must be the release repos pin: compared with the generated COMPONENT_VERSION.
+    assert platform_pipeline.variables["COMPONENT_VERSION"] == COMPANY.platform_version
+    assert '"$CI_COMMIT_TAG" != "$COMPONENT_VERSION"' in release["script"][0]
+
+
+@pytest.mark.parametrize("variable", ["PLATFORM_TOOLS_REF", "PLATFORM_TOOLS_PROJECT", "DAGSTER_PLATFORM_VERSION"])
+def test_a_repo_restating_what_its_release_states_is_refused(variable, rendered_repo, tmp_path):
+    """A repo's own variables override the component's: tools fetched at another ref than the pinned release would
+    be two statements of one fact again."""
+    repo = tmp_path / "repo"
+    shutil.copytree(rendered_repo, repo, ignore=shutil.ignore_patterns(".git"))
+    ci = yaml.safe_load((repo / ".gitlab-ci.yml").read_text())
+    ci["variables"] = {variable: "9.9.9"}
+    (repo / ".gitlab-ci.yml").write_text(yaml.safe_dump(ci, sort_keys=False))
+    problems = check(load_usercode(as_checkout(repo)), "usercode")
+    assert f".gitlab-ci.yml: sets ['{variable}']: the component's release states them" in problems[0], problems
 
 
 def test_job_outside_its_pipeline_is_refused(usercode_pipeline, tmp_path):
@@ -360,6 +405,20 @@ PLATFORM_BREAKAGES = {
     "an upgrade of another environment": _upgrade_of_another_environment,
     "an upgrade with another environment's kube context": _foreign_context("upgrade"),
     "two jobs upgrade one environment": _two_deploys("platform-{env}", "make platform-upgrade"),
+    "a release before the tests passed": _fixed(
+        set_key(["release", "needs"], ["lint", "render"]), "release: must need ['lint', 'render', 'test']"
+    ),
+    "a release from the default branch": _fixed(
+        set_key(["release", "rules"], [{"if": DEFAULT_BRANCH_RULE}]), "release: must run on release tags only"
+    ),
+    "a release of another tag": _fixed(
+        set_key(["release", "release", "tag_name"], "latest"), "release: release:tag_name must be $CI_COMMIT_TAG"
+    ),
+    "no release job": _fixed(set_key(["release"], DELETE), "job 'release' is missing"),
+    "no release pipelines": _fixed(
+        set_key(["workflow", "rules"], [{"if": MR_RULE}, {"if": DEFAULT_BRANCH_RULE}]),
+        "workflow:rules must allow exactly merge-request, default-branch and release-tag pipelines",
+    ),
 }
 
 

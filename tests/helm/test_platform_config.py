@@ -240,7 +240,7 @@ def test_a_values_dir_without_environments_is_refused(tmp_path):
 # -- the company -------------------------------------------------------------------------------------------
 COMPANY = {
     "name": "example-corp",
-    "gitlab": {"host": "gitlab.example.com", "project": "data/dagster-platform", "ref": "main"},
+    "gitlab": {"host": "gitlab.example.com", "project": "data/dagster-platform", "version": "1.0.0"},
     "image_registry": "registry.example.com/data/dagster",
     "label_domain": "platform.example.com",
     "grpc_port": 4100,
@@ -258,14 +258,14 @@ def test_the_company_is_what_its_file_says(tmp_path):
     company = platform_config.company(write_company(tmp_path))
     assert company == platform_config.Company(
         name="example-corp", gitlab_host="gitlab.example.com", platform_project="data/dagster-platform",
-        platform_ref="main", image_registry="registry.example.com/data/dagster", label_domain="platform.example.com",
-        grpc_port=4100,
+        platform_version="1.0.0", image_registry="registry.example.com/data/dagster",
+        label_domain="platform.example.com", grpc_port=4100,
     )  # fmt: skip
     assert company.image("sales") == "registry.example.com/data/dagster/sales"
 
 
 @pytest.mark.parametrize(
-    "key", ["name", "gitlab.host", "gitlab.project", "gitlab.ref", "image_registry", "label_domain"]
+    "key", ["name", "gitlab.host", "gitlab.project", "gitlab.version", "image_registry", "label_domain"]
 )
 def test_a_company_file_missing_a_key_is_refused_in_one_line(tmp_path, key):
     path = write_company(tmp_path, **{key.replace(".", "__"): DELETE})
@@ -283,6 +283,9 @@ def test_a_company_file_missing_a_key_is_refused_in_one_line(tmp_path, key):
         ("gitlab.host", "https://gitlab.example.com"),
         ("gitlab.host", "gitlab.example.com/"),
         ("gitlab.project", "dagster-platform"),  # no group
+        ("gitlab.version", "main"),  # a branch: repos pin a release
+        ("gitlab.version", "v1.2.0"),  # GitLab's catalog versions are plain semver
+        ("gitlab.version", "1.2"),  # a partial version moves under the repo
         ("label_domain", "platform"),  # not a domain
         ("name", "Example Corp"),
     ],
@@ -290,6 +293,13 @@ def test_a_company_file_missing_a_key_is_refused_in_one_line(tmp_path, key):
 def test_a_malformed_company_value_is_refused_in_one_line(tmp_path, key, value):
     path = write_company(tmp_path, **{key.replace(".", "__"): value})
     assert refusal(lambda: platform_config.company(path)).startswith(f"{path}: {key}: {value!r} is not ")
+
+
+def test_the_former_gitlab_ref_is_refused_naming_its_replacement(tmp_path):
+    path = write_company(tmp_path, gitlab__ref="main")
+    assert refusal(lambda: platform_config.company(path)).startswith(
+        f"{path}: gitlab.ref was replaced by gitlab.version: the release (semver tag, e.g. 1.4.0)"
+    )
 
 
 @pytest.mark.parametrize("port", [None, "4000", 80, 70000, True])

@@ -26,7 +26,7 @@ def platform_facts() -> dict:
 OTHER_PLATFORM = {
     "image_registry": "registry.example.org/analytics",
     "ci_project": "analytics/data-platform",
-    "ci_ref": "stable",
+    "ci_version": "3.1.4",
     "grpc_port": 4123,
     "label_domain": "platform.example.org",
     "environments": [

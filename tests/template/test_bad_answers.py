@@ -145,7 +145,7 @@ def test_template_defaults_are_the_platform_settings():
     assert questions()["platform"]["default"] == platform["platform"], "copier.yml is stale: make generate"
     facts, company = platform["platform"], platform_config.company()
     assert facts["image_registry"] == company.image_registry
-    assert (facts["ci_project"], facts["ci_ref"]) == (company.platform_project, company.platform_ref)
+    assert (facts["ci_project"], facts["ci_version"]) == (company.platform_project, company.platform_version)
     assert (facts["grpc_port"], facts["label_domain"]) == (company.grpc_port, company.label_domain)
     declared = platform_config.environments()
     assert [env["name"] for env in facts["environments"]] == [env.name for env in declared]  # promotion order

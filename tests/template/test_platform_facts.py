@@ -97,9 +97,15 @@ def test_three_other_environments_give_three_deploy_files_and_settings(rendered)
         assert f"| `{env['name']}` | PostgreSQL in `*.{env['warehouse_domain']}`" in readme
     assert f"deploys to `{OTHER_PLATFORM['environments'][0]['name']}`" in readme  # the first in promotion order
     ci = yaml.safe_load((repo / ".gitlab-ci.yml").read_text())
-    assert ci["include"] == [
-        {"project": OTHER_PLATFORM["ci_project"], "ref": OTHER_PLATFORM["ci_ref"], "file": "ci/usercode.gitlab-ci.yml"}
-    ]
+    # The platform's component at the pinned release, stated once: no project, ref or PLATFORM_* variables.
+    assert ci == {
+        "include": [
+            {
+                "component": f"$CI_SERVER_FQDN/{OTHER_PLATFORM['ci_project']}/usercode@{OTHER_PLATFORM['ci_version']}",
+                "inputs": {"location": CUSTOM_ANSWERS["location_name"], "package": CUSTOM_ANSWERS["package_name"]},
+            }
+        ]
+    }
     assert f"EXPOSE {OTHER_PLATFORM['grpc_port']}\n" in (repo / "Dockerfile").read_text()
 
 
@@ -146,7 +152,7 @@ def write_platform(root: Path, platform: dict) -> None:
     """The platform files (platform/company.yaml, platform/values/<env>.yaml) that state `platform`."""
     company = {
         "name": "fixture-company",
-        "gitlab": {"host": "gitlab.example.org", "project": platform["ci_project"], "ref": platform["ci_ref"]},
+        "gitlab": {"host": "gitlab.example.org", "project": platform["ci_project"], "version": platform["ci_version"]},
         "image_registry": platform["image_registry"],
         "label_domain": platform["label_domain"],
         "grpc_port": platform["grpc_port"],

@@ -340,6 +340,31 @@ def test_an_environment_the_platform_adds_arrives_with_the_update(scenario, monk
     assert f"[{added}]" in (repo / "reports/junit.xml").read_text()
 
 
+def test_a_platform_release_moves_the_pinned_component_with_the_update(scenario, monkeypatch):
+    """The platform cuts a release (ci/README.md): gitlab.version bumped (`make generate` rewrites copier.yml's
+    `platform` default), that commit tagged with it. `make update-template` takes the latest tag: the repo's one
+    component include moves to the new version, the tools its jobs fetch with it, and nothing else in the file."""
+    origin, repo = scenario
+    ci = repo / ".gitlab-ci.yml"
+    before = ci.read_text()
+    (include,) = yaml.safe_load(before)["include"]
+    old = include["component"].rsplit("@", 1)[1]
+    major, minor, _ = old.split(".")
+    new = f"{major}.{int(minor) + 1}.0"
+    run(["git", "tag", old], origin)  # the release the repo was rendered from
+    set_platform_default(origin, lambda platform: platform.update(ci_version=new))
+    set_yamllint(template_project(origin) / "pyproject.toml", OLD_YAMLLINT, NEW_YAMLLINT)  # what the cache holds
+    relock(origin, monkeypatch)
+    commit(origin, f"release {new}: gitlab.version (make generate), yamllint bumped")
+    run(["git", "tag", new], origin)
+
+    result = run(["make", "--no-print-directory", "update-template"], repo, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    assert ci.read_text() == before.replace(f"@{old}\n", f"@{new}\n")
+    assert answers(repo)["_commit"] == new
+
+
 def test_a_repo_generated_with_cruft_moves_to_copier_then_updates(scenario, monkeypatch):
     """The documented move (make usercode-to-copier REPO=...: dagster-platform template from-cruft): .cruft.json's
     template, commit and answers become .copier-answers.yml, .cruft.json goes, and make update-template works."""

@@ -11,11 +11,14 @@ from dagster_platform.paths import ROOT
 
 
 def _pipeline(repo: Path | None):
-    """(kind, pipeline, files to schema-check): the platform's own, or a user-code repo's."""
+    """(kind, pipeline, files to schema-check): the platform's own (and its user-code component), or a user-code
+    repo's."""
     from dagster_platform.ci.config import load_pipeline, platform_projects
 
     if repo is None:
-        files = [ROOT / ".gitlab-ci.yml", ROOT / "ci" / "usercode.gitlab-ci.yml"]
+        from dagster_platform.generate import COMPONENT
+
+        files = [ROOT / ".gitlab-ci.yml", COMPONENT]
         return "platform", load_pipeline(files[0]), files
     pipeline = load_pipeline(repo / ".gitlab-ci.yml", projects=platform_projects(), repo_root=repo)
     return "usercode", pipeline, [repo / ".gitlab-ci.yml"]

@@ -3,11 +3,13 @@
 `gitlab-ci-local --preview` resolves includes, `default:`, `extends:`, anchors and `!reference` into the
 effective pipeline; runner.py uses its `--list-json` (rules) and `--force-shell-executor` (job scripts).
 What stays here, and why:
-- the include walk: gitlab-ci-local fetches `include: project|template|remote` over the network (git clone,
-  HTTPS). Offline, we resolve `project:` to a local checkout (the platform repo) and GitLab's own templates to
-  stand-ins in ci/tools/gitlab-templates/ (the real ones live on gitlab.com; our checks leave the template
-  job's own keys alone), seed gitlab-ci-local's include cache with them, and report every include that cannot
-  be found, not only the first;
+- the include walk: gitlab-ci-local fetches `include: component|project|template|remote` over the network (git
+  clone, HTTPS). Offline, we resolve a component or `project:` of the platform to a local checkout (this repo: its
+  templates/ at the pinned version) and GitLab's own templates to stand-ins in ci/tools/gitlab-templates/ (the real
+  ones live on gitlab.com; our checks leave the template job's own keys alone), seed gitlab-ci-local's include
+  cache with them, and report every include that cannot be found, not only the first. gitlab-ci-local then
+  resolves the component itself: `spec: inputs` defaults, types and required inputs; what it does not check
+  and GitLab refuses, an input the component does not declare, is refused here in GitLab's words;
 - `default:`: gitlab-ci-local 4.64.1 inherits only the keys in DEFAULT_KEYS, GitLab more (`interruptible`,
   `retry`, `tags`, `timeout`, ...); a `default:` key it would drop is reported, so our files state those per job
   and what is checked is what GitLab runs;
@@ -92,25 +94,103 @@ class Pipeline:
         return {k: v for k, v in self.config.items() if k not in NOT_JOBS and isinstance(v, dict) and k[0] != "."}
 
 
-def load_pipeline(path: Path, projects: dict[str, Path] | None = None, repo_root: Path | None = None) -> Pipeline:
-    """Resolve a CI file with gitlab-ci-local, offline.
+def seed_includes(
+    path: Path, state: Path, projects: dict[str, Path] | None = None, repo_root: Path | None = None
+) -> Pipeline:
+    """Check every include of `path` and seed gitlab-ci-local's include cache in `state` (config not read yet).
 
-    projects maps `include: project:` names to local checkouts (e.g. the platform project to this repo);
-    repo_root is where `include: local:` paths start (default: the CI file's directory).
+    projects maps the platform project's path (as a component or `include: project:` names it) to a local
+    checkout (e.g. this repo); repo_root is where `include: local:` paths start (default: the CI file's directory).
     """
-    projects, repo_root = projects or {}, (repo_root or path.parent).resolve()
     pipeline = Pipeline(path=path, config={}, files=[path])
+    _walk(pipeline, path, state / "includes", projects or {}, (repo_root or path.parent).resolve(), None, 0)
+    return pipeline
+
+
+def load_pipeline(path: Path, projects: dict[str, Path] | None = None, repo_root: Path | None = None) -> Pipeline:
+    """Resolve a CI file with gitlab-ci-local, offline (seed_includes, then `gitlab-ci-local --preview`)."""
+    repo_root = (repo_root or path.parent).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp)
-        _walk(pipeline, path, state / "includes", projects, repo_root, None, 0)
+        pipeline = seed_includes(path, state, projects, repo_root)
         if pipeline.problems:
             return pipeline
         done = gitlab_ci_local(repo_root, state, "--preview", "--file", os.path.relpath(path.resolve(), repo_root))
     if done.returncode != 0 or not done.stdout.startswith("---"):
-        pipeline.problems.append(f"{path}: gitlab-ci-local --preview failed: {(done.stderr + done.stdout)[-2000:]}")
+        pipeline.problems.append(f"{path}: gitlab-ci-local --preview failed: {refusal(done.stderr + done.stdout)}")
         return pipeline
     pipeline.config = yaml.safe_load(done.stdout)
     return pipeline
+
+
+# gitlab-ci-local names a component by its place in the include cache; the message names its address instead.
+_CACHED_COMPONENT = re.compile(
+    r"[^\s`]*includes/[^/\s]+/(?P<project>\S+)/(?P<version>[^/\s]+)/templates/(?P<name>[^/\s]+)"
+    r"(?:/template)?\.yml"
+)
+INVALID = "This GitLab CI configuration is invalid"
+
+
+def refusal(output: str) -> str:
+    """gitlab-ci-local's own refusal line(s) when it gave one (its git remote notes left out), else its output's end."""
+    lines = [line.strip() for line in output.splitlines() if INVALID in line]
+    text = "\n".join(lines) if lines else output[-2000:]
+    return _CACHED_COMPONENT.sub(lambda m: f"component {m['project']}/{m['name']}@{m['version']}", text)
+
+
+def _documents(file: Path) -> list:
+    try:
+        return list(yaml.load_all(file.read_text(), Loader=_Loader))  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise CIConfigError(f"{file}: invalid YAML: {exc}") from exc
+
+
+def _spec_and_config(file: Path) -> tuple[dict, object]:
+    """A CI file's `spec:` header (empty when it has none) and its configuration document."""
+    docs = _documents(file)
+    if len(docs) == 2 and isinstance(docs[0], dict) and "spec" in docs[0]:
+        return docs[0]["spec"] or {}, docs[1]
+    if len(docs) != 1:
+        raise CIConfigError(f"{file}: a CI file is one YAML document, or a `spec:` header and one after `---`")
+    return {}, docs[0]
+
+
+# include: component: <host>/<project path>/<component name>@<version>
+_COMPONENT = re.compile(r"^(?P<host>[^/\s]+)/(?P<project>[^@\s]+)/(?P<name>[^/@\s]+)@(?P<version>\S+)$")
+_PARTIAL = re.compile(r"^(~latest|\d+(\.\d+)?)$")
+
+
+def _component(pipeline: Pipeline, file: Path, entry: dict, cache: Path, projects, root: Path, depth: int) -> None:
+    """An `include: component:` of a known project: its file checked and put where gitlab-ci-local looks for it."""
+    address = str(entry["component"])
+    match = _COMPONENT.match(address)
+    if match is None:
+        pipeline.problems.append(f"{file}: component {address!r} is not <host>/<project>/<name>@<version>")
+        return
+    project, name, version = match["project"], match["name"], match["version"]
+    if project not in projects:
+        pipeline.problems.append(f"{file}: include of component project {project!r} that is not known here")
+        return
+    if _PARTIAL.match(version):
+        pipeline.problems.append(f"{file}: component {address}: pin a full release, e.g. @1.4.0 (not {version})")
+        return
+    candidates = [Path("templates") / f"{name}.yml", Path("templates") / name / "template.yml"]
+    found = next((c for c in candidates if (projects[project] / c).is_file()), None)
+    if found is None:
+        pipeline.problems.append(f"{file}: component {address}: {project} has no {' or '.join(map(str, candidates))}")
+        return
+    source = projects[project] / found
+    spec, _ = _spec_and_config(source)
+    declared = (spec.get("inputs") or {}) if isinstance(spec, dict) else {}
+    unknown = sorted(set(entry.get("inputs") or {}) - set(declared))
+    if unknown:  # GitLab's own refusal; gitlab-ci-local would ignore them
+        pipeline.problems.append(f"{file}: component {address}: unknown input arguments: {', '.join(unknown)}")
+        return
+    pipeline.files.append(source)
+    target = cache / _remote_host(root) / project / version / found
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, target)
+    _walk(pipeline, source, cache, projects, root, (project, version), depth + 1)
 
 
 def _walk(pipeline: Pipeline, file: Path, cache: Path, projects, root: Path, project, depth: int) -> None:
@@ -118,10 +198,7 @@ def _walk(pipeline: Pipeline, file: Path, cache: Path, projects, root: Path, pro
 
     project is (name, ref) while walking a file of another project: its local includes are that project's files.
     """
-    try:
-        data = yaml.load(file.read_text(), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise CIConfigError(f"{file}: invalid YAML: {exc}") from exc
+    _, data = _spec_and_config(file)
     if not isinstance(data, dict):
         raise CIConfigError(f"{file}: a CI file must be a mapping")
     dropped = sorted(set(data.get("default") or {}) - DEFAULT_KEYS)
@@ -133,7 +210,9 @@ def _walk(pipeline: Pipeline, file: Path, cache: Path, projects, root: Path, pro
         if depth >= 10:
             pipeline.problems.append(f"{file}: includes nested deeper than GitLab allows")
             return
-        if "template" in entry:
+        if "component" in entry:
+            _component(pipeline, file, entry, cache, projects, root, depth)
+        elif "template" in entry:
             pipeline.templates.append(entry["template"])
             stand_in = GITLAB_TEMPLATES / entry["template"]
             if not stand_in.is_file():
@@ -213,14 +292,34 @@ def referenced_variables(text: str) -> set[str]:
 
 
 def schema_check(paths: list[Path]) -> tuple[bool, str]:
-    """Validate CI files against GitLab's CI schema as vendored in check-jsonschema (offline)."""
-    command = [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.gitlab-ci", *map(str, paths)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    return result.returncode == 0, (result.stdout + result.stderr).strip()
+    """Validate CI files against GitLab's CI schema as vendored in check-jsonschema (offline).
+
+    A component file is two YAML documents (the `spec:` header, then the configuration): each is validated, and
+    named `<file> (document N)` in the output."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files, names = [], {}
+        for path in paths:
+            texts = re.split(r"(?m)^---[ \t]*$", path.read_text())
+            if len(texts) == 1:
+                files.append(str(path))
+                continue
+            for number, text in enumerate(texts, 1):
+                if yaml.load(text, Loader=_Loader) is None:  # noqa: S506 - nothing before a leading `---`
+                    continue
+                part = Path(tmp) / f"{len(files)}-{path.stem}-{number}.yml"
+                part.write_text(text)
+                files.append(str(part))
+                names[str(part)] = f"{path} (document {number})"
+        command = [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.gitlab-ci", *files]
+        result = subprocess.run(command, capture_output=True, text=True)
+    output = (result.stdout + result.stderr).strip()
+    for part, name in names.items():
+        output = output.replace(part, name)
+    return result.returncode == 0, output
 
 
 def platform_projects(project: str | None = None) -> dict[str, Path]:
-    """The platform project as user-code repos name it in their include (platform/company.yaml) -> this checkout."""
+    """The platform project as user-code repos name it in their component include (company.yaml) -> this checkout."""
     if project is None:
         from dagster_platform.platform_config import company
 

@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from dagster_platform.ci.config import (
     Pipeline,
     expand_vars,
@@ -30,7 +32,7 @@ from dagster_platform.platform_config import Environment, environments, preview_
 
 # The stages before the deploys; then one stage per environment, named after it, in promotion order.
 STAGES = {
-    "platform": ["lint", "test", "build", "render", "diff"],
+    "platform": ["lint", "test", "build", "render", "diff", "release"],
     "usercode": ["lint", "test", "build", "scan"],
 }
 # The commands a developer runs locally, exactly.
@@ -40,6 +42,13 @@ DEVELOPER_JOBS = {
 }
 MR_RULE = '$CI_PIPELINE_SOURCE == "merge_request_event"'
 DEFAULT_BRANCH_RULE = "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"
+# The platform's release pipelines: a semver tag publishes the user-code component, after these checks passed.
+RELEASE_RULE = r"$CI_COMMIT_TAG =~ /^v?\d+\.\d+\.\d+$/"
+RELEASE_NEEDS = {"lint", "test", "render"}
+PIPELINES = {
+    "platform": {MR_RULE, DEFAULT_BRANCH_RULE, RELEASE_RULE},
+    "usercode": {MR_RULE, DEFAULT_BRANCH_RULE},
+}
 # GitLab review apps (merge-request previews): the preview environment only, merge requests only, always stoppable.
 REVIEW_PREFIX = "review/"
 CONTAINER_SCANNING = "Jobs/Container-Scanning.gitlab-ci.yml"
@@ -67,16 +76,21 @@ def check(pipeline: Pipeline, kind: str) -> list[str]:
     """The rules over `pipeline` for the environments platform/values/ declares (platform_config)."""
     envs = environments()
     problems = list(pipeline.problems)
+    if problems and not pipeline.config:  # nothing resolved: each rule would only repeat that
+        return problems
     variables = pipeline.variables
     jobs = pipeline.jobs()
 
-    # Pipelines: merge requests and the default branch only.
+    # Pipelines: merge requests and the default branch only (and the platform's release tags).
     rules = (pipeline.config.get("workflow") or {}).get("rules") or []
     conditions = {_norm(r.get("if", "")) for r in rules if isinstance(r, dict) and r.get("when") != "never"}
-    if conditions != {_norm(MR_RULE), _norm(DEFAULT_BRANCH_RULE)}:
-        problems.append(
-            f"workflow:rules must allow exactly merge-request and default-branch pipelines, found {sorted(conditions)}"
+    if conditions != {_norm(rule) for rule in PIPELINES[kind]}:
+        which = (
+            "merge-request, default-branch and release-tag"
+            if kind == "platform"
+            else "merge-request and default-branch"
         )
+        problems.append(f"workflow:rules must allow exactly {which} pipelines, found {sorted(conditions)}")
 
     # Stage order. (A job's unknown stage, an unknown `needs` or one of a later stage: gitlab-ci-local's own
     # validation, reported by load_pipeline.)
@@ -127,6 +141,25 @@ def check(pipeline: Pipeline, kind: str) -> list[str]:
     problems += _check_reviews(jobs, envs)
     if kind == "usercode":
         problems += _check_usercode(pipeline, jobs, variables)
+    else:
+        problems += _check_release(jobs)
+    return problems
+
+
+def _check_release(jobs: dict[str, dict]) -> list[str]:
+    """The platform's `release` job: on release tags only, after the checks, releasing the tag it runs for."""
+    job = jobs.get("release")
+    if job is None:
+        return ["job 'release' is missing (a semver tag publishes the user-code component)"]
+    problems = []
+    active = [r for r in job.get("rules", []) if isinstance(r, dict) and r.get("when") != "never"]
+    if [_norm(r.get("if", "")) for r in active] != [_norm(RELEASE_RULE)] or "manual" in {r.get("when") for r in active}:
+        problems.append(f"release: must run on release tags only (rules: if {RELEASE_RULE})")
+    needs = {n if isinstance(n, str) else n.get("job") for n in job.get("needs") or []}
+    if not needs >= RELEASE_NEEDS:
+        problems.append(f"release: must need {sorted(RELEASE_NEEDS)} (the checks pass first), found {sorted(needs)}")
+    if (job.get("release") or {}).get("tag_name") != "$CI_COMMIT_TAG":
+        problems.append("release: release:tag_name must be $CI_COMMIT_TAG")
     return problems
 
 
@@ -291,6 +324,14 @@ def _check_helm_deploy(name: str, env: str, commands: list[str], job_vars: dict[
 
 def _check_usercode(pipeline: Pipeline, jobs: dict[str, dict], variables: dict[str, str]) -> list[str]:
     problems = []
+    # The release a repo pins is the release of the tools its jobs fetch: its own file may not restate them
+    # (a repo's variables override the component's).
+    own = _own_variables(pipeline.path)
+    restated = sorted(own & {"PLATFORM_TOOLS_PROJECT", "PLATFORM_TOOLS_REF", "DAGSTER_PLATFORM_VERSION"})
+    if restated:
+        problems.append(
+            f"{pipeline.path.name}: sets {restated}: the component's release states them; pin another release instead"
+        )
     if variables.get("DAGSTER_PLATFORM_VERSION") != dagster_version():
         problems.append(
             f"DAGSTER_PLATFORM_VERSION must be the platform's pin {dagster_version()} (pyproject.toml),"
@@ -332,6 +373,16 @@ def _check_usercode(pipeline: Pipeline, jobs: dict[str, dict], variables: dict[s
         elif job.get("allow_failure"):
             problems.append(f"{name}: must not allow failure")
     return problems
+
+
+def _own_variables(path: Path) -> set[str]:
+    """The top-level variables a CI file sets itself (not its includes); none when it is not a plain mapping."""
+    try:
+        data = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except yaml.YAMLError:  # a component file (two documents) or other: load_pipeline reports what is wrong
+        return set()
+    variables = data.get("variables") if isinstance(data, dict) else None
+    return set(variables) if isinstance(variables, dict) else set()
 
 
 def job_scripts(pipeline: Pipeline) -> dict[str, str]:

@@ -45,9 +45,14 @@ class JobResult:
         return self.returncode == 0 and not self.missing_artifacts
 
 
-def context_variables(pipeline_source: str = "push", branch: str = "main", default_branch: str = "main") -> dict:
-    """GitLab's variables for a pipeline of this source on this branch (None: unset, as GitLab leaves it)."""
+def context_variables(
+    pipeline_source: str = "push", branch: str = "main", default_branch: str = "main", tag: str | None = None
+) -> dict:
+    """GitLab's variables for a pipeline of this source on this branch, or of a pushed tag (None: unset, as GitLab
+    leaves it)."""
     env = {"CI_PIPELINE_SOURCE": pipeline_source, "CI_DEFAULT_BRANCH": default_branch}
+    if tag is not None:
+        return env | {"CI_COMMIT_TAG": tag, "CI_COMMIT_BRANCH": None, "CI_COMMIT_REF_NAME": tag}
     if pipeline_source == "merge_request_event":
         return env | {
             "CI_COMMIT_BRANCH": None,
@@ -109,15 +114,18 @@ def run_job(
     *,
     pipeline_source: str = "merge_request_event",
     branch: str = "feature",
+    tag: str | None = None,
     overrides: dict[str, str] | None = None,
     timeout: float = 900,
 ) -> JobResult:
-    """Run a job in workdir; raises RuntimeError if the job would not be created for this pipeline."""
+    """Run a job in workdir (in a pipeline of `tag` when given); raises RuntimeError if the job would not be
+    created for this pipeline."""
     if pipeline.problems:
         raise RuntimeError(f"{pipeline.path} is not a pipeline gitlab-ci-local can run: {pipeline.problems}")
-    variables = {**context_variables(pipeline_source, branch), **(overrides or {})}
+    variables = {**context_variables(pipeline_source, branch, tag=tag), **(overrides or {})}
     if job_whens(pipeline, variables).get(job_name, "never") == "never":
-        raise RuntimeError(f"job {job_name!r} is not part of a {pipeline_source} pipeline on {branch!r}")
+        where = f"tag {tag!r}" if tag is not None else repr(branch)
+        raise RuntimeError(f"job {job_name!r} is not part of a {pipeline_source} pipeline on {where}")
     workdir = workdir.resolve()
     variables["CI_PROJECT_DIR"] = str(workdir)
     with tempfile.TemporaryDirectory() as tmp:

@@ -132,7 +132,8 @@ def _new_command(args) -> int:
                 f"{len(asked())} questions; Enter keeps the pre-filled answer (Ctrl-U clears it).\n"
                 f"Platform settings (not asked): images {facts['image_registry']}/<location>, environments "
                 + ", ".join(f"{env['name']} ({env['namespace']})" for env in facts["environments"])
-                + f", gRPC port {facts['grpc_port']}, CI {facts['ci_project']}@{facts['ci_ref']}."
+                + f", gRPC port {facts['grpc_port']}, CI component"
+                f" {facts['ci_project']}/usercode@{facts['ci_version']}."
             )
         if args.no_input:  # a question without default and no answer: its validator explains what it expects
             given = {**{key: "" for key in asked() if "default" not in questions()[key]}, **given}
