@@ -12,7 +12,8 @@ receiver: a loopback chat webhook writing <state dir>/alerts.jsonl, whose URL th
 workspace.yaml → `dagster instance migrate`, before any process opens the instance (processes opening a
 fresh instance at once race on creating its schema; dev: once per Dagster version) → code servers, each from
 its location's .venv → webserver → daemon, once the webserver answers (its start-up would compete with the
-webserver's for the cores) → ready when every required location is LOADED and every daemon healthy.
+webserver's for the cores) → [stack: Alertmanager, Prometheus and the metrics exporter, metrics/local.py] →
+ready when every required location is LOADED and every daemon healthy.
 Every process goes through the one supervisor (supervisor.py). A step that fails prints its log tail, and
 everything already started is stopped again.
 """
@@ -33,6 +34,7 @@ from dagster_platform.graphql import Client
 from dagster_platform.local import alert_receiver, config, locations, objectstore, postgres, services
 from dagster_platform.local.services import start_object_store, start_postgres
 from dagster_platform.local.supervisor import ComponentFailed, Supervisor, run_once
+from dagster_platform.metrics import local as monitoring
 from dagster_platform.paths import DEV_DIR, ROOT, dagster_version
 
 STATE_DIRS = {"dev": DEV_DIR, "stack": ROOT / ".stack"}
@@ -205,6 +207,8 @@ def up(
     pg_url = pg_url or os.environ.get(postgres.PG_URL_ENV)
     if mode == "stack" and not pg_url:
         postgres.preflight()  # one line naming the cause and the fix, before anything starts
+    if mode == "stack":
+        monitoring.preflight()
     home = home_of(state_dir, mode)
     timings: dict[str, float] = {}
     pg = store = None
@@ -251,6 +255,12 @@ def up(
         sup.wait_ready("webserver", lambda: client.server_info() == 200, timeout)
         say(mode, f"webserver: {url} answering ({time.monotonic() - t_processes:.1f}s)")
         sup.start("daemon", [str(PLATFORM_BIN / "dagster-daemon"), "run", "-w", str(workspace)], env=env, cwd=home)
+        if mode == "stack" and locations.OPS_LOCATION in dirs:  # the exporter runs from the ops location's .venv
+            began = time.monotonic()
+            urls = monitoring.start(sup, env, dirs[locations.OPS_LOCATION], url, webhook, timeout)
+            timings["monitoring"] = time.monotonic() - began
+            say(mode, f"monitoring: Prometheus {urls['prometheus']}/alerts, Alertmanager {urls['alertmanager']}, "
+                      f"exporter {urls['metrics-exporter']}/metrics ({timings['monitoring']:.1f}s)")  # fmt: skip
         also = [f"code-server-{name}" for name in required]  # a required code server that exits fails it at once
         sup.wait_ready("webserver", lambda: client.all_loaded(required), timeout, also=also)
         timings["all_loaded"] = time.monotonic() - t_processes
@@ -280,8 +290,9 @@ def watch(stack: Stack) -> None:
 
 
 def stop_order(names: list[str]) -> list[str]:
-    """Webserver, daemon, code servers, anything else (the object store), Postgres last."""
-    ranks = {"webserver": 0, "daemon": 1, "postgres": 4}
+    """Prometheus and Alertmanager (no alert about the stack going down), webserver, daemon, code servers, anything
+    else (the object store, the exporter), Postgres last."""
+    ranks = {"prometheus": -2, "alertmanager": -1, "webserver": 0, "daemon": 1, "postgres": 4}
     return sorted(names, key=lambda n: ranks.get(n, 2 if n.startswith("code-server-") else 3))
 
 

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 METRICS = {
     "dagster_runs_recent": ("gauge", "Runs that reached a finished status within the window, by status and location"),
     "dagster_runs_finished_total": ("counter", "Runs that finished since the exporter started, by status and location"),
-    "dagster_runs_in_flight": ("gauge", "Queued, starting, started and canceling runs by location (oldest 1000)"),
+    "dagster_runs_in_flight": ("gauge", "Queued, starting, started and canceling runs by location (the oldest 2000)"),
     "dagster_run_queue_length": ("gauge", "Runs waiting in the run queue (QUEUED), exact"),
     "dagster_run_oldest_age_seconds": ("gauge", "Seconds the oldest run has been in its in-flight status, by location"),
     "dagster_run_duration_seconds": ("gauge", "Start-to-end seconds of runs finished in the window (mean, max)"),
@@ -40,8 +40,8 @@ LABELS = {"dagster_exporter_source_up": ["source"]}  # labels of a series that h
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 IN_FLIGHT = ("QUEUED", "STARTING", "STARTED", "CANCELING")
 LOCATION_STATUSES = ("LOADED", "LOADING", "ERROR")
-FINISHED_LIMIT = 5000  # per finished status and window
-IN_FLIGHT_LIMIT = 1000  # per in-flight status, oldest first
+FINISHED_LIMIT = 10000  # runs finished within the window, newest first
+IN_FLIGHT_LIMIT = 2000  # in-flight runs, oldest first
 WORKSPACE_QUERY = """
 query { workspaceOrError { __typename ... on Workspace { locationEntries {
   name loadStatus locationOrLoadError { __typename } } } } }"""
@@ -131,17 +131,18 @@ class PlatformCollector:
                 self.finished_total.setdefault((location, status), 0)
         recent: dict[tuple[str, str], int] = defaultdict(int)
         durations: dict[tuple[str, str], list[float]] = defaultdict(list)
-        for status in FINISHED:
-            filters = RunsFilter(statuses=[DagsterRunStatus(status)], updated_after=since)
-            for record in self.instance.get_run_records(filters=filters, limit=FINISHED_LIMIT):
-                run, location = record.dagster_run, location_of(record.dagster_run)
-                recent[(status, location)] += 1
-                if record.start_time and record.end_time:
-                    durations[(location, run.job_name)].append(record.end_time - record.start_time)
-                updated = record.update_timestamp.timestamp()
-                if run.run_id not in self.counted and updated >= self.started:
-                    self.counted[run.run_id] = updated
-                    self.finished_total[(location, status)] += 1
+        # One query per kind (each opens a database connection: dagster-postgres does not pool them).
+        finished = RunsFilter(statuses=[DagsterRunStatus(s) for s in FINISHED], updated_after=since)
+        for record in self.instance.get_run_records(filters=finished, limit=FINISHED_LIMIT):
+            run, location = record.dagster_run, location_of(record.dagster_run)
+            status = run.status.value
+            recent[(status, location)] += 1
+            if record.start_time and record.end_time:
+                durations[(location, run.job_name)].append(record.end_time - record.start_time)
+            updated = record.update_timestamp.timestamp()
+            if run.run_id not in self.counted and updated >= self.started:
+                self.counted[run.run_id] = updated
+                self.finished_total[(location, status)] += 1
         self.counted = {run_id: t for run_id, t in self.counted.items() if t > now - 2 * self.window}
         for (status, location), count in sorted(recent.items()):
             samples["dagster_runs_recent"].append(({"status": status, "location": location}, float(count)))
@@ -151,22 +152,22 @@ class PlatformCollector:
             for stat, value in (("mean", sum(seconds) / len(seconds)), ("max", max(seconds))):
                 labels = {"location": location, "job": job, "stat": stat}
                 samples["dagster_run_duration_seconds"].append((labels, value))
-        for status in IN_FLIGHT:
-            filters = RunsFilter(statuses=[DagsterRunStatus(status)])
-            counts: dict[str, int] = defaultdict(int)
-            oldest: dict[str, float] = {}
-            for record in self.instance.get_run_records(filters=filters, limit=IN_FLIGHT_LIMIT, ascending=True):
-                location = location_of(record.dagster_run)
-                counts[location] += 1
-                # In this status since: creation (queued), the start (started), the last status change (others).
-                entered = record.start_time if status == "STARTED" and record.start_time else None
-                entered = entered or (record.create_timestamp if status == "QUEUED" else record.update_timestamp)
-                entered = entered if isinstance(entered, float) else entered.timestamp()
-                oldest[location] = max(oldest.get(location, 0.0), now - entered)
-            for location in sorted(counts):
-                labels = {"status": status, "location": location}
-                samples["dagster_runs_in_flight"].append((labels, float(counts[location])))
-                samples["dagster_run_oldest_age_seconds"].append((labels, oldest[location]))
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        oldest: dict[tuple[str, str], float] = {}
+        in_flight = RunsFilter(statuses=[DagsterRunStatus(s) for s in IN_FLIGHT])
+        for record in self.instance.get_run_records(filters=in_flight, limit=IN_FLIGHT_LIMIT, ascending=True):
+            status = record.dagster_run.status.value
+            key = (status, location_of(record.dagster_run))
+            counts[key] += 1
+            # In this status since: creation (queued), the start (started), the last status change (others).
+            entered = record.start_time if status == "STARTED" and record.start_time else None
+            entered = entered or (record.create_timestamp if status == "QUEUED" else record.update_timestamp)
+            entered = entered if isinstance(entered, float) else entered.timestamp()
+            oldest[key] = max(oldest.get(key, 0.0), now - entered)
+        for status, location in sorted(counts):
+            labels = {"status": status, "location": location}
+            samples["dagster_runs_in_flight"].append((labels, float(counts[(status, location)])))
+            samples["dagster_run_oldest_age_seconds"].append((labels, oldest[(status, location)]))
         queued = RunsFilter(statuses=[DagsterRunStatus.QUEUED])
         samples["dagster_run_queue_length"].append(({}, float(self.instance.get_runs_count(filters=queued))))
         heartbeats = self.instance.get_daemon_heartbeats()
