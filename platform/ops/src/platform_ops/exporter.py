@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 # name -> (type, help). The one list of what this exporter exports (the platform's check reads it).
 METRICS = {
     "dagster_runs_recent": ("gauge", "Runs that reached a finished status within the window, by status and location"),
-    "dagster_runs_finished_total": ("counter", "Runs that finished since the exporter started, by status and location"),
+    "dagster_runs_finished_total": ("counter", "Runs finished since the exporter's first scrape, by status, location"),
     "dagster_runs_in_flight": ("gauge", "Queued, starting, started and canceling runs by location (the oldest 2000)"),
     "dagster_run_queue_length": ("gauge", "Runs waiting in the run queue (QUEUED), exact"),
     "dagster_run_oldest_age_seconds": ("gauge", "Seconds the oldest run has been in its in-flight status, by location"),
@@ -76,8 +76,8 @@ class PlatformCollector:
 
     def __init__(self, instance, webserver_url: str | None, window: float):
         self.instance, self.webserver_url, self.window = instance, webserver_url, window
-        self.started = time.time()
         self.lock = threading.Lock()
+        self.first = True  # the first scrape's finished runs are the baseline, not counted
         self.finished_total: dict[tuple[str, str], int] = defaultdict(int)
         self.counted: dict[str, float] = {}  # run id -> update time, of runs already in finished_total
 
@@ -139,11 +139,12 @@ class PlatformCollector:
             recent[(status, location)] += 1
             if record.start_time and record.end_time:
                 durations[(location, run.job_name)].append(record.end_time - record.start_time)
-            updated = record.update_timestamp.timestamp()
-            if run.run_id not in self.counted and updated >= self.started:
-                self.counted[run.run_id] = updated
-                self.finished_total[(location, status)] += 1
+            # Counted by run id, not by time: SQLite keeps update times to the second.
+            if run.run_id not in self.counted:
+                self.counted[run.run_id] = record.update_timestamp.timestamp()
+                self.finished_total[(location, status)] += 0 if self.first else 1
         self.counted = {run_id: t for run_id, t in self.counted.items() if t > now - 2 * self.window}
+        self.first = False
         for (status, location), count in sorted(recent.items()):
             samples["dagster_runs_recent"].append(({"status": status, "location": location}, float(count)))
         for (location, status), count in sorted(self.finished_total.items()):
