@@ -98,7 +98,7 @@ def _status_command(args) -> int:
     state_dir = Path(args.state_dir).resolve()
     meta = Supervisor(state_dir).meta
     for name, address in meta.get("monitoring", {}).items():
-        page = {"prometheus": "/alerts", "metrics-exporter": "/metrics"}.get(name, "")
+        page = {"metrics-exporter": "/metrics"}.get(name, "")  # Prometheus: / leads to its UI (Debian's: /classic)
         lifecycle.say("stack", f"{name}: {address}{page}" + ("" if state.get(name, {}).get("alive") else " (stopped)"))
     url = meta.get("url")
     if url and state.get("webserver", {}).get("alive"):

@@ -259,7 +259,7 @@ def up(
             began = time.monotonic()
             urls = monitoring.start(sup, env, dirs[locations.OPS_LOCATION], url, webhook, timeout)
             timings["monitoring"] = time.monotonic() - began
-            say(mode, f"monitoring: Prometheus {urls['prometheus']}/alerts, Alertmanager {urls['alertmanager']}, "
+            say(mode, f"monitoring: Prometheus {urls['prometheus']}, Alertmanager {urls['alertmanager']}, "
                       f"exporter {urls['metrics-exporter']}/metrics ({timings['monitoring']:.1f}s)")  # fmt: skip
         also = [f"code-server-{name}" for name in required]  # a required code server that exits fails it at once
         sup.wait_ready("webserver", lambda: client.all_loaded(required), timeout, also=also)
