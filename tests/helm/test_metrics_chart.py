@@ -142,3 +142,18 @@ def test_platform_check_names_bad_metrics_values_in_one_line_each(monkeypatch, c
         "30s, 5m, 1h)",
     ], errors
     assert not any("Traceback" in line for line in errors)
+
+
+def test_platform_check_names_a_rule_on_an_unexported_metric_in_one_line(monkeypatch, capsys, tmp_path):
+    from dagster_platform.cli import main
+
+    broken = tmp_path / "alerts.rules.yaml"
+    broken.write_text(rules.RULES_FILE.read_text().replace("dagster_run_queue_length >", "dagster_queue_depth >", 1))
+    monkeypatch.setattr(rules, "RULES_FILE", broken)
+    monkeypatch.setenv("DAGSTER_PLATFORM_HELM", "sdk")
+    assert main(["platform", "check", "--env", ENVS[0]]) == 1
+    errors = [line.strip() for line in capsys.readouterr().err.splitlines() if line.strip().startswith("[")]
+    assert errors == [
+        f"[alert-rules] {broken}: alert QueueBacklog uses dagster_queue_depth, which platform_ops.exporter does not "
+        "export (METRICS)"
+    ]

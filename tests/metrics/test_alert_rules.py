@@ -116,8 +116,9 @@ def test_a_rule_naming_an_unexported_metric_is_one_line(tmp_path):
             "metrics.alerts.daemonHeartbeatFor: '5 minutes' is not a Prometheus duration (e.g. 30s, 5m, 1h)",
         ),  # fmt: skip
         ({"alerts": {"queueBacklogRuns": "many"}}, "metrics.alerts.queueBacklogRuns: 'many' is not a number"),
+        ({"scrapeInterval": "30"}, "metrics.scrapeInterval: '30' is not a Prometheus duration (e.g. 30s, 1m)"),
     ],
-    ids=["no-monitoring-namespace", "not-a-duration", "not-a-number"],
+    ids=["no-monitoring-namespace", "not-a-duration", "not-a-number", "scrape-interval"],
 )
 @pytest.mark.parametrize("env", ENVS)
 def test_bad_metrics_values_are_one_line_each(env, metrics, message):

@@ -100,8 +100,9 @@ def exported_metrics(module: Path = EXPORTER_MODULE) -> dict[str, str]:
     raise ValueError(f"{module}: no METRICS = {{...}} declaration")
 
 
-def check_rule_metrics(rules_file: Path = RULES_FILE, module: Path = EXPORTER_MODULE) -> list[Violation]:
+def check_rule_metrics(rules_file: Path | None = None, module: Path | None = None) -> list[Violation]:
     """Every metric an alert's expression names is exported (or Prometheus' own `up`)."""
+    rules_file, module = rules_file or RULES_FILE, module or EXPORTER_MODULE
     known = set(exported_metrics(module)) | NON_EXPORTER_METRICS
     where = str(rules_file.relative_to(paths.ROOT)) if rules_file.is_relative_to(paths.ROOT) else str(rules_file)
     out = []
@@ -119,6 +120,10 @@ def check_metrics_values(values: Mapping[str, Any], where: str) -> list[Violatio
     out = []
     if metrics.get("enabled") and not metrics.get("monitoringNamespace"):
         message = "metrics.enabled needs metrics.monitoringNamespace (the NetworkPolicy admits only its Prometheus)"
+        out.append(Violation("metrics", where, message))
+    scrape = metrics.get("scrapeInterval")
+    if not (isinstance(scrape, str) and scrape not in ("", "0") and DURATION.match(scrape)):
+        message = f"metrics.scrapeInterval: {scrape!r} is not a Prometheus duration (e.g. 30s, 1m)"
         out.append(Violation("metrics", where, message))
     for key, value in (metrics.get("alerts") or {}).items():
         if DURATION_KEYS.search(key) and not (isinstance(value, str) and value and DURATION.match(value)):
