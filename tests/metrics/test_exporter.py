@@ -69,6 +69,7 @@ def test_every_series_is_what_the_instance_says(instance_home, exporter):
     assert sample(samples, "dagster_run_queue_length") == queued
     # No webserver given: only the instance is read, and it is.
     assert sample(samples, "dagster_exporter_source_up", source="instance") == 1.0
+    assert sample(samples, "dagster_exporter_source_up", source="webserver") is None
     # The history's runs all finished before the exporter started: the counter starts at zero.
     assert not [v for k, v in samples.items() if k[0] == "dagster_runs_finished_total" and v]
     assert sample(samples, "dagster_exporter_scrape_duration_seconds") < 5

@@ -102,36 +102,42 @@ class PlatformCollector:
 
     def _read(self) -> tuple[dict[str, list[tuple[dict[str, str], float]]], dict[str, bool]]:
         samples: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
-        up = {"instance": True, "webserver": True}
+        up: dict[str, bool] = {}
         locations: dict[str, str] = {}
         if self.webserver_url:
             try:
-                locations = workspace_statuses(self.webserver_url)
-            except Exception:  # noqa: BLE001 - an unreachable webserver is a metric, not a crash
+                locations, up["webserver"] = workspace_statuses(self.webserver_url), True
+            except Exception as exc:  # noqa: BLE001 - an unreachable webserver is a metric, not a crash
                 up["webserver"] = False
+                print(f"scrape: cannot read the webserver's workspace: {type(exc).__name__}: {exc}", flush=True)
         for location, status in sorted(locations.items()):
             for candidate in LOCATION_STATUSES:
                 value = 1.0 if candidate == status else 0.0
                 samples["dagster_code_location_status"].append(({"location": location, "status": candidate}, value))
         try:
-            self._read_instance(samples, list(locations))
-        except Exception:  # noqa: BLE001 - e.g. Postgres unreachable: said by dagster_exporter_source_up
+            from_instance: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+            now = time.time()
+            self._read_finished(from_instance, list(locations), now)
+            self._read_in_flight(from_instance, now)
+            self._read_daemons(from_instance, now)
+            samples.update(from_instance)
+            up["instance"] = True
+        except Exception as exc:  # noqa: BLE001 - e.g. Postgres unreachable: said by dagster_exporter_source_up
             up["instance"] = False
-            for name in [n for n in samples if not n.startswith("dagster_code_location")]:
-                del samples[name]
+            print(f"scrape: cannot read the instance: {type(exc).__name__}: {exc}", flush=True)
         return samples, up
 
-    def _read_instance(self, samples, known_locations: list[str]) -> None:
+    def _read_finished(self, samples, known_locations: list[str], now: float) -> None:
+        """Runs finished within the window (one query: dagster-postgres opens a connection per query): by status,
+        their durations, and the counter of runs finished since the first scrape."""
         from dagster import DagsterRunStatus, RunsFilter
 
-        now = time.time()
-        since = datetime.fromtimestamp(now - self.window, tz=UTC)
         for location in known_locations:  # every counter series exists from 0, so increase() sees the first one
             for status in FINISHED:
                 self.finished_total.setdefault((location, status), 0)
         recent: dict[tuple[str, str], int] = defaultdict(int)
         durations: dict[tuple[str, str], list[float]] = defaultdict(list)
-        # One query per kind (each opens a database connection: dagster-postgres does not pool them).
+        since = datetime.fromtimestamp(now - self.window, tz=UTC)
         finished = RunsFilter(statuses=[DagsterRunStatus(s) for s in FINISHED], updated_after=since)
         for record in self.instance.get_run_records(filters=finished, limit=FINISHED_LIMIT):
             run, location = record.dagster_run, location_of(record.dagster_run)
@@ -153,6 +159,12 @@ class PlatformCollector:
             for stat, value in (("mean", sum(seconds) / len(seconds)), ("max", max(seconds))):
                 labels = {"location": location, "job": job, "stat": stat}
                 samples["dagster_run_duration_seconds"].append((labels, value))
+
+    def _read_in_flight(self, samples, now: float) -> None:
+        """Queued, starting, started and canceling runs, oldest first: counts and the oldest's age in its status;
+        the exact length of the queue."""
+        from dagster import DagsterRunStatus, RunsFilter
+
         counts: dict[tuple[str, str], int] = defaultdict(int)
         oldest: dict[tuple[str, str], float] = {}
         in_flight = RunsFilter(statuses=[DagsterRunStatus(s) for s in IN_FLIGHT])
@@ -161,9 +173,10 @@ class PlatformCollector:
             key = (status, location_of(record.dagster_run))
             counts[key] += 1
             # In this status since: creation (queued), the start (started), the last status change (others).
-            entered = record.start_time if status == "STARTED" and record.start_time else None
-            entered = entered or (record.create_timestamp if status == "QUEUED" else record.update_timestamp)
-            entered = entered if isinstance(entered, float) else entered.timestamp()
+            if status == "STARTED" and record.start_time:
+                entered = record.start_time
+            else:
+                entered = (record.create_timestamp if status == "QUEUED" else record.update_timestamp).timestamp()
             oldest[key] = max(oldest.get(key, 0.0), now - entered)
         for status, location in sorted(counts):
             labels = {"status": status, "location": location}
@@ -171,6 +184,9 @@ class PlatformCollector:
             samples["dagster_run_oldest_age_seconds"].append((labels, oldest[(status, location)]))
         queued = RunsFilter(statuses=[DagsterRunStatus.QUEUED])
         samples["dagster_run_queue_length"].append(({}, float(self.instance.get_runs_count(filters=queued))))
+
+    def _read_daemons(self, samples, now: float) -> None:
+        """Each required daemon's heartbeat age; +Inf when it has none."""
         heartbeats = self.instance.get_daemon_heartbeats()
         for daemon_type in sorted(self.instance.get_required_daemon_types()):
             beat = heartbeats.get(daemon_type)
