@@ -312,6 +312,7 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, wipe: bool = False, quiet: bool = 
         postgres.remove_data(state_dir, sup.meta.get("postgres") or {})  # pgdata, or the server user's dir
         shutil.rmtree(home_of(state_dir, mode), ignore_errors=True)
         shutil.rmtree(state_dir / "logs", ignore_errors=True)
+        shutil.rmtree(monitoring.config_dir(state_dir), ignore_errors=True)  # Prometheus' and Alertmanager's data
         (state_dir / "state.json").unlink(missing_ok=True)
         alerts_file(state_dir).unlink(missing_ok=True)
         if not quiet:
