@@ -49,12 +49,12 @@ def test_exporter_runs_the_ops_image_against_the_clusters_instance(rendered, env
     (container,) = pod["containers"]
     assert container["image"] == f"{ops['image']['repository']}:{ops['image']['tag']}"
     assert container["command"] == ["python", "-m", "platform_ops.exporter"]
-    port = metrics_values(values)["port"]
-    assert f"--port={port}" in container["args"]
+    assert f"--port={metrics_values(values)['port']}" in container["args"]
     # The exporter only reads: the read-only webserver when there is one.
     readonly = values["dagster"]["dagsterWebserver"].get("enableReadOnly")
     webserver = "dagster-dagster-webserver-read-only" if readonly else "dagster-dagster-webserver"
-    assert f"--webserver-url=http://{webserver}:80" in container["args"]
+    port = values["dagster"]["dagsterWebserver"]["service"]["port"]
+    assert f"--webserver-url=http://{webserver}:{port}" in container["args"]
     env_vars = {e["name"]: e for e in container["env"]}
     assert (
         env_vars["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == values["global"]["postgresqlSecretName"]
@@ -63,7 +63,10 @@ def test_exporter_runs_the_ops_image_against_the_clusters_instance(rendered, env
     assert pod["securityContext"]["runAsNonRoot"] is True
     service = objects_of(rendered[env], "Service")[NAME]
     assert service["spec"]["selector"] == deployment["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["ports"] == [{"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"}]
+    metrics_port = metrics_values(values)["port"]
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": metrics_port, "targetPort": "metrics", "protocol": "TCP"}
+    ]
 
 
 @pytest.mark.parametrize("env", ENVS)
