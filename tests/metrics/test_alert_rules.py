@@ -49,11 +49,9 @@ def test_promtool_unit_tests_pass(rendered):
 
 def test_every_alert_has_a_firing_and_a_quiet_case():
     alerts = {rule["alert"] for rule in rules.rules(rules.RULES_FILE.read_text())}
-    cases = [
-        case
-        for group in yaml.safe_load(rules.RULES_TEST_FILE.read_text())["tests"]
-        for case in group.get("alert_rule_test", [])
-    ]
+    groups = yaml.safe_load(rules.RULES_TEST_FILE.read_text())["tests"]
+    assert all(group.get("name") for group in groups), "every promtool test group says what it proves (name)"
+    cases = [case for group in groups for case in group.get("alert_rule_test", [])]
     firing = {case["alertname"] for case in cases if case.get("exp_alerts")}
     quiet = {case["alertname"] for case in cases if not case.get("exp_alerts")}
     assert alerts, "the rule file has no alerts"
