@@ -153,9 +153,9 @@ bench: install ## measure make dev vs dg dev, template → green, dg check, loca
 	$(RUN) python -m bench.bench $(BENCH_FLAGS)
 
 # Production-like local stack (docs/stack.md): Postgres, daemon, webserver on :3000 and one gRPC code server
-# per location, from the platform's instance settings. PORT=3001 as for make dev; STACK_FLAGS='--pg-url postgresql://...'.
+# per location, from the platform's instance settings, with the metrics exporter, Prometheus and Alertmanager. PORT=3001 as for make dev; STACK_FLAGS='--pg-url postgresql://...'.
 .PHONY: stack stack-down
-stack: install ## local stack like the cluster: Postgres, daemon, webserver, one code server per location (PORT=3001)
+stack: install ## local stack like the cluster: Postgres, daemon, webserver, a code server per location, Prometheus (PORT=3001)
 	$(CLI) stack up --port $(PORT) $(STACK_FLAGS)
 
 stack-down: install ## stop everything `make stack` started, by PID; WIPE=1 also deletes its data

@@ -14,6 +14,8 @@ machines) get a pass/FAIL against it. Sections (`--only`):
 - stack:    the local stack (bench/stack.py): up, trivial run latency, draining N queued runs, RSS.
 - locations20: one webserver and daemon with 20 template locations + 1 broken one, next to 1 location
             (bench/locations.py): until all LOADED, RSS, GraphQL latency of the asset graph and the runs page.
+- metrics:  the Prometheus exporter (bench/metrics.py): GET /metrics and its own scrape duration with 1,000 and
+            100,000 runs in history (SQLite), and its RSS.
 - test:     wall time of the platform's own `make test` (a few minutes, so one run unless asked).
 
 bench/sections.py measures (one function per section), bench/report.py aggregates and writes the table and
@@ -35,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import locations
+from bench import locations, metrics
 from bench import sections as s
 from bench.report import SECTIONS, Figure, build_report, merge_previous, render_report, write_doc, write_report
 from dagster_platform.paths import ROOT, dagster_version
@@ -108,6 +110,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "runs": lambda: s.runs_figures(args.runs),
         "stack": lambda: s.stack_figures(args.runs, args.drain_runs, args.stack_baseline),
         "locations20": lambda: locations.locations_figures(args.locations_runs, args.locations),
+        "metrics": lambda: metrics.metrics_figures(),
         "test": lambda: s.test_figures(args.make_test_runs),
     }
     for section in (name for name in SECTIONS if name in args.only):

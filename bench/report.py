@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("dev", "template", "check", "runs", "stack", "locations20", "test")
+SECTIONS = ("dev", "template", "check", "runs", "stack", "locations20", "metrics", "test")
 SCHEMA_VERSION = 1
 
 # Targets from issue 6, for the 2-core machines: figure key → upper limit, checked on the median (every target

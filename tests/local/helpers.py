@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,3 +116,40 @@ def start_alert_receiver(port: int, out: Path, status: int = 200) -> subprocess.
     wait_until(lambda: port_open("127.0.0.1", port) or proc.poll() is not None, 30, "the alert receiver to listen")
     assert proc.poll() is None, out.with_suffix(".log").read_text()
     return proc
+
+
+# --- the stack's Prometheus, Alertmanager and exporter --------------------------------------------------------
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:\\.|[^"\\])*)"')
+
+
+def scrape(url: str) -> dict[tuple[str, frozenset], float]:
+    """The exporter's /metrics as {(metric name, frozenset of (label, value)): value} (Prometheus text format)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if (match := _SAMPLE.match(line)) and not line.startswith("#"):
+            labels = frozenset(_LABEL.findall(match["labels"] or ""))
+            samples[(match["name"], labels)] = float(match["value"])
+    return samples
+
+
+def sample(samples: dict, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def notified(path: Path, alertname: str, status: str = "firing", **labels: str) -> list[dict]:
+    """The alerts of Alertmanager's webhook bodies in the receiver's file (lines with `alerts`), named `alertname`,
+    with that status and those labels."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    bodies = [json.loads(line) for line in lines if line.strip()]
+    return [
+        alert
+        for body in bodies
+        if isinstance(body.get("alerts"), list)
+        for alert in body["alerts"]
+        if alert["labels"].get("alertname") == alertname
+        and alert["status"] == status
+        and all(alert["labels"].get(k) == v for k, v in labels.items())
+    ]

@@ -18,8 +18,9 @@ import pytest
 
 from dagster_platform import procs
 from dagster_platform.local import postgres, registration, supervisor
+from dagster_platform.metrics import local as monitoring
 from dagster_platform.paths import ROOT
-from tests.local.helpers import BROKEN, CANARY, PLATFORM_CLI, wait_until
+from tests.local.helpers import BROKEN, CANARY, PLATFORM_CLI, sample, scrape, wait_until
 
 ADDED = "canary-two"  # a second copy of the platform canary under another location name
 CANARY_DIR = ROOT / "platform" / "local" / CANARY
@@ -139,6 +140,7 @@ def test_rotated_pg_password_refuses_the_old_one_and_every_component_runs_with_t
     assert client.wait_run(client.launch_run(CANARY, "canary_job"), timeout=240)["status"] == "SUCCESS"
     sup = stack.supervisor
     readers = [n for n in sup.components if n.startswith("code-server-") or n in ("daemon", "webserver")]
+    readers += [n for n in ("metrics-exporter",) if n in sup.components]
     pids = {name: sup.components[name].pid for name in readers if sup.alive(name)}
     seen: dict[str, object] = {}
 
@@ -175,5 +177,7 @@ def test_rotated_pg_password_refuses_the_old_one_and_every_component_runs_with_t
     run = client.wait_run(client.launch_run(CANARY, "canary_job", tags={"test": "after-rotation"}), timeout=240)
     assert run["status"] == "SUCCESS", "a run after the rotation must be dequeued, launched and stored"
     wait_until(lambda: all(client.daemon_health().values()), 120, "every required daemon healthy")
+    exporter = monitoring.urls(stack.state_dir)["metrics-exporter"]
+    assert sample(scrape(exporter), "dagster_exporter_source_up", source="instance") == 1.0, "the exporter reads it"
     with pytest.raises(psycopg2.OperationalError):
         dataclasses.replace(stack.pg, password=old_password).connect().close()

@@ -17,6 +17,7 @@ from dagster_platform.helm import values as helm_values
 from dagster_platform.helm.engine import HelmEngine, HelmEngineError, split_manifests
 from dagster_platform.helm.images import instance_image_errors
 from dagster_platform.helm.policies import Violation
+from dagster_platform.metrics import rules as alert_rules
 
 
 # -- the instance the values describe ---------------------------------------------------------------
@@ -76,6 +77,7 @@ def check_values(env: str, *, layers: list[tuple[str, Mapping[str, Any]]] | None
     out += registry.check_workspace(values, locations, where)
     out += registry.check_ops_deployment(values, locations, where)
     out += policies.check_daemon_liveness(values, where)
+    out += alert_rules.check_metrics_values(values, where) + alert_rules.check_rule_metrics()
     out += check_instance_config(env, values, helm_values.load_instance(env))
     for name, layer in layers[:2]:  # the files; what the generated layer repeats of them is found in them
         out += separation.check_environment_separation(env, layer, separation.other_env_files(env), where=name)

@@ -22,6 +22,7 @@ from dagster_platform.helm.policies import (
     obj_name,
     runs_as_non_root,
 )
+from dagster_platform.helm.values import CHART_DIR
 
 # Where each pod-creating kind holds its pod spec: workloads under spec.template, CronJobs one level deeper.
 _TEMPLATE = ("spec", "template", "spec")
@@ -32,7 +33,9 @@ _POD_PATHS = {
 }
 # CRDs kubernetes-validate has no schema for, with the fields this chart renders for them.
 _CRD_SPEC_KEYS = {
-    ("external-secrets.io", "ExternalSecret"): {"refreshInterval", "secretStoreRef", "target", "data", "dataFrom"}
+    ("external-secrets.io", "ExternalSecret"): {"refreshInterval", "secretStoreRef", "target", "data", "dataFrom"},
+    ("monitoring.coreos.com", "ServiceMonitor"): {"selector", "namespaceSelector", "endpoints", "jobLabel"},
+    ("monitoring.coreos.com", "PrometheusRule"): {"groups"},
 }
 # Our NetworkPolicies that must select pods of the official chart's Deployments.
 _MUST_SELECT = ("-webserver-from-ingress", "-core-to-postgres", "-core-to-code-servers", "-core-to-kubernetes-api")
@@ -122,9 +125,13 @@ def _selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
 def check_references(objects: list[Mapping[str, Any]]) -> list[Violation]:
     """Our objects point at the official chart's: Services exist, selectors select pods.
 
-    Only meaningful on the full render (official chart present); returns [] without Deployments.
+    Only meaningful on the full render (official chart present); returns [] without the official chart's
+    Deployments (our own, the metrics exporter, render offline too).
     """
-    deployments = [o for o in objects if o.get("kind") == "Deployment"]
+    ours = f"{CHART_DIR.name}/templates/"
+    deployments = [
+        o for o in objects if o.get("kind") == "Deployment" and not str(o.get("__source__", "")).startswith(ours)
+    ]
     if not deployments:
         return []
     out = []

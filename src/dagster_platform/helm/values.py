@@ -50,6 +50,7 @@ GENERATED_KEYS = (
     "codeLocations",
     "previews.grpcPort",
     "labelDomain",
+    "metrics.runbookUrl",
 )
 # Pod annotation of the webserver(s) and the daemon: the registry's hash, so a registry change rolls them at
 # `helm upgrade` (the chart's own checksum/dagster-workspace is constant with an external ConfigMap).
@@ -236,8 +237,15 @@ def workspace_values(locations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "previews": {"grpcPort": paths.grpc_port()},
         # Prefix of the platform's own labels and annotations (platform/company.yaml label_domain).
         "labelDomain": platform_config.company().label_domain,
+        # The alerts' runbooks: docs/operations.md of this repo on its GitLab (platform/company.yaml).
+        "metrics": {"runbookUrl": runbook_url()},
         "dagster": {"dagsterWebserver": {"workspace": workspace, **roll}, "dagsterDaemon": roll},
     }
+
+
+def runbook_url() -> str:
+    company = platform_config.company()
+    return f"https://{company.gitlab_host}/{company.platform_project}/-/blob/{company.platform_ref}/docs/operations.md"
 
 
 def credentials_values(secret_name: str | None) -> dict[str, Any]:

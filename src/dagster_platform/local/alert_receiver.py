@@ -1,5 +1,6 @@
 """The local stack's chat webhook: a loopback HTTP server that appends each POSTed JSON body as one line to a
-file (`make stack`: <state dir>/alerts.jsonl), so the platform-ops location's alerts are visible locally.
+file (`make stack`: <state dir>/alerts.jsonl), so the platform-ops location's alerts are visible locally, and so
+are Alertmanager's notifications (its webhook JSON is an object too: {"receiver", "status", "alerts": [...], ...}).
 
     python -m dagster_platform.local.alert_receiver --port N --out FILE [--status 500]
 

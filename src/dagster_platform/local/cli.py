@@ -92,7 +92,11 @@ def _status_command(args) -> int:
         mark = "running" if info["alive"] else "stopped"
         lifecycle.say("stack", f"{name:<32} {mark:<8} pid {info['pid']:<8} {info['rss_mib']:>7.1f} MiB")
     state_dir = Path(args.state_dir).resolve()
-    url = Supervisor(state_dir).meta.get("url")
+    meta = Supervisor(state_dir).meta
+    for name, address in meta.get("monitoring", {}).items():
+        page = {"metrics-exporter": "/metrics"}.get(name, "")  # Prometheus: / leads to its UI (Debian's: /classic)
+        lifecycle.say("stack", f"{name}: {address}{page}" + ("" if state.get(name, {}).get("alive") else " (stopped)"))
+    url = meta.get("url")
     if url and state.get("webserver", {}).get("alive"):
         for name, loc in Client(url, timeout=10).locations().items():
             error = f" ERROR: {loc['error'][:200]}" if loc["error"] else ""

@@ -7,8 +7,9 @@ named substitutions, config.write_instance) → Postgres, object store, the aler
 webhook writing <state dir>/alerts.jsonl, whose URL the platform-ops location gets) → workspace.yaml →
 `dagster instance migrate`, before any process opens the instance (processes opening a fresh instance at once
 race on creating its schema) → code servers, each from its location's .venv → webserver → daemon, once the
-webserver answers (its start-up would compete with the webserver's for the cores) → ready when every required
-location is LOADED and every daemon healthy.
+webserver answers (its start-up would compete with the webserver's for the cores) → Alertmanager, Prometheus
+and the metrics exporter (metrics/local.py) → ready when every required location is LOADED and every daemon
+healthy.
 Every process goes through the one supervisor (supervisor.py). A step that fails prints its log tail, and
 everything already started is stopped again.
 """
@@ -29,6 +30,7 @@ from dagster_platform.graphql import Client
 from dagster_platform.local import alert_receiver, config, locations, objectstore, postgres, services
 from dagster_platform.local.services import start_object_store, start_postgres
 from dagster_platform.local.supervisor import Supervisor, run_once
+from dagster_platform.metrics import local as monitoring
 from dagster_platform.paths import ROOT
 
 DEFAULT_STATE_DIR = ROOT / ".stack"
@@ -192,6 +194,7 @@ def up(
     pg_url = pg_url or os.environ.get(postgres.PG_URL_ENV)
     if not pg_url:
         postgres.preflight()  # one line naming the cause and the fix, before anything starts
+    monitoring.preflight()
     home = home_of(state_dir)
     timings: dict[str, float] = {}
     pg = store = None
@@ -235,6 +238,12 @@ def up(
         sup.wait_ready("webserver", lambda: client.server_info() == 200, timeout)
         say("stack", f"webserver: {url} answering ({time.monotonic() - t_processes:.1f}s)")
         sup.start("daemon", [str(PLATFORM_BIN / "dagster-daemon"), "run", "-w", str(workspace)], env=env, cwd=home)
+        if locations.OPS_LOCATION in dirs:  # the exporter runs from the ops location's .venv
+            began = time.monotonic()
+            urls = monitoring.start(sup, env, dirs[locations.OPS_LOCATION], url, webhook, timeout)
+            timings["monitoring"] = time.monotonic() - began
+            say("stack", f"monitoring: Prometheus {urls['prometheus']}, Alertmanager {urls['alertmanager']}, "
+                          f"exporter {urls['metrics-exporter']}/metrics ({timings['monitoring']:.1f}s)")  # fmt: skip
         also = [f"code-server-{name}" for name in required]  # a required code server that exits fails it at once
         sup.wait_ready("webserver", lambda: client.all_loaded(required), timeout, also=also)
         timings["all_loaded"] = time.monotonic() - t_processes
@@ -255,8 +264,9 @@ def up(
 
 
 def stop_order(names: list[str]) -> list[str]:
-    """Webserver, daemon, code servers, anything else (the object store), Postgres last."""
-    ranks = {"webserver": 0, "daemon": 1, "postgres": 4}
+    """Prometheus and Alertmanager (no alert about the stack going down), webserver, daemon, code servers, anything
+    else (the object store, the exporter), Postgres last."""
+    ranks = {"prometheus": -2, "alertmanager": -1, "webserver": 0, "daemon": 1, "postgres": 4}
     return sorted(names, key=lambda n: ranks.get(n, 2 if n.startswith("code-server-") else 3))
 
 
@@ -276,6 +286,7 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, wipe: bool = False, quiet: bool = 
         postgres.remove_data(state_dir, sup.meta.get("postgres") or {})  # pgdata, or the server user's dir
         shutil.rmtree(home_of(state_dir), ignore_errors=True)
         shutil.rmtree(state_dir / "logs", ignore_errors=True)
+        shutil.rmtree(monitoring.config_dir(state_dir), ignore_errors=True)  # Prometheus' and Alertmanager's data
         (state_dir / "state.json").unlink(missing_ok=True)
         alerts_file(state_dir).unlink(missing_ok=True)
         if not quiet:

@@ -212,8 +212,9 @@ def rotate_pg_password(
     """A new password for the stack's database role, as on the cluster (new Secret value, ALTER ROLE, restart
     what read the old one at start): ALTER ROLE through the superuser connection, the new password stored in
     state.json (0600), then every component holding it restarted alone: the code servers first (run workers
-    inherit their environment), then the daemon, then the webserver. `on_altered(old, new)` runs between the
-    ALTER ROLE and the restarts (tests). Raises RotationFailed naming the step and the way back."""
+    inherit their environment), then the daemon, then the webserver, then the metrics exporter. `on_altered(old,
+    new)` runs between the ALTER ROLE and the restarts (tests). Raises RotationFailed naming the step and the way
+    back."""
     saved = dict(stack.supervisor.meta.get("postgres") or {})
     if not saved or saved.get("external"):
         raise NotRegistered(
@@ -246,6 +247,7 @@ def rotate_pg_password(
         on_altered(old, new)
     rotated = attach(stack.state_dir)
     order = [n for n in sup.components if n.startswith("code-server-")] + ["daemon", "webserver"]
+    order += [n for n in ("metrics-exporter",) if n in sup.components]  # it reads the instance too
     for name in order:
         if not sup.alive(name):
             say("stack", f"skipped {name}: not running (it reads the new password when it starts)")
