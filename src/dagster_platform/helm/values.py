@@ -244,8 +244,9 @@ def workspace_values(locations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def runbook_url() -> str:
+    """docs/operations.md on the platform project's default branch (HEAD): the runbooks as they are today."""
     company = platform_config.company()
-    return f"https://{company.gitlab_host}/{company.platform_project}/-/blob/{company.platform_ref}/docs/operations.md"
+    return f"https://{company.gitlab_host}/{company.platform_project}/-/blob/HEAD/docs/operations.md"
 
 
 def credentials_values(secret_name: str | None) -> dict[str, Any]:
