@@ -3,6 +3,8 @@ valid answer, a non-zero exit, and no directory left behind. The checks are copi
 copy: `make new-usercode` (dagster-platform template new) lets copier check CONTEXT and the defaults with them,
 and copier asks again at once when one refuses a typed answer."""
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dagster_platform import platform_config
+from dagster_platform import cli, platform_config
 from dagster_platform.paths import ROOT, TEMPLATE_DIR
 from dagster_platform.template.render import platform_context, questions, render
 
@@ -51,10 +53,17 @@ GOOD = {"owner_team": "sales-analytics", "owner_email": "sales@example.com"}
 
 
 def template_new(tmp_path: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dagster_platform.cli", "template", "new", "--output-dir", str(tmp_path), *args],
-        input=stdin, capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )  # fmt: skip
+    """`dagster-platform template new ...` run in this process (the same main() as the command; a process per
+    case cost a second of imports each): its exit code, stdout and stderr, stdin not a terminal."""
+    out, err, argv = io.StringIO(), io.StringIO(), ["template", "new", "--output-dir", str(tmp_path), *args]
+    saved_stdin = sys.stdin
+    sys.stdin = io.StringIO(stdin)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(argv)
+    finally:
+        sys.stdin = saved_stdin
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def new_no_input(tmp_path: Path, answers: dict) -> subprocess.CompletedProcess:
