@@ -41,7 +41,9 @@ LOCKS = ["uv.lock", "platform/local/platform-canary/uv.lock", TEMPLATE_LOCK]
 LEFT = ["helm/dagster-platform/Chart.lock", "helm/dagster-chart-keys.yaml"]
 # Where the version is history or test data, not a pin: never rewritten.
 # docs/upgrade.md: the restore drill's recorded transcript (versions as they were when it ran).
-HISTORY = ("tests/", "src/dagster_platform/ci/version_guard.py", "docs/upgrade.md")
+# Files that name a Dagster version as history, which an upgrade must not rewrite: tests, the guard's examples, the
+# upgrade doc, and docs/bench.md's results block (figures measured on the version it names, written by make bench).
+HISTORY = ("tests/", "src/dagster_platform/ci/version_guard.py", "docs/upgrade.md", "docs/bench.md")
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 
 
