@@ -1,7 +1,8 @@
-"""`make test` runs the suite on every core (pytest-xdist `--dist loadgroup`): each test file is one group, run
-whole by one worker, so its module fixtures (a rendered repo, a server) start once; tests/helm is one group (it
-renders into the one .dev/helm/<env>/ per environment). A worker that runs tests on tests/local's session stack
-starts its own stack; the files that use it come first, so that both workers start on the longest ones."""
+"""`make test` runs the suite in parallel (pytest-xdist `--dist loadgroup`; the Makefile sets the workers): each
+test file is one group, run whole by one worker, so its module fixtures (a rendered repo, a server) start once;
+tests/helm is one group (it renders into the one .dev/helm/<env>/ per environment). A worker that runs tests on
+tests/local's session stack starts its own stack; the files that use it come first, so that the workers start
+on the longest ones."""
 
 from __future__ import annotations
 
