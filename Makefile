@@ -46,7 +46,7 @@ prerequisites:
 
 # In parallel (pytest-xdist; tests/conftest.py: a file per worker at a time, each worker with its own stack):
 # `make test` with one worker more than cores, as its slow tests mostly wait on Dagster's own clocks (the daemon's
-# 60 s workspace re-read, sensor ticks) while another worker computes (2 cores: 718 s with 2 workers, 626 s with
+# 60 s workspace re-read, sensor ticks) while another worker computes (2 cores: 718 s with 2 workers; 626 and 704 s with
 # 3); `make test-fast` one per core. PYTEST_WORKERS=0 runs either in one process.
 CORES := $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
 PYTEST_PARALLEL = -n $(or $(PYTEST_WORKERS),$(1)) --dist loadgroup
