@@ -71,41 +71,41 @@ def _up_command(args) -> int:
     except ERRORS as exc:
         print(f"stack up failed: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
-    lifecycle.say("stack", f"up in {stack.timings['total']:.1f}s: {stack.url} (stop with `make stack-down`)")
+    lifecycle.say(f"up in {stack.timings['total']:.1f}s: {stack.url} (stop with `make stack-down`)")
     for name, info in lifecycle.status(stack.state_dir).items():
-        lifecycle.say("stack", f"  {name:<32} pid {info['pid']:<8} {info['rss_mib']:>7.1f} MiB  log {info['log']}")
+        lifecycle.say(f"  {name:<32} pid {info['pid']:<8} {info['rss_mib']:>7.1f} MiB  log {info['log']}")
     return 0
 
 
 def _down_command(args) -> int:
     if not lifecycle.down(Path(args.state_dir), wipe=args.wipe):
-        lifecycle.say("stack", "nothing was running")
+        lifecycle.say("nothing was running")
     return 0
 
 
 def _status_command(args) -> int:
     state = lifecycle.status(Path(args.state_dir))
     if not state:
-        lifecycle.say("stack", "no stack state (never started, or wiped)")
+        lifecycle.say("no stack state (never started, or wiped)")
         return 1
     for name, info in state.items():
         mark = "running" if info["alive"] else "stopped"
-        lifecycle.say("stack", f"{name:<32} {mark:<8} pid {info['pid']:<8} {info['rss_mib']:>7.1f} MiB")
+        lifecycle.say(f"{name:<32} {mark:<8} pid {info['pid']:<8} {info['rss_mib']:>7.1f} MiB")
     state_dir = Path(args.state_dir).resolve()
     meta = Supervisor(state_dir).meta
     for name, address in meta.get("monitoring", {}).items():
         page = {"metrics-exporter": "/metrics"}.get(name, "")  # Prometheus: / leads to its UI (Debian's: /classic)
-        lifecycle.say("stack", f"{name}: {address}{page}" + ("" if state.get(name, {}).get("alive") else " (stopped)"))
+        lifecycle.say(f"{name}: {address}{page}" + ("" if state.get(name, {}).get("alive") else " (stopped)"))
     url = meta.get("url")
     if url and state.get("webserver", {}).get("alive"):
         for name, loc in Client(url, timeout=10).locations().items():
             error = f" ERROR: {loc['error'][:200]}" if loc["error"] else ""
-            lifecycle.say("stack", f"location {name}: {loc['status']}{error}")
+            lifecycle.say(f"location {name}: {loc['status']}{error}")
     restart = "make stack-restart COMPONENT=" if state_dir == lifecycle.DEFAULT_STATE_DIR else (
         f"dagster-platform stack --state-dir {state_dir} restart "
     )  # fmt: skip
     for name in (name for name, info in state.items() if not info["alive"]):
-        lifecycle.say("stack", f"{name} is dead (log {state[name]['log']}); restart it alone: {restart}{name}")
+        lifecycle.say(f"{name} is dead (log {state[name]['log']}); restart it alone: {restart}{name}")
     return 0 if all(i["alive"] for i in state.values()) else 1
 
 
@@ -120,7 +120,7 @@ def _restart_command(args) -> int:
     except ERRORS as exc:
         print(f"stack restart failed: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
-    lifecycle.say("stack", f"restarted {args.component} (pid {stack.supervisor.components[args.component].pid})")
+    lifecycle.say(f"restarted {args.component} (pid {stack.supervisor.components[args.component].pid})")
     return 0
 
 
@@ -163,7 +163,7 @@ def _registration_command(args) -> int:
     except (*ERRORS, GraphQLError) as exc:
         print(f"stack {action} failed: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
-    lifecycle.say("stack", done)
+    lifecycle.say(done)
     return 0
 
 
@@ -177,7 +177,7 @@ def _rotate_command(args) -> int:
     except (*ERRORS, GraphQLError) as exc:
         print(f"stack rotate-pg-password failed: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
-    lifecycle.say("stack", "rotated the Postgres password; every component runs with the new one")
+    lifecycle.say("rotated the Postgres password; every component runs with the new one")
     return 0
 
 

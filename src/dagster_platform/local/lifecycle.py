@@ -28,7 +28,7 @@ from pathlib import Path
 from dagster_platform import net, procs
 from dagster_platform.graphql import Client
 from dagster_platform.local import alert_receiver, config, locations, objectstore, postgres, services
-from dagster_platform.local.services import start_object_store, start_postgres
+from dagster_platform.local.services import say, start_object_store, start_postgres
 from dagster_platform.local.supervisor import Supervisor, run_once
 from dagster_platform.metrics import local as monitoring
 from dagster_platform.paths import ROOT
@@ -45,10 +45,6 @@ SCRUBBED = (
     "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "PYTHONPATH", "PYTHONHOME", "DAGSTER_HOME",
     "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
 )  # fmt: skip
-
-
-def say(mode: str, message: str) -> None:
-    print(f"[{mode}] {message}", flush=True)
 
 
 def home_of(state_dir: Path) -> Path:
@@ -131,7 +127,7 @@ def start_alert_receiver(sup: Supervisor, env: dict[str, str], timeout: float) -
     sup.start("alert-receiver", command, env=env, cwd=sup.state_dir, info={"port": port})
     sup.wait_ready("alert-receiver", lambda: net.port_open(HOST, port), timeout)
     url = f"http://{HOST}:{port}/"
-    say("stack", f"alerts: platform-ops posts to {url}; they land in {out}")
+    say(f"alerts: platform-ops posts to {url}; they land in {out}")
     return url
 
 
@@ -152,15 +148,15 @@ def start_code_server(
 def wait_code_server(sup: Supervisor, name: str, port: int, timeout: float) -> float:
     """Until the location's code server listens (`dagster api grpc` does once its code is loaded)."""
     took = sup.wait_ready(f"code-server-{name}", lambda: net.port_open(HOST, port), timeout)
-    say("stack", f"code server {name}: serving gRPC on {HOST}:{port} ({took:.1f}s)")
+    say(f"code server {name}: serving gRPC on {HOST}:{port} ({took:.1f}s)")
     return took
 
 
 def migrate(env: dict[str, str], home: Path, sup: Supervisor) -> float:
     """`dagster instance migrate`."""
-    say("stack", f"instance: creating/migrating the instance schema in {home}")
+    say(f"instance: creating/migrating the instance schema in {home}")
     took = run_once([str(PLATFORM_BIN / "dagster"), "instance", "migrate"], env, sup.log_dir / "migrate.log", cwd=home)
-    say("stack", f"instance: schema ready ({took:.1f}s)")
+    say(f"instance: schema ready ({took:.1f}s)")
     return took
 
 
@@ -205,7 +201,7 @@ def up(
             began = time.monotonic()
             dirs[loc.name] = locations.prepare(loc, loc_dir)
             if not loc.venv_from:
-                say("stack", f"location {loc.name}: sources and .venv ready ({time.monotonic() - began:.1f}s)")
+                say(f"location {loc.name}: sources and .venv ready ({time.monotonic() - began:.1f}s)")
         t_processes = time.monotonic()
         timings["prepare"] = t_processes - t0
         env_name = env_name or config.default_env()
@@ -236,30 +232,30 @@ def up(
         )  # fmt: skip
         client = Client(url, timeout=10)
         sup.wait_ready("webserver", lambda: client.server_info() == 200, timeout)
-        say("stack", f"webserver: {url} answering ({time.monotonic() - t_processes:.1f}s)")
+        say(f"webserver: {url} answering ({time.monotonic() - t_processes:.1f}s)")
         sup.start("daemon", [str(PLATFORM_BIN / "dagster-daemon"), "run", "-w", str(workspace)], env=env, cwd=home)
         if locations.OPS_LOCATION in dirs:  # the exporter runs from the ops location's .venv
             began = time.monotonic()
             urls = monitoring.start(sup, env, dirs[locations.OPS_LOCATION], url, webhook, timeout)
             timings["monitoring"] = time.monotonic() - began
-            say("stack", f"monitoring: Prometheus {urls['prometheus']}, Alertmanager {urls['alertmanager']}, "
+            say(f"monitoring: Prometheus {urls['prometheus']}, Alertmanager {urls['alertmanager']}, "
                           f"exporter {urls['metrics-exporter']}/metrics ({timings['monitoring']:.1f}s)")  # fmt: skip
         also = [f"code-server-{name}" for name in required]  # a required code server that exits fails it at once
         sup.wait_ready("webserver", lambda: client.all_loaded(required), timeout, also=also)
         timings["all_loaded"] = time.monotonic() - t_processes
-        say("stack", f"location{'s' * (len(required) > 1)} {', '.join(required)} LOADED ({timings['all_loaded']:.1f}s)")
+        say(f"location{'s' * (len(required) > 1)} {', '.join(required)} LOADED ({timings['all_loaded']:.1f}s)")
         sup.wait_ready("daemon", lambda: all(client.daemon_health().values()), timeout)
         timings["ready"] = time.monotonic() - t_processes
         timings["total"] = time.monotonic() - t0
-        say("stack", f"daemon: healthy ({', '.join(sorted(client.daemon_health()))}; {timings['ready']:.1f}s)")
+        say(f"daemon: healthy ({', '.join(sorted(client.daemon_health()))}; {timings['ready']:.1f}s)")
         sup.meta.update(url=url, locations={n: {"port": p, "dir": str(dirs[n])} for n, p in ports.items()})
         sup.save()
         return Stack(state_dir, url, pg, store, sup.meta["locations"], timings)
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt)
-        say("stack", f"{exc or 'SIGINT'} received, stopping" if interrupted else f"FAILED: {exc}")
+        say(f"{exc or 'SIGINT'} received, stopping" if interrupted else f"FAILED: {exc}")
         stopped = down(state_dir, quiet=True)
-        say("stack", f"stopped again: {', '.join(stopped) or 'nothing'}")
+        say(f"stopped again: {', '.join(stopped) or 'nothing'}")
         raise
 
 
@@ -279,7 +275,7 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, wipe: bool = False, quiet: bool = 
         if sup.stop(name, grace=grace):
             stopped.append(name)
             if not quiet:
-                say("stack", f"stopped {name} (pid {sup.components[name].pid})")
+                say(f"stopped {name} (pid {sup.components[name].pid})")
     if wipe:
         # Data: the throwaway cluster, the instance directory, logs, state. Location sources/venvs stay
         # (a cache rebuilt from the locks).
@@ -290,7 +286,7 @@ def down(state_dir: Path = DEFAULT_STATE_DIR, wipe: bool = False, quiet: bool = 
         (state_dir / "state.json").unlink(missing_ok=True)
         alerts_file(state_dir).unlink(missing_ok=True)
         if not quiet:
-            say("stack", f"wiped data in {state_dir} (kept locations/)")
+            say(f"wiped data in {state_dir} (kept locations/)")
     return stopped
 
 

@@ -116,7 +116,7 @@ def add_location(stack: Stack, loc: locations.Location, timeout: float = 300) ->
     client, name = stack.client, f"code-server-{loc.name}"
     began = time.monotonic()
     location_dir = locations.prepare(loc, stack.state_dir / "locations")
-    say("stack", f"location {loc.name}: sources and .venv ready in {location_dir} ({time.monotonic() - began:.1f}s)")
+    say(f"location {loc.name}: sources and .venv ready in {location_dir} ({time.monotonic() - began:.1f}s)")
     port = net.free_port()
     entries = {**stack.locations, loc.name: {"port": port, "dir": str(location_dir)}}
     try:
@@ -127,13 +127,12 @@ def add_location(stack: Stack, loc: locations.Location, timeout: float = 300) ->
         workspace = _write_workspace(stack, entries)
         sup.meta["locations"] = entries
         sup.save()
-        say("stack", f"workspace: {workspace} lists {loc.name} (127.0.0.1:{port})")
+        say(f"workspace: {workspace} lists {loc.name} (127.0.0.1:{port})")
         client.reload_workspace()
         sup.wait_ready("webserver", lambda: client.all_loaded([loc.name]), timeout, also=[name])
-        say("stack", f"webserver: workspace reloaded, {loc.name} LOADED ({time.monotonic() - written:.1f}s)")
+        say(f"webserver: workspace reloaded, {loc.name} LOADED ({time.monotonic() - written:.1f}s)")
         took = wait_daemon_sees(stack, loc.name, port, _daemon_refresh_seconds() + 120)
         say(
-            "stack",
             f"daemon: re-read the workspace, {loc.name} is in it ({time.monotonic() - written:.1f}s after the "
             f"write; it re-reads every {_daemon_refresh_seconds()}s; waited {took:.1f}s)",
         )
@@ -145,7 +144,7 @@ def add_location(stack: Stack, loc: locations.Location, timeout: float = 300) ->
         _write_workspace(stack, stack.locations)
         with contextlib.suppress(Exception):
             client.reload_workspace()
-        say("stack", f"undone: {loc.name} stopped and removed from the workspace again")
+        say(f"undone: {loc.name} stopped and removed from the workspace again")
         raise
     return attach(stack.state_dir)
 
@@ -168,9 +167,9 @@ def stop_automation(client: Client, name: str, timeout: float = 120) -> list[str
             label = f"{item['kind']} {item['name']}"
             if label not in stopped:
                 stopped.append(label)
-                say("stack", f"stopped {label} of {name}")
+                say(f"stopped {label} of {name}")
         if not stopped:
-            say("stack", f"no running schedule or sensor in {name}")
+            say(f"no running schedule or sensor in {name}")
             return stopped
         if running or quiet_since is None:
             quiet_since = time.monotonic()
@@ -198,10 +197,10 @@ def remove_location(stack: Stack, name: str, timeout: float = 300) -> Stack:
     workspace = _write_workspace(stack, entries)
     sup.meta["locations"] = entries
     sup.save()
-    say("stack", f"workspace: {workspace} no longer lists {name}")
+    say(f"workspace: {workspace} no longer lists {name}")
     client.reload_workspace()
     sup.wait_ready("webserver", lambda: name not in client.locations(), timeout)
-    say("stack", f"webserver: workspace reloaded, {name} gone; the daemon drops it within {_daemon_refresh_seconds()}s")
+    say(f"webserver: workspace reloaded, {name} gone; the daemon drops it within {_daemon_refresh_seconds()}s")
     _stop_code_server(stack, name)
     return attach(stack.state_dir)
 
@@ -232,7 +231,7 @@ def rotate_pg_password(
                 cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(old.user)), (new.password,))
     except Exception as exc:
         raise RotationFailed(f"ALTER ROLE {old.user} failed ({one_line(exc)}); nothing changed") from exc
-    say("stack", f"postgres: ALTER ROLE {old.user} PASSWORD (new random password); the old one is refused from now on")
+    say(f"postgres: ALTER ROLE {old.user} PASSWORD (new random password); the old one is refused from now on")
     try:
         sup = stack.supervisor
         sup.meta["postgres"] = {**saved, "password": new.password}
@@ -242,7 +241,7 @@ def rotate_pg_password(
             f"storing the new password in {stack.state_dir / 'state.json'} failed ({one_line(exc)}); the role has "
             "the new one: run `stack rotate-pg-password` again once the state dir is writable"
         ) from exc
-    say("stack", f"state: new password stored in {sup.state_file} (mode 0600)")
+    say(f"state: new password stored in {sup.state_file} (mode 0600)")
     if on_altered:
         on_altered(old, new)
     rotated = attach(stack.state_dir)
@@ -250,7 +249,7 @@ def rotate_pg_password(
     order += [n for n in ("metrics-exporter",) if n in sup.components]  # it reads the instance too
     for name in order:
         if not sup.alive(name):
-            say("stack", f"skipped {name}: not running (it reads the new password when it starts)")
+            say(f"skipped {name}: not running (it reads the new password when it starts)")
             continue
         began = time.monotonic()
         try:
@@ -261,7 +260,7 @@ def rotate_pg_password(
                 f"with `stack restart {name}` (log {sup.components[name].log})"
             ) from exc
         pid = Supervisor(stack.state_dir).components[name].pid
-        say("stack", f"restarted {name} with the new password (pid {pid}, {time.monotonic() - began:.1f}s)")
+        say(f"restarted {name} with the new password (pid {pid}, {time.monotonic() - began:.1f}s)")
     return rotated
 
 
@@ -313,7 +312,7 @@ def add_preview(
                              env={"DAGSTER_PREVIEW": f"mr-{mr}"}, required=False)  # fmt: skip
     began = time.monotonic()
     location_dir = locations.prepare(loc, stack.state_dir / "previews")
-    say("stack", f"preview {name}: sources and .venv ready in {location_dir} ({time.monotonic() - began:.1f}s)")
+    say(f"preview {name}: sources and .venv ready in {location_dir} ({time.monotonic() - began:.1f}s)")
     client, port, evicted = stack.client, net.free_port(), []
 
     def register(ws: previews.Workspace) -> previews.Workspace:
@@ -329,19 +328,19 @@ def add_preview(
         sup.meta.setdefault("previews", {})[name] = {"location": location, "mr": int(mr), "port": port,
                                                      "dir": str(location_dir)}  # fmt: skip
         sup.save()
-        say("stack", f"workspace: {store.path} lists preview {name} (127.0.0.1:{port}, DAGSTER_PREVIEW=mr-{mr})")
+        say(f"workspace: {store.path} lists preview {name} (127.0.0.1:{port}, DAGSTER_PREVIEW=mr-{mr})")
         limit = max_per_location or store.read()[0].limit or previews.DEFAULT_MAX_PER_LOCATION
         for old in evicted:  # still served by the webserver until the reload: its automation can be stopped
-            say("stack", f"evicted {old}: the oldest preview of {location} (at most {limit} per location)")
+            say(f"evicted {old}: the oldest preview of {location} (at most {limit} per location)")
             _stop_automation_of(client, old)
         client.reload_workspace()
         sup.wait_ready("webserver", lambda: client.all_loaded([name]) and not set(evicted) & set(client.locations()),
                        timeout, also=[component])  # fmt: skip
-        say("stack", f"webserver: workspace reloaded, {name} LOADED ({time.monotonic() - written:.1f}s)")
+        say(f"webserver: workspace reloaded, {name} LOADED ({time.monotonic() - written:.1f}s)")
         for old in evicted:
             _stop_code_server(stack, old)
         took = wait_daemon_sees(stack, name, port, _daemon_refresh_seconds() + 120)
-        say("stack", f"daemon: re-read the workspace, {name} is in it (waited {took:.1f}s)")
+        say(f"daemon: re-read the workspace, {name} is in it (waited {took:.1f}s)")
     except BaseException as exc:
         sup.stop(component)
         sup.components.pop(component, None)
@@ -352,7 +351,7 @@ def add_preview(
             client.reload_workspace()
         for old in evicted:  # out of the workspace already: their servers go too
             _stop_code_server(stack, old)
-        say("stack", f"undone: {name} stopped and removed from the workspace again")
+        say(f"undone: {name} stopped and removed from the workspace again")
         if isinstance(exc, previews.PreviewError):  # the workspace changed under us (e.g. the location went)
             raise _refusal(exc) from exc
         raise
@@ -370,14 +369,14 @@ def remove_preview(stack: Stack, location: str, mr: int | str, timeout: float = 
     except previews.PreviewError as exc:
         raise _refusal(exc) from exc
     if name not in store.read()[0].previews and f"code-server-{name}" not in sup.components:
-        say("stack", f"preview {name} was not registered; nothing to do")
+        say(f"preview {name} was not registered; nothing to do")
         return attach(stack.state_dir), False
     _stop_automation_of(client, name)
     previews.update(store, lambda ws: previews.remove_preview(ws, name)[0])
-    say("stack", f"workspace: {store.path} no longer lists preview {name}")
+    say(f"workspace: {store.path} no longer lists preview {name}")
     client.reload_workspace()
     sup.wait_ready("webserver", lambda: name not in client.locations(), timeout)
-    say("stack", f"webserver: workspace reloaded, {name} gone; the daemon drops it within {_daemon_refresh_seconds()}s")
+    say(f"webserver: workspace reloaded, {name} gone; the daemon drops it within {_daemon_refresh_seconds()}s")
     _stop_code_server(stack, name)
     return attach(stack.state_dir), True
 
@@ -395,13 +394,13 @@ def sync_registry(stack: Stack, timeout: float = 300) -> Stack:
         raise _refusal(exc) from exc
     ws = store.read()[0]
     change = "unchanged" if ws == before else "rewritten"
-    say("stack", f"workspace: {store.path} {change}: {len(ws.registry)} registered location(s), "
+    say(f"workspace: {store.path} {change}: {len(ws.registry)} registered location(s), "
         f"{len(ws.previews)} preview(s) kept ({', '.join(sorted(ws.previews)) or 'none'})")  # fmt: skip
     client.reload_workspace()
     serving = [n for n in ws.registry if sup.alive(f"code-server-{n}")] + sorted(ws.previews)
     began = time.monotonic()
     sup.wait_ready("webserver", lambda: client.all_loaded(serving), timeout)
-    say("stack", f"webserver: workspace reloaded, {', '.join(serving)} LOADED ({time.monotonic() - began:.1f}s)")
+    say(f"webserver: workspace reloaded, {', '.join(serving)} LOADED ({time.monotonic() - began:.1f}s)")
     return attach(stack.state_dir)
 
 
@@ -413,7 +412,7 @@ def _stop_automation_of(client: Client, name: str) -> None:
         stop_automation(client, name)
     else:
         why = (state["error"] or state["status"]).splitlines()[0] if state else "not in the webserver's workspace"
-        say("stack", f"could not list the schedules and sensors of {name}: it is not loaded ({why})")
+        say(f"could not list the schedules and sensors of {name}: it is not loaded ({why})")
 
 
 def _stop_code_server(stack: Stack, name: str) -> None:
@@ -424,5 +423,5 @@ def _stop_code_server(stack: Stack, name: str) -> None:
     sup.components.pop(component, None)
     sup.meta.get("previews", {}).pop(name, None)
     sup.save()
-    say("stack", f"stopped {component} (pid {pids[0]}, its run workers included)" if stopped and pids else
+    say(f"stopped {component} (pid {pids[0]}, its run workers included)" if stopped and pids else
         f"{component} was not running")  # fmt: skip
