@@ -44,12 +44,12 @@ dev: install ## serve the Dagster UI on http://127.0.0.1:3000 with the example c
 prerequisites:
 	@sh ci/scripts/test-prerequisites.sh
 
-# In parallel (pytest-xdist; tests/conftest.py: a file per worker at a time, each worker with its own stack):
-# `make test` with one worker more than cores, as its slow tests mostly wait on Dagster's own clocks (the daemon's
-# 60 s workspace re-read, sensor ticks) while another worker computes (2 cores: 718 s with 2 workers; 626 and 704 s with
-# 3); `make test-fast` one per core. PYTEST_WORKERS=0 runs either in one process.
+# In parallel (pytest-xdist; tests/conftest.py: each file whole on one worker, the longest handed out first, each
+# worker with its own stack): `make test` with one worker more than cores, as its slow tests mostly wait on Dagster's
+# own clocks (the daemon's 60 s workspace re-read, sensor ticks) while another worker computes; `make test-fast` one
+# per core. PYTEST_WORKERS=0 runs either in one process. Times: docs/bench.md.
 CORES := $(shell getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
-PYTEST_PARALLEL = -n $(or $(PYTEST_WORKERS),$(1)) --dist loadgroup
+PYTEST_PARALLEL = -n $(or $(PYTEST_WORKERS),$(1)) --dist loadgroup --no-loadscope-reorder
 
 test: prerequisites install ci-tools ## everything CI checks: lint, then the whole test suite
 	$(MAKE) --no-print-directory lint

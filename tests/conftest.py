@@ -1,8 +1,9 @@
-"""`make test` runs the suite in parallel (pytest-xdist `--dist loadgroup`; the Makefile sets the workers): each
-test file is one group, run whole by one worker, so its module fixtures (a rendered repo, a server) start once;
-tests/helm is one group (it renders into the one .dev/helm/<env>/ per environment). A worker that runs tests on
-tests/local's session stack starts its own stack; the files that use it come first, so that the workers start
-on the longest ones."""
+"""`make test` runs the suite in parallel (pytest-xdist `--dist loadgroup --no-loadscope-reorder`; the Makefile sets
+the workers): each test file is one group, run whole by one worker, so its module fixtures (a rendered repo, a
+server) start once; tests/helm is one group (it renders into the one .dev/helm/<env>/ per environment). Groups are
+handed out in the order below as workers free up: the files on tests/local's session stack first (a worker that
+runs one starts its own stack), the longest of them before the others, so that no worker ends the run alone on a
+long file; then the files with slow tests; the fast ones fill the gaps at the end."""
 
 from __future__ import annotations
 
@@ -11,15 +12,25 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).parent
+# Single tests that wait minutes on Dagster's own clocks (the daemon's workspace re-read, sensor ticks): first.
+LONGEST = ("local/test_previews.py", "local/test_locations.py", "local/test_ops.py", "local/test_stack.py")
 
 
 def group_of(item: pytest.Item) -> str:
     relative = Path(item.fspath).relative_to(TESTS)
-    return "helm" if relative.parts[0] == "helm" else str(relative)
+    return "helm" if relative.parts[0] == "helm" else relative.as_posix()
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into the node ids' @group
 def pytest_collection_modifyitems(items):
     on_stack = {group_of(item) for item in items if "stack" in getattr(item, "fixturenames", ())}
+    slow = {group_of(item) for item in items if item.get_closest_marker("slow")}
+
+    def order(item: pytest.Item) -> tuple:
+        group = group_of(item)
+        longest = LONGEST.index(group) if group in LONGEST else len(LONGEST)
+        return (longest, group not in on_stack, group not in slow)
+
     for item in items:
         item.add_marker(pytest.mark.xdist_group(group_of(item)))
-    items.sort(key=lambda item: group_of(item) not in on_stack)
+    items.sort(key=order)
