@@ -54,6 +54,39 @@ def _stack(stack, *args: str, timeout: float = 600) -> subprocess.CompletedProce
     return _run(argv, "dagster-platform stack " + shlex.join(args), timeout)
 
 
+class _Background:
+    """A `dagster-platform stack` command left running while the test goes on: `until` reads its output up to a
+    line (each line flushed as printed), `finish` waits for its end and records it in the transcript; one
+    still running when the block ends (a failed assertion) is killed."""
+
+    def __init__(self, stack, *args: str):
+        self.shown, self.began, self.lines = "dagster-platform stack " + shlex.join(args), time.monotonic(), []
+        argv = [str(PLATFORM_CLI), "stack", "--state-dir", str(stack.state_dir), *args]
+        self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def __enter__(self) -> _Background:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+
+    def until(self, prefix: str) -> None:
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith(prefix):
+                return
+        pytest.fail(f"`{self.shown}` ended without a line starting {prefix!r}:\n" + "\n".join(self.lines))
+
+    def finish(self, timeout: float = 600) -> subprocess.CompletedProcess:
+        rest, _ = self.process.communicate(timeout=timeout)
+        self.lines.extend(rest.splitlines())
+        transcript.append(f"$ {self.shown}   # exit {self.process.returncode}, {time.monotonic() - self.began:.1f}s")
+        transcript.extend(f"  {line}" for line in self.lines)
+        return subprocess.CompletedProcess(self.process.args, self.process.returncode, "\n".join(self.lines) + "\n", "")
+
+
 def _previews(*args: str) -> subprocess.CompletedProcess:
     return _run([sys.executable, "-m", "dagster_platform.ci.previews", *args],
                 "python -m dagster_platform.ci.previews " + shlex.join(args), 60)  # fmt: skip
@@ -139,14 +172,36 @@ def test_two_previews_run_isolated_survive_a_registry_sync_are_limited_and_torn_
     main_digest = _digest(main_warehouse)
     main_automation = {i["name"]: i["status"] for i in client.automation(EXAMPLE)}
 
-    # Two previews of the example location from the branch's checkout, next to the registered location.
-    for mr, name in ((101, P101), (102, P102)):
-        added = _stack(stack, "add-preview", "--location", EXAMPLE, "--mr", str(mr), "--source", str(branch))
+    # Two previews of the example location from the branch's checkout, next to the registered location. Each add
+    # waits for the daemon's next re-read of the workspace (every minute): the first preview's run goes through
+    # the daemon's queue while the second add waits for it.
+    schema = _db_schema(client, EXAMPLE)
+    assert schema == "public", "the location itself keeps the warehouse user's default schema"
+    prefix = EXAMPLE.replace("-", "_")  # the rendered package name
+
+    def run_isolated(mr: int, name: str) -> None:
+        """One run through the daemon's queue: it writes only to its own warehouse, in its own schema."""
+        run = client.wait_run(client.launch_run(name, "orders_job", tags={"test": "previews"}), timeout=300)
+        assert run["status"] == "SUCCESS", f"{name}'s run ended {run['status']}; see {stack.state_dir}/logs"
+        tables = _tables(stack.dagster_home / "warehouses" / f"{name}.sqlite")
+        assert tables["raw_orders"] > 0 and tables["orders_per_customer"] > 0, tables  # the branch's new asset
+        assert _db_schema(client, name) == f"{prefix}_mr_{mr}"
+        transcript.append(f"# run {run['runId'][:8]} of {name}/orders_job: {run['status']}; "
+                          f"warehouses/{name}.sqlite {tables}; db_schema {prefix}_mr_{mr}")  # fmt: skip
+
+    def assert_added(added: subprocess.CompletedProcess, name: str, evicted: str | None = None) -> None:
         assert added.returncode == 0, added.stdout + added.stderr
         lines = added.stdout.splitlines()
-        assert lines[-1] == f"[stack] added preview {name}", lines
+        assert lines[-1] == f"[stack] added preview {name}" + (f"; evicted {evicted}" if evicted else ""), lines
         assert any(line.startswith(f"[stack] webserver: workspace reloaded, {name} LOADED") for line in lines), lines
         assert any(line.startswith(f"[stack] daemon: re-read the workspace, {name} is in it") for line in lines), lines
+
+    add = ("add-preview", "--location", EXAMPLE, "--source", str(branch))
+    assert_added(_stack(stack, *add, "--mr", "101"), P101)
+    with _Background(stack, *add, "--mr", "102") as second:
+        second.until(f"[stack] webserver: workspace reloaded, {P102} LOADED")
+        run_isolated(101, P101)
+        assert_added(second.finish(), P102)
     assert _workspace(stack) == [*registered, P101, P102]
     loaded = [n for n, status in before.items() if status == "LOADED" and n != BROKEN]
     assert client.all_loaded([*loaded, P101, P102])
@@ -158,22 +213,6 @@ def test_two_previews_run_isolated_survive_a_registry_sync_are_limited_and_torn_
         found = {item["name"]: item["status"] for item in client.automation(name)}
         assert found == {"daily_orders_schedule": "STOPPED", "new_order_files": "STOPPED"}, found
     assert {i["name"]: i["status"] for i in client.automation(EXAMPLE)} == main_automation
-
-    # One run each, through the daemon's queue: each writes only to its own warehouse, in its own schema.
-    schema = _db_schema(client, EXAMPLE)
-    assert schema == "public", "the location itself keeps the warehouse user's default schema"
-    prefix = EXAMPLE.replace("-", "_")  # the rendered package name
-    for mr, name in ((101, P101), (102, P102)):
-        run = client.wait_run(client.launch_run(name, "orders_job", tags={"test": "previews"}), timeout=300)
-        assert run["status"] == "SUCCESS", f"{name}'s run ended {run['status']}; see {stack.state_dir}/logs"
-        tables = _tables(stack.dagster_home / "warehouses" / f"{name}.sqlite")
-        assert tables["raw_orders"] > 0 and tables["orders_per_customer"] > 0, tables  # the branch's new asset
-        assert _db_schema(client, name) == f"{prefix}_mr_{mr}"
-        transcript.append(f"# run {run['runId'][:8]} of {name}/orders_job: {run['status']}; "
-                          f"warehouses/{name}.sqlite {tables}; db_schema {prefix}_mr_{mr}")  # fmt: skip
-    assert _digest(main_warehouse) == main_digest, f"the registered location's warehouse {main_warehouse} changed"
-    transcript.append(f"# warehouses/{EXAMPLE}.sqlite unchanged; its db_schema {schema}")
-
     # "Platform upgrade" while both previews are live: the registry part regenerated (an older registry without
     # broken-import first, as the CI's `previews sync` writes it, then the stack's own), the previews kept.
     workspace_file = str(stack.dagster_home / "workspace.yaml")
@@ -212,11 +251,14 @@ def test_two_previews_run_isolated_survive_a_registry_sync_are_limited_and_torn_
     assert (stack.dagster_home / "workspace.yaml").read_bytes() == unchanged
 
     # The limit: at most 2 per location, so a third evicts the oldest (MR 101): its entry and code server go.
+    # (The second preview's run goes through the daemon's queue while the third add waits for the daemon.)
     group101 = supervisor.group_of(stack.supervisor.components[f"code-server-{P101}"])
-    third = _stack(stack, "add-preview", "--location", EXAMPLE, "--mr", "103", "--source", str(branch),
-                   "--max-per-location", "2")  # fmt: skip
-    assert third.returncode == 0, third.stdout + third.stderr
-    assert third.stdout.splitlines()[-1] == f"[stack] added preview {P103}; evicted {P101}", third.stdout
+    with _Background(stack, *add, "--mr", "103", "--max-per-location", "2") as third:
+        third.until(f"[stack] webserver: workspace reloaded, {P103} LOADED")
+        run_isolated(102, P102)
+        assert_added(third.finish(), P103, evicted=P101)
+    assert _digest(main_warehouse) == main_digest, f"the registered location's warehouse {main_warehouse} changed"
+    transcript.append(f"# warehouses/{EXAMPLE}.sqlite unchanged; its db_schema {schema}")
     assert _workspace(stack) == [*registered, P102, P103]
     assert P101 not in client.locations() and client.all_loaded([*loaded, P102, P103])
     assert group101 and not _alive(group101), f"processes of the evicted preview left: {_alive(group101)}"

@@ -48,8 +48,10 @@ def _assert_torn_down(result: upgrade_drill.Result) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("old", [upgrade_drill.DEFAULT_FROM_VERSION, SCHEMA_CHANGING_VERSION])
-def test_old_history_survives_backup_migrate_and_restore(old, capsys):
+def test_old_history_survives_backup_migrate_and_restore(capsys):
+    """From the release whose schema really migrates; the default old version runs the same steps up to the
+    restore in the truncated-backup test below."""
+    old = SCHEMA_CHANGING_VERSION
     result = upgrade_drill.run(old)
     out = capsys.readouterr().out
     print(out)  # the transcript, for -s and failure reports
@@ -68,8 +70,7 @@ def test_old_history_survives_backup_migrate_and_restore(old, capsys):
     assert result.new_reads == result.old_runs
     assert result.after_new_run.run_ids == old_ids | {result.new_run}
     assert result.after_new_run.events > backup.events
-    if old == SCHEMA_CHANGING_VERSION:
-        assert result.migrated.revision != backup.revision
+    assert result.migrated.revision != backup.revision, f"{old} was chosen because migrating its schema changes it"
 
     # Restored into a new database: exactly the backup; the old version reads it, the new one migrates it again.
     restored = result.restored

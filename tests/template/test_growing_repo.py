@@ -1,7 +1,9 @@
-"""A data engineer grows a rendered repo. A new module under defs/ with an asset, its job, a schedule and a
-sensor that follow the conventions passes the repo's own `make lint test` with no test changed; a module that
-would drop its definitions silently (a `@dg.definitions` function beside module-level ones) fails `make test`,
-naming the module and each object it drops."""
+"""A data engineer grows a rendered repo; its tests check conventions over whatever its definitions load, not a
+hard-coded list of assets. A new module under defs/ with an asset, its job, a schedule and a sensor that follow
+the conventions passes the repo's own `make lint test` with no test changed. Modules that break a rule fail
+`make test`, each failure naming the rule and what breaks it, and nothing else fails: an asset with no owner and
+no description, and a module that would drop its definitions silently (a `@dg.definitions` function beside
+module-level ones), named with each object it drops."""
 
 import json
 import os
@@ -82,6 +84,15 @@ def audit_resources() -> dg.Definitions:
     return dg.Definitions(resources={{"audit_sink": dg.ResourceDefinition.none_resource()}})
 '''
 
+# In the orders group (so orders_job runs it) but with no owner and no description.
+CARELESS = """import dagster as dg
+
+
+@dg.asset(group_name="orders")
+def careless_orders() -> None:
+    pass
+"""
+
 LOADED = f"""
 import json
 from {PACKAGE}.definitions import defs
@@ -138,19 +149,30 @@ def test_a_new_module_that_follows_the_conventions_passes_with_no_test_changed(r
     assert snapshot(repo / "tests") == tests_before
 
 
-def test_a_module_that_drops_definitions_fails_naming_the_module_and_each_one(repo):
+def test_modules_that_break_a_rule_fail_naming_the_rule_and_what_breaks_it(repo):
     tests_before = snapshot(repo / "tests")
-    module = repo / "src" / PACKAGE / "defs" / "audit.py"
-    module.write_text(DROPPING.format(package=PACKAGE))
+    defs = repo / "src" / PACKAGE / "defs"
+    modules = {defs / "careless.py": CARELESS, defs / "audit.py": DROPPING.format(package=PACKAGE)}
+    for module, text in modules.items():
+        module.write_text(text)
     try:
         result = run_make(repo, "test")
     finally:
-        module.unlink()
+        for module in modules:
+            module.unlink()
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-4000:]
+    assert "rule: every asset is owned by team:shop-data" in output
+    assert "asset careless_orders: owners are not set" in output
+    assert "rule: every asset says what it is" in output
+    assert "asset careless_orders: no description" in output
     assert (
         f"src/{PACKAGE}/defs/audit.py ({PACKAGE}.defs.audit): not loaded: "
         "asset audit_log, job audit_job, schedule audit_schedule, sensor audit_files"
     ) in output, output[-4000:]
-    assert failed_tests(output) == ["tests/test_defs_modules.py::test_everything_defined_under_defs_is_loaded"]
-    assert snapshot(repo / "tests") == tests_before
+    assert failed_tests(output) == [
+        "tests/test_definitions.py::test_every_asset_follows_the_rule[description]",
+        "tests/test_definitions.py::test_every_asset_follows_the_rule[owner]",
+        "tests/test_defs_modules.py::test_everything_defined_under_defs_is_loaded",
+    ], output[-4000:]
+    assert snapshot(repo / "tests") == tests_before  # no test was changed
