@@ -2,8 +2,9 @@
 the workers): each test file is one group, run whole by one worker, so its module fixtures (a rendered repo, a
 server) start once; tests/helm is one group (it renders into the one .dev/helm/<env>/ per environment). Groups are
 handed out in the order below as workers free up: the files on tests/local's session stack first (a worker that
-runs one starts its own stack), the longest of them before the others, so that no worker ends the run alone on a
-long file; then the files with slow tests; then the fast ones; each kind with the most tests first."""
+runs one starts its own stack, and stops it when its next file does not use it); then the others. Within each, the
+longest files (LONGEST) first, so that no worker ends the run alone on one; then the files with slow tests, then
+the fast ones, each with the most tests first."""
 
 from __future__ import annotations
 
@@ -13,8 +14,21 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).parent
-# Single tests that wait minutes on Dagster's own clocks (the daemon's workspace re-read, sensor ticks): first.
-LONGEST = ("local/test_previews.py", "local/test_locations.py", "local/test_ops.py", "local/test_stack.py")
+# The longest files (minutes of single tests waiting on Dagster's clocks: the daemon's workspace re-read, sensor
+# ticks; or rendering and running repos), longest first.
+LONGEST = (
+    "local/test_previews.py",
+    "local/test_locations.py",
+    "local/test_ops.py",
+    "local/test_stack.py",
+    "template/test_dev_loop.py",
+    "local/test_upgrade_drill.py",
+    "local/test_dev.py",
+    "template/test_job_on_derived_instance.py",
+    "template/test_update_template.py",
+    "template/test_check_errors.py",
+    "template/test_bad_answers.py",
+)
 
 
 def group_of(item: pytest.Item) -> str:
@@ -31,7 +45,7 @@ def pytest_collection_modifyitems(items):
     def order(item: pytest.Item) -> tuple:
         group = group_of(item)
         longest = LONGEST.index(group) if group in LONGEST else len(LONGEST)
-        return (longest, group not in on_stack, group not in slow, -sizes[group])
+        return (group not in on_stack, longest, group not in slow, -sizes[group])
 
     for item in items:
         item.add_marker(pytest.mark.xdist_group(group_of(item)))

@@ -9,6 +9,7 @@ import sys
 from collections import defaultdict
 
 from dagster_platform.paths import ROOT
+from tests.conftest import LONGEST
 
 FILES = ["tests/test_docs.py", "tests/test_versions.py"]  # fast files of several tests each
 
@@ -28,3 +29,8 @@ def test_each_file_runs_whole_on_one_worker():
         "file's group (pytest.mark.xdist_group) before pytest-xdist reads the marks; pytest >= 9.2 drops the "
         "group (pytest-dev/pytest-xdist#1386): keep the pin in pyproject.toml below 9.2 until xdist fixes it"
     )
+
+
+def test_the_longest_files_named_for_the_schedule_exist():
+    missing = [name for name in LONGEST if not (ROOT / "tests" / name).is_file()]
+    assert not missing, f"tests/conftest.py LONGEST names files that are gone: {missing}; name the long files again"
