@@ -3,9 +3,11 @@ dagster.yaml is the local runtime's: `dagster-platform local-instance`); the pla
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
 import warnings
+from copy import deepcopy
 from pathlib import Path
 
 import yaml
@@ -18,7 +20,12 @@ ANSWERS_FILE = ".copier-answers.yml"
 
 def questions() -> dict[str, dict]:
     """copier.yml's questions (its `_` settings left out)."""
-    return {key: value for key, value in yaml.safe_load(COPIER_YML.read_text()).items() if not key.startswith("_")}
+    return deepcopy(_questions(COPIER_YML.read_text()))
+
+
+@functools.cache  # by content: parsing copier.yml (~40 ms) was most of a refused answer's time, once per question
+def _questions(text: str) -> dict[str, dict]:
+    return {key: value for key, value in yaml.safe_load(text).items() if not key.startswith("_")}
 
 
 def platform_context() -> dict[str, object]:
