@@ -1,8 +1,10 @@
 """Previews of merge requests on the running session stack (issue 14), through the commands a platform engineer
 runs (`stack add-preview`, `stack remove-preview`, `stack sync-registry`) and the registration code the CI jobs
-run (`python -m dagster_platform.ci.previews`): a checkout of "another branch" of the example location as two
-previews next to the registered location, one isolated run each, the workspace's registry part regenerated while
-both are live, the refusals, the per-location limit, and both torn down. Leaves the session stack as it found it.
+run (`python -m dagster_platform.ci.previews`): a checkout of "another branch" of the example location as
+previews next to the registered location, two live at a time, one isolated run each, a third over the
+per-location limit evicting the oldest (its add overlapping the second's, as two merge requests' deploy jobs
+may), the workspace's registry part regenerated while two are live, the refusals, and all torn down. Leaves the
+session stack as it found it.
 The test prints a compact transcript of every command.
 """
 
@@ -172,9 +174,10 @@ def test_two_previews_run_isolated_survive_a_registry_sync_are_limited_and_torn_
     main_digest = _digest(main_warehouse)
     main_automation = {i["name"]: i["status"] for i in client.automation(EXAMPLE)}
 
-    # Two previews of the example location from the branch's checkout, next to the registered location. Each add
-    # waits for the daemon's next re-read of the workspace (every minute): the first preview's run goes through
-    # the daemon's queue while the second add waits for it.
+    # Previews of the example location from the branch's checkout, next to the registered location. Each add waits
+    # for the daemon's next re-read of the workspace (every minute): the first preview's run goes through the
+    # daemon's queue while the second add waits, and the third add (over the limit) joins that same wait, as two
+    # merge requests' deploy jobs may overlap.
     schema = _db_schema(client, EXAMPLE)
     assert schema == "public", "the location itself keeps the warehouse user's default schema"
     prefix = EXAMPLE.replace("-", "_")  # the rendered package name
@@ -197,35 +200,48 @@ def test_two_previews_run_isolated_survive_a_registry_sync_are_limited_and_torn_
         assert any(line.startswith(f"[stack] daemon: re-read the workspace, {name} is in it") for line in lines), lines
 
     add = ("add-preview", "--location", EXAMPLE, "--source", str(branch))
+    loaded = [n for n, status in before.items() if status == "LOADED" and n != BROKEN]
     assert_added(_stack(stack, *add, "--mr", "101"), P101)
     with _Background(stack, *add, "--mr", "102") as second:
         second.until(f"[stack] webserver: workspace reloaded, {P102} LOADED")
         run_isolated(101, P101)
-        assert_added(second.finish(), P102)
-    assert _workspace(stack) == [*registered, P101, P102]
-    loaded = [n for n, status in before.items() if status == "LOADED" and n != BROKEN]
-    assert client.all_loaded([*loaded, P101, P102])
-    sup = stack.supervisor
-    assert sup.components[f"code-server-{P101}"].info["env"] == {"DAGSTER_PREVIEW": "mr-101"}
 
-    # Their automation is stopped (the branch declares its sensor RUNNING), the registered location's unchanged.
-    for name in (P101, P102):
-        found = {item["name"]: item["status"] for item in client.automation(name)}
-        assert found == {"daily_orders_schedule": "STOPPED", "new_order_files": "STOPPED"}, found
-    assert {i["name"]: i["status"] for i in client.automation(EXAMPLE)} == main_automation
-    # "Platform upgrade" while both previews are live: the registry part regenerated (an older registry without
+        # Two previews live side by side: their automation stopped (the branch declares its sensor RUNNING), the
+        # registered location's unchanged.
+        assert _workspace(stack) == [*registered, P101, P102]
+        assert client.all_loaded([*loaded, P101, P102])
+        assert stack.supervisor.components[f"code-server-{P101}"].info["env"] == {"DAGSTER_PREVIEW": "mr-101"}
+        for name in (P101, P102):
+            found = {item["name"]: item["status"] for item in client.automation(name)}
+            assert found == {"daily_orders_schedule": "STOPPED", "new_order_files": "STOPPED"}, found
+        assert {i["name"]: i["status"] for i in client.automation(EXAMPLE)} == main_automation
+
+        # The limit: at most 2 per location, so a third evicts the oldest (MR 101): its entry and code server go.
+        group101 = supervisor.group_of(stack.supervisor.components[f"code-server-{P101}"])
+        with _Background(stack, *add, "--mr", "103", "--max-per-location", "2") as third:
+            assert_added(second.finish(), P102)
+            assert_added(third.finish(), P103, evicted=P101)
+    assert _workspace(stack) == [*registered, P102, P103]
+    assert P101 not in client.locations() and client.all_loaded([*loaded, P102, P103])
+    assert group101 and not _alive(group101), f"processes of the evicted preview left: {_alive(group101)}"
+    assert f"code-server-{P101}" not in stack.supervisor.components
+    run_isolated(102, P102)
+    assert _digest(main_warehouse) == main_digest, f"the registered location's warehouse {main_warehouse} changed"
+    transcript.append(f"# warehouses/{EXAMPLE}.sqlite unchanged; its db_schema {schema}")
+
+    # "Platform upgrade" while two previews are live: the registry part regenerated (an older registry without
     # broken-import first, as the CI's `previews sync` writes it, then the stack's own), the previews kept.
     workspace_file = str(stack.dagster_home / "workspace.yaml")
     ports = {n: info["port"] for n, info in stack.supervisor.meta["locations"].items() if n != BROKEN}
     older = json.dumps({n: {"host": "127.0.0.1", "port": p} for n, p in ports.items()})
     synced = _previews("sync", "--env", "local", "--workspace-file", workspace_file, "--registry-json", older)
     assert synced.returncode == 0 and "2 preview(s) kept" in synced.stdout, synced
-    assert BROKEN not in _workspace(stack) and {P101, P102} <= set(_workspace(stack))
+    assert BROKEN not in _workspace(stack) and {P102, P103} <= set(_workspace(stack))
     upgrade = _stack(stack, "sync-registry")
     assert upgrade.returncode == 0, upgrade.stdout + upgrade.stderr
-    assert f"rewritten: {len(registered)} registered location(s), 2 preview(s) kept ({P101}, {P102})" in upgrade.stdout
-    assert _workspace(stack) == [*registered, P101, P102]
-    assert client.all_loaded([*loaded, P101, P102]) and BROKEN in client.locations()
+    assert f"rewritten: {len(registered)} registered location(s), 2 preview(s) kept ({P102}, {P103})" in upgrade.stdout
+    assert _workspace(stack) == [*registered, P102, P103]
+    assert client.all_loaded([*loaded, P102, P103]) and BROKEN in client.locations()
 
     # Refusals, one line each (exit 2), nothing changed.
     unchanged = (stack.dagster_home / "workspace.yaml").read_bytes()
@@ -249,20 +265,6 @@ def test_two_previews_run_isolated_survive_a_registry_sync_are_limited_and_torn_
                             "--mr", "9", "--port", str(company().grpc_port))  # fmt: skip
         _one_line_refusal(refused, f"previews: previews run only in {allowed}, never in {name!r}")
     assert (stack.dagster_home / "workspace.yaml").read_bytes() == unchanged
-
-    # The limit: at most 2 per location, so a third evicts the oldest (MR 101): its entry and code server go.
-    # (The second preview's run goes through the daemon's queue while the third add waits for the daemon.)
-    group101 = supervisor.group_of(stack.supervisor.components[f"code-server-{P101}"])
-    with _Background(stack, *add, "--mr", "103", "--max-per-location", "2") as third:
-        third.until(f"[stack] webserver: workspace reloaded, {P103} LOADED")
-        run_isolated(102, P102)
-        assert_added(third.finish(), P103, evicted=P101)
-    assert _digest(main_warehouse) == main_digest, f"the registered location's warehouse {main_warehouse} changed"
-    transcript.append(f"# warehouses/{EXAMPLE}.sqlite unchanged; its db_schema {schema}")
-    assert _workspace(stack) == [*registered, P102, P103]
-    assert P101 not in client.locations() and client.all_loaded([*loaded, P102, P103])
-    assert group101 and not _alive(group101), f"processes of the evicted preview left: {_alive(group101)}"
-    assert f"code-server-{P101}" not in stack.supervisor.components
 
     # Both torn down: the workspace holds the registered locations only, their code servers gone, daemon healthy.
     groups = [pid for n in (P102, P103) for pid in supervisor.group_of(stack.supervisor.components[f"code-server-{n}"])]
