@@ -203,7 +203,10 @@ def test_every_refusal_of_an_answer_names_its_one_example(tmp_path, key):
         result = new_no_input(tmp_path / "empty", {key: empty})
         assert f"ERROR: {key} is required: " in result.stderr, result.stderr
         assert result.stderr.strip().endswith(f", e.g. {example}. Nothing was generated."), result.stderr
-    result = new_no_input(tmp_path / "good", {key: example})
+
+
+def test_the_examples_the_refusals_name_are_accepted(tmp_path):
+    result = new_no_input(tmp_path, {key: example for key, (_, example) in INVALID.items()})
     assert result.returncode == 0, result.stderr
 
 
