@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).parent
+# The groups with a test on tests/local's stack, as collected (tests/local/conftest.py stops a worker's stack when
+# its next test's group is not one of them).
+STACK_GROUPS = pytest.StashKey[set[str]]()
 # The longest files (minutes of single tests waiting on Dagster's clocks: the daemon's workspace re-read, sensor
 # ticks; or rendering and running repos), longest first.
 LONGEST = (
@@ -37,8 +40,10 @@ def group_of(item: pytest.Item) -> str:
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the marks into the node ids' @group
-def pytest_collection_modifyitems(items):
-    on_stack = {group_of(item) for item in items if "stack" in getattr(item, "fixturenames", ())}
+def pytest_collection_modifyitems(config, items):
+    on_stack = config.stash[STACK_GROUPS] = {
+        group_of(item) for item in items if "stack" in getattr(item, "fixturenames", ())
+    }
     slow = {group_of(item) for item in items if item.get_closest_marker("slow")}
     sizes = Counter(group_of(item) for item in items)
 

@@ -15,8 +15,11 @@ FILES = ["tests/test_docs.py", "tests/test_versions.py"]  # fast files of severa
 
 
 def test_each_file_runs_whole_on_one_worker():
-    argv = [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "--no-loadscope-reorder",
-            "-p", "no:cacheprovider", "-v", "-m", "not slow", *FILES]  # fmt: skip
+    # The distribution flags make test and make test-fast pass (the Makefile's PYTEST_PARALLEL, from --dist on).
+    flags = re.search(r"^PYTEST_PARALLEL = .*?(--dist .+)$", (ROOT / "Makefile").read_text(), re.M)[1].split()
+    assert flags[:2] == ["--dist", "loadgroup"], f"this rule is about --dist loadgroup; the Makefile passes {flags}"
+    argv = [sys.executable, "-m", "pytest", "-n", "2", *flags, "-p", "no:cacheprovider", "-v", "-m", "not slow",
+            *FILES]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     workers = defaultdict(set)

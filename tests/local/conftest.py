@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from dagster_platform.local import lifecycle, locations
-from tests.conftest import group_of
+from tests.conftest import STACK_GROUPS, group_of
 from tests.local.helpers import BROKEN, CANARY, EXAMPLE, running_stack
 
 HERE = Path(__file__).parent
@@ -81,14 +81,9 @@ def client(stack):
     return stack.client
 
 
-def _group_uses_stack(item: pytest.Item) -> bool:
-    group = group_of(item)
-    return any("stack" in other.fixturenames for other in item.session.items if group_of(other) == group)
-
-
 @pytest.hookimpl(trylast=True)  # after the test's own fixtures are torn down
 def pytest_runtest_teardown(item, nextitem):
-    if _WORKER_STACK.running and (nextitem is None or not _group_uses_stack(nextitem)):
+    if _WORKER_STACK.running and (nextitem is None or group_of(nextitem) not in item.config.stash[STACK_GROUPS]):
         _WORKER_STACK.stop()
 
 

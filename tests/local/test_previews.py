@@ -43,17 +43,26 @@ query Resource($selector: ResourceSelector!) {
 transcript: list[str] = []
 
 
+def _record(shown: str, code: int, began: float, output: str) -> None:
+    transcript.append(f"$ {shown}   # exit {code}, {time.monotonic() - began:.1f}s")
+    transcript.extend(f"  {line}" for line in output.splitlines())
+
+
 def _run(argv: list[str], shown: str, timeout: float = 600) -> subprocess.CompletedProcess:
     began = time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    transcript.append(f"$ {shown}   # exit {done.returncode}, {time.monotonic() - began:.1f}s")
-    transcript.extend(f"  {line}" for line in (done.stdout + done.stderr).splitlines())
+    _record(shown, done.returncode, began, done.stdout + done.stderr)
     return done
 
 
-def _stack(stack, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def _stack_command(stack, args: tuple[str, ...]) -> tuple[list[str], str]:
+    """The argv of a `dagster-platform stack` command on the session stack, and how the transcript shows it."""
     argv = [str(PLATFORM_CLI), "stack", "--state-dir", str(stack.state_dir), *args]
-    return _run(argv, "dagster-platform stack " + shlex.join(args), timeout)
+    return argv, "dagster-platform stack " + shlex.join(args)
+
+
+def _stack(stack, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return _run(*_stack_command(stack, args), timeout)
 
 
 class _Background:
@@ -62,8 +71,8 @@ class _Background:
     still running when the block ends (a failed assertion) is killed."""
 
     def __init__(self, stack, *args: str):
-        self.shown, self.began, self.lines = "dagster-platform stack " + shlex.join(args), time.monotonic(), []
-        argv = [str(PLATFORM_CLI), "stack", "--state-dir", str(stack.state_dir), *args]
+        argv, self.shown = _stack_command(stack, args)
+        self.began, self.lines = time.monotonic(), []
         self.process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def __enter__(self) -> _Background:
@@ -84,9 +93,9 @@ class _Background:
     def finish(self, timeout: float = 600) -> subprocess.CompletedProcess:
         rest, _ = self.process.communicate(timeout=timeout)
         self.lines.extend(rest.splitlines())
-        transcript.append(f"$ {self.shown}   # exit {self.process.returncode}, {time.monotonic() - self.began:.1f}s")
-        transcript.extend(f"  {line}" for line in self.lines)
-        return subprocess.CompletedProcess(self.process.args, self.process.returncode, "\n".join(self.lines) + "\n", "")
+        output = "\n".join(self.lines) + "\n"
+        _record(self.shown, self.process.returncode, self.began, output)
+        return subprocess.CompletedProcess(self.process.args, self.process.returncode, output, "")
 
 
 def _previews(*args: str) -> subprocess.CompletedProcess:
