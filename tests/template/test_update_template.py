@@ -221,7 +221,11 @@ def test_nothing_to_take_says_already_up_to_date_and_runs_nothing_else(scenario)
 def test_a_recorded_commit_the_template_does_not_have_is_refused_in_one_line(scenario):
     """A repo generated from uncommitted template changes records a commit that exists nowhere else."""
     origin, repo = scenario
-    edit(repo / ".copier-answers.yml", f"_commit: {head(origin)}", "_commit: 0123abc")
+    # The recorded line, quoted or not: YAML quotes a short hash that reads as a number (e.g. 0172445).
+    lines = (repo / ".copier-answers.yml").read_text().splitlines()
+    recorded = next(line for line in lines if line.startswith("_commit:"))
+    assert answers(repo)["_commit"] == head(origin), recorded
+    edit(repo / ".copier-answers.yml", recorded, "_commit: 0123abc")
     commit(repo, "a commit only the render knew")
     result = run(["make", "--no-print-directory", "update-template"], repo, check=False)
     assert result.returncode != 0
