@@ -127,7 +127,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             found = []
         stamp, load_after = now_iso(), os.getloadavg()[0]
         for fig in found:
-            fig.measured_at, fig.load = stamp, [load_before, load_after]
+            fig.measured_at, fig.load, fig.commit = stamp, [load_before, load_after], machine["commit"]
         figures += found
     sampler.stop()
     machine.update(load_start=sampler.samples[0], load_end=sampler.samples[-1], load_max=max(sampler.samples))

@@ -36,6 +36,7 @@ class Figure:
     failed: str = ""  # why a run failed (the figure then FAILs whatever its numbers)
     measured_at: str = ""
     load: list[float] = field(default_factory=list)  # 1-minute load average when its section began and ended
+    commit: str = ""  # the commit it was measured at (a figure kept by --merge keeps its own)
 
     @property
     def section(self) -> str:
@@ -80,11 +81,12 @@ class Figure:
             "failed": self.failed,
             "measured_at": self.measured_at,
             "load": [round(v, 2) for v in self.load],
+            "commit": self.commit,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Figure:
-        names = ("key", "label", "unit", "samples", "note", "failed", "measured_at", "load")
+        names = ("key", "label", "unit", "samples", "note", "failed", "measured_at", "load", "commit")
         return cls(**{name: data[name] for name in names if name in data})
 
 
@@ -169,10 +171,24 @@ def render_report(report: dict[str, Any]) -> str:
         f"load average (1 min) {m['load_start']:.2f} at start, {m['load_end']:.2f} at the end, "
         f"max {m['load_max']:.2f} (sampled every 5 s); the load column: at the start → end of each section."
     )
-    parts = [head, "", render_table(Figure.from_json(f) for f in report["figures"])]
+    figures = [Figure.from_json(f) for f in report["figures"]]
+    parts = [head, *kept_line(figures, report["started"]), "", render_table(figures)]
     if report.get("errors"):
         parts += ["", "Not measured:", *(f"- {section}: {message}" for section, message in report["errors"].items())]
     return "\n".join(parts) + "\n"
+
+
+def kept_line(figures: Sequence[Figure], started: str) -> list[str]:
+    """The sections `--merge` kept from earlier runs, each with its own time and commit (the header's are this
+    run's), as one line; none when every figure is this run's."""
+    kept: dict[str, tuple[str, str]] = {}
+    for fig in figures:
+        if fig.measured_at and fig.measured_at < started:
+            kept.setdefault(fig.section, (fig.measured_at, fig.commit or "unknown"))
+    if not kept:
+        return []
+    each = "; ".join(f"{section} at {at}, commit {commit}" for section, (at, commit) in kept.items())
+    return ["", f"Kept from earlier runs (`--merge`), measured at their own time: {each}."]
 
 
 def build_report(
@@ -222,8 +238,12 @@ def write_doc(report: dict[str, Any], doc: Path) -> None:
 
 
 def merge_previous(figures: list[Figure], sections_run: Iterable[str], previous: dict[str, Any]) -> list[Figure]:
-    """Figures of sections not run this time, taken from an earlier report (each keeps its measured_at)."""
+    """Figures of sections not run this time, taken from an earlier report (each keeps its measured_at and
+    commit; one from a report older than the commit field gets that report's commit if that run measured it)."""
     ran = set(sections_run)
     kept = [Figure.from_json(f) for f in previous.get("figures", []) if f["section"] not in ran]
+    for fig in kept:
+        if not fig.commit and fig.measured_at >= previous.get("started", "~"):
+            fig.commit = previous.get("machine", {}).get("commit", "")
     order = {s: i for i, s in enumerate(SECTIONS)}
     return sorted([*figures, *kept], key=lambda f: order.get(f.section, len(order)))

@@ -20,7 +20,7 @@ from dagster_platform.local import lifecycle
 from dagster_platform.paths import ROOT
 
 
-def report_of(figures, errors=None, **machine):
+def report_of(figures, errors=None, started="2026-11-25T10:35:00Z", **machine):
     machine = {
         "cpus": 2,
         "platform": "Linux",
@@ -32,9 +32,7 @@ def report_of(figures, errors=None, **machine):
         "load_max": 2.0,
         **machine,
     }
-    return report.build_report(
-        figures, errors or {}, machine, {"runs": 3}, "2026-11-25T10:35:00Z", "2026-11-25T10:50:00Z"
-    )
+    return report.build_report(figures, errors or {}, machine, {"runs": 3}, started, "2026-11-26T10:50:00Z")
 
 
 def test_summary_is_median_min_max_of_the_runs():
@@ -175,12 +173,13 @@ def test_json_shape(tmp_path):
         "failed": "",
         "measured_at": "2026-11-25T10:40:00Z",
         "load": [1.5, 0.75],
+        "commit": "",
     }
     assert data["figures"][1]["target"] is None
     assert data["figures"][1]["passed"] is None
     # A figure read back from JSON is the same figure; one from an older report without load or failed, too.
     assert Figure.from_json(data["figures"][0]).to_json() == data["figures"][0]
-    older = {k: v for k, v in data["figures"][1].items() if k not in ("load", "failed", "measured_at")}
+    older = {k: v for k, v in data["figures"][1].items() if k not in ("load", "failed", "measured_at", "commit")}
     assert Figure.from_json(older) == Figure("dev.dg_dev", "dg dev", "s", [12.0])
 
 
@@ -194,6 +193,24 @@ def test_merge_keeps_earlier_sections_in_section_order():
     merged = report.merge_previous([Figure("dev.dg_dev", "new dg dev", "s", [12.0])], ["dev"], previous)
     assert [(f.key, f.label) for f in merged] == [("dev.dg_dev", "new dg dev"), ("test.make_test", "make test")]
     assert merged[1].measured_at == "2026-11-25T10:20:00Z"
+
+
+def test_kept_figures_keep_their_own_time_and_commit_in_the_report():
+    """The header names this run's date and commit; a section --merge kept is named with its own, not those."""
+    older = report_of([Figure("dev.dg_dev", "dg dev", "s", [5.0], measured_at="2026-11-25T10:40:00Z")])
+    older["machine"]["commit"] = "0ld0001"  # measured by that run: its commit is that run's
+    again = report.merge_previous([], ["test"], older)  # a later run kept it, then another one
+    assert again[0].commit == "0ld0001"
+    twice = report.merge_previous([], ["test"], report_of(again, commit="notthis"))
+    assert twice[0].commit == "0ld0001"
+    fresh = Figure("test.make_test", "make test", "s", [500.0], measured_at="2026-11-26T09:00:00Z", commit="new0002")
+    data = report_of([*twice, fresh], started="2026-11-26T08:50:00Z")
+    text = report.render_report(data)
+    assert "commit abc1234" in text.splitlines()[0]
+    kept = "Kept from earlier runs (`--merge`), measured at their own time: "
+    kept += "dev at 2026-11-25T10:40:00Z, commit 0ld0001."
+    assert text.splitlines()[1:3] == ["", kept]
+    assert "Kept from" not in report.render_report(report_of([fresh], started="2026-11-26T08:50:00Z"))
 
 
 def test_only_accepts_known_sections():
