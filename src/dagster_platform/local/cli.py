@@ -15,6 +15,7 @@ from dagster_platform.ci.previews import PreviewError
 from dagster_platform.graphql import Client, GraphQLError
 from dagster_platform.helm.instance import InstanceTranslationError
 from dagster_platform.local import config, lifecycle, locations, postgres, registration, upgrade_drill
+from dagster_platform.local.services import say
 from dagster_platform.local.supervisor import ComponentFailed, Supervisor, owned
 from dagster_platform.paths import DEV_DIR
 
@@ -71,41 +72,41 @@ def _up_command(args) -> int:
     except ERRORS as exc:
         print(f"stack up failed: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
-    lifecycle.say(f"up in {stack.timings['total']:.1f}s: {stack.url} (stop with `make stack-down`)")
+    say(f"up in {stack.timings['total']:.1f}s: {stack.url} (stop with `make stack-down`)")
     for name, info in lifecycle.status(stack.state_dir).items():
-        lifecycle.say(f"  {name:<32} pid {info['pid']:<8} {info['rss_mib']:>7.1f} MiB  log {info['log']}")
+        say(f"  {name:<32} pid {info['pid']:<8} {info['rss_mib']:>7.1f} MiB  log {info['log']}")
     return 0
 
 
 def _down_command(args) -> int:
     if not lifecycle.down(Path(args.state_dir), wipe=args.wipe):
-        lifecycle.say("nothing was running")
+        say("nothing was running")
     return 0
 
 
 def _status_command(args) -> int:
     state = lifecycle.status(Path(args.state_dir))
     if not state:
-        lifecycle.say("no stack state (never started, or wiped)")
+        say("no stack state (never started, or wiped)")
         return 1
     for name, info in state.items():
         mark = "running" if info["alive"] else "stopped"
-        lifecycle.say(f"{name:<32} {mark:<8} pid {info['pid']:<8} {info['rss_mib']:>7.1f} MiB")
+        say(f"{name:<32} {mark:<8} pid {info['pid']:<8} {info['rss_mib']:>7.1f} MiB")
     state_dir = Path(args.state_dir).resolve()
     meta = Supervisor(state_dir).meta
     for name, address in meta.get("monitoring", {}).items():
         page = {"metrics-exporter": "/metrics"}.get(name, "")  # Prometheus: / leads to its UI (Debian's: /classic)
-        lifecycle.say(f"{name}: {address}{page}" + ("" if state.get(name, {}).get("alive") else " (stopped)"))
+        say(f"{name}: {address}{page}" + ("" if state.get(name, {}).get("alive") else " (stopped)"))
     url = meta.get("url")
     if url and state.get("webserver", {}).get("alive"):
         for name, loc in Client(url, timeout=10).locations().items():
             error = f" ERROR: {loc['error'][:200]}" if loc["error"] else ""
-            lifecycle.say(f"location {name}: {loc['status']}{error}")
+            say(f"location {name}: {loc['status']}{error}")
     restart = "make stack-restart COMPONENT=" if state_dir == lifecycle.DEFAULT_STATE_DIR else (
         f"dagster-platform stack --state-dir {state_dir} restart "
     )  # fmt: skip
     for name in (name for name, info in state.items() if not info["alive"]):
-        lifecycle.say(f"{name} is dead (log {state[name]['log']}); restart it alone: {restart}{name}")
+        say(f"{name} is dead (log {state[name]['log']}); restart it alone: {restart}{name}")
     return 0 if all(i["alive"] for i in state.values()) else 1
 
 
@@ -120,7 +121,7 @@ def _restart_command(args) -> int:
     except ERRORS as exc:
         print(f"stack restart failed: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
-    lifecycle.say(f"restarted {args.component} (pid {stack.supervisor.components[args.component].pid})")
+    say(f"restarted {args.component} (pid {stack.supervisor.components[args.component].pid})")
     return 0
 
 
@@ -163,7 +164,7 @@ def _registration_command(args) -> int:
     except (*ERRORS, GraphQLError) as exc:
         print(f"stack {action} failed: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
-    lifecycle.say(done)
+    say(done)
     return 0
 
 
@@ -177,7 +178,7 @@ def _rotate_command(args) -> int:
     except (*ERRORS, GraphQLError) as exc:
         print(f"stack rotate-pg-password failed: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
-    lifecycle.say("rotated the Postgres password; every component runs with the new one")
+    say("rotated the Postgres password; every component runs with the new one")
     return 0
 
 
