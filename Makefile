@@ -87,7 +87,7 @@ generate: install ## rewrite every generated copy of the company and environment
 TEMPLATE_URL ?= $(or $(shell git remote get-url origin 2>/dev/null),$(CURDIR))
 TEMPLATE_REF ?= HEAD
 OUT ?= ..
-new-usercode: install ## new user-code repo via copier in OUT (default ..); NO_INPUT=1 CONTEXT='{"project_name": "X"}'
+new-usercode: install ## new user-code repo via copier in OUT (default ..); NO_INPUT=1 CONTEXT='{"project_name": "X", "owner_team": "x", "owner_email": "x@example.com"}'
 	@$(CLI) template new --template-url '$(TEMPLATE_URL)' --checkout '$(TEMPLATE_REF)' --output-dir '$(OUT)' \
 		$(if $(NO_INPUT),--no-input) $(if $(CONTEXT),--context '$(CONTEXT)')
 

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 
 from dagster_platform.paths import ROOT
+from dagster_platform.template.render import questions
 
 README = ROOT / "README.md"
 README_MAX_BYTES = 8_500
@@ -73,6 +75,30 @@ def test_every_make_target_in_the_readme_exists():
     assert {"dev", "test", "test-fast"} <= named, "README names the two commands and the inner loop"
     defined = set(MAKEFILE_TARGET.findall((ROOT / "Makefile").read_text()))
     assert sorted(named - defined) == [], "README names make targets the Makefile does not define"
+
+
+NO_INPUT_CONTEXT = re.compile(r"NO_INPUT=1\b[^\n`]*?CONTEXT='(\{[^'\n]*\})'")
+
+
+def test_every_documented_new_usercode_without_input_answers_the_required_questions():
+    """`make new-usercode NO_INPUT=1 CONTEXT=…` as the docs and `make help` show it must generate: copier asks
+    nothing then, so the context answers every question with no default (else: "owner_email is required")."""
+    required = sorted(name for name, question in questions().items() if "default" not in question)
+    shown = {
+        path.relative_to(ROOT).as_posix(): NO_INPUT_CONTEXT.findall(path.read_text())
+        for path in [*DOCS, ROOT / "Makefile"]
+    }
+    assert shown["Makefile"] and shown["docs/usercode.md"], "make help and docs/usercode.md show NO_INPUT=1 CONTEXT"
+    missing = {
+        f"{where}: {context}": [name for name in required if name not in json.loads(context)]
+        for where, contexts in shown.items()
+        for context in contexts
+    }
+    unanswered = {example: names for example, names in missing.items() if names}
+    assert not unanswered, (
+        "rule: a documented NO_INPUT=1 CONTEXT answers every question of usercode-template/copier.yml that has no "
+        f"default ({', '.join(required)}); add the missing ones to these examples: {unanswered}"
+    )
 
 
 def test_the_checks_see_what_they_should():
